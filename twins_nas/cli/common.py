@@ -1,0 +1,35 @@
+"""Shared CLI plumbing: one-line errors with exit code 2, the rich consoles."""
+from __future__ import annotations
+
+import functools
+from typing import Callable, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from ..config import ConfigError, format_validation_error
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(msg: str) -> NoReturn:
+    """Print one readable line on stderr and exit with code 2 (bad input)."""
+    err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn the errors that mean 'bad input' into `fail(...)` instead of a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as e:
+            fail(str(e))
+        except ValidationError as e:
+            fail(format_validation_error(e))
+        except FileNotFoundError as e:
+            fail(f"{e.filename or e}: file not found")
+    return wrapper

@@ -1,0 +1,1 @@
+"""`twins-nas profile` (see twins_nas.profile)."""

@@ -1,0 +1,1 @@
+"""`twins-nas search` / `twins-nas export` (see twins_nas.search)."""

@@ -1,0 +1,221 @@
+"""`ArchConfig`: plain, validated, versioned data describing one Twins-like architecture.
+
+A config is the only thing that flows between the parts of twins-nas: the search samples
+one, the model builder and the cost model read one, reports write one to JSON.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Tuple, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+SUBSAMPLE_CHOICES = ("conv", "dwconv", "avgpool")
+_PATTERN_RE = re.compile(r"^[LG]+$")
+
+Pair = Tuple[PositiveInt, PositiveInt]
+
+
+class ConfigError(ValueError):
+    """One-line error about invalid config data; the message names the field and the rule."""
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """Turn pydantic's multi-line report into one line per problem (first problem first)."""
+    msgs = []
+    for e in err.errors():
+        msg = e["msg"]
+        for strip in ("Value error, ", "Assertion failed, "):
+            if msg.startswith(strip):
+                msg = msg[len(strip):]
+        path = _loc(e["loc"])
+        if prefix:
+            path = prefix + ("." + path if path and not path.startswith("[") else path)
+        if path and e["type"] != "value_error":
+            given = e.get("input")
+            given_s = json.dumps(given) if isinstance(given, (int, float, str, list, bool, type(None))) else repr(given)
+            msgs.append(f"{path}={given_s}: {msg}" if e["type"] != "missing" else f"{path}: field required")
+        elif path:
+            msgs.append(f"{path}: {msg}")
+        else:
+            msgs.append(msg)
+    return "; ".join(msgs)
+
+
+class StageConfig(BaseModel):
+    """One pyramid stage: a patch embedding followed by `depth` blocks (+ PEG after block 0)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    patch_size: PositiveInt = Field(description="stride (= kernel) of the patch-embedding conv")
+    embed_dim: PositiveInt
+    depth: PositiveInt
+    num_heads: PositiveInt
+    mlp_ratio: float = Field(gt=0, description="MLP hidden = int(embed_dim * mlp_ratio)")
+    window: Optional[Pair] = Field(
+        default=None, description="LSA window (m rows, n cols); required when pattern has an L")
+    sr_ratio: Union[PositiveInt, Pair] = Field(
+        default=1, description="GSA sub-sample ratio k (or (k1, k2)); 1 = full global attention")
+    subsample: Literal["conv", "dwconv", "avgpool"] = Field(
+        default="conv", description="GSA sub-sampling function (used when sr_ratio > 1)")
+    pattern: str = Field(default="G", description="L/G string repeated cyclically over the blocks")
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        if not _PATTERN_RE.match(v):
+            raise ValueError(f"must be a non-empty string of 'L' (local) and 'G' (global) letters, got {v!r}")
+        return v
+
+    @property
+    def sr_pair(self) -> tuple[int, int]:
+        return (self.sr_ratio, self.sr_ratio) if isinstance(self.sr_ratio, int) else tuple(self.sr_ratio)
+
+    @property
+    def block_types(self) -> list[str]:
+        """The block sequence spelled out, e.g. ['L', 'G', 'L'] for pattern LG and depth 3."""
+        return [self.pattern[j % len(self.pattern)] for j in range(self.depth)]
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.embed_dim * self.mlp_ratio)
+
+
+class ArchConfig(BaseModel):
+    """A whole Twins-like network. Build it with `twins_nas.build_model(cfg)`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    name: Optional[str] = None
+    stages: Tuple[StageConfig, ...] = Field(min_length=1)
+    in_chans: PositiveInt = 3
+    num_classes: int = Field(default=1000, ge=0, description="0 = no classifier (features only)")
+    qkv_bias: bool = True
+    drop_path_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
+    peg: bool = Field(default=True, description="conditional position encoding after each stage's first block")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err)) from None
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "ArchConfig":
+        if self.schema_version > SCHEMA_VERSION:
+            raise ValueError(f"schema_version={self.schema_version} is newer than this twins-nas "
+                             f"supports ({SCHEMA_VERSION}); upgrade twins-nas")
+        for i, s in enumerate(self.stages):
+            p = f"stages[{i}]"
+            if s.embed_dim % s.num_heads:
+                raise ValueError(f"{p}.embed_dim={s.embed_dim} is not divisible by num_heads={s.num_heads}")
+            if "L" in s.pattern and s.window is None:
+                raise ValueError(f"{p}.window is required because pattern={s.pattern!r} has local (L) blocks")
+        return self
+
+    # ---- convenience -------------------------------------------------------------------
+    @property
+    def depths(self) -> list[int]:
+        return [s.depth for s in self.stages]
+
+    @property
+    def embed_dims(self) -> list[int]:
+        return [s.embed_dim for s in self.stages]
+
+    def stage_sizes(self, resolution: int | tuple[int, int]) -> list[tuple[int, int]]:
+        """Feature-map size (H_i, W_i) of every stage: each patch embedding floors (as timm)."""
+        h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+        sizes = []
+        for s in self.stages:
+            h, w = h // s.patch_size, w // s.patch_size
+            if h < 1 or w < 1:
+                raise ConfigError(f"resolution {resolution} is too small: stage {len(sizes)} "
+                                  f"(patch_size={s.patch_size}) would have an empty feature map")
+            sizes.append((h, w))
+        return sizes
+
+    def replace(self, **changes: Any) -> "ArchConfig":
+        d = self.to_dict()
+        d.update(changes)
+        return ArchConfig.from_dict(d)
+
+    # ---- (de)serialisation ------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str) -> "ArchConfig":
+        from .presets import get_preset
+        return get_preset(name)
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: dict, index: int | None = None) -> "ArchConfig":
+        """Build from a dict. Accepts an ArchConfig dict, optionally with a free-form `meta`
+        entry (ignored), or a collection `{"configs": [...]}` (e.g. pareto.json), from which
+        entry `index` (default 0) is taken."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"config must be a JSON object, got {type(data).__name__}")
+        if "configs" in data and "stages" not in data:
+            configs = data["configs"]
+            i = 0 if index is None else index
+            if not isinstance(configs, list) or not configs:
+                raise ConfigError("configs: expected a non-empty list of architectures")
+            if not -len(configs) <= i < len(configs):
+                raise ConfigError(f"index={i} is out of range: the file holds {len(configs)} configs")
+            return cls.from_dict(configs[i])
+        data = {k: v for k, v in data.items() if k != "meta"}
+        if "arch" in data and "stages" not in data:  # tolerate {"arch": {...}, ...} wrappers
+            data = data["arch"]
+        return cls(**data)
+
+    def to_json(self, path: str | Path | None = None, meta: dict | None = None, indent: int = 2) -> str:
+        d = self.to_dict()
+        if meta:
+            d["meta"] = meta
+        text = json.dumps(d, indent=indent)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, path: str | Path, index: int | None = None) -> "ArchConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        try:
+            return cls.from_dict(data, index=index)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+
+def load_config(name_or_path: str, index: int | None = None) -> ArchConfig:
+    """A preset name (`twins-svt-s`) or a path to a JSON file."""
+    from .presets import PRESETS
+    if name_or_path in PRESETS:
+        return ArchConfig.preset(name_or_path)
+    p = Path(name_or_path)
+    if p.suffix == ".json" or p.exists():
+        return ArchConfig.from_json(p, index=index)
+    raise ConfigError(f"{name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor a JSON file")

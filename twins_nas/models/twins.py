@@ -1,0 +1,274 @@
+"""Twins (PCPVT / SVT) as a parametric family, in the style of timm's `twins.py`.
+
+Every stage is a patch embedding, then `depth` blocks whose attention follows the stage's
+L/G `pattern`; a PEG (depthwise 3x3 conv + residual) follows the first block of the stage.
+
+* LSA (`L`): attention inside m x n windows. Maps the window does not divide are zero-padded
+  at the bottom/right and the padded keys are masked out (they get exactly zero attention);
+  a window larger than the map is clamped to the map (one window, the same result as padding
+  and masking, without the wasted work).
+* GSA (`G`): every query attends to a sub-sampled map: k1 x k2 cells -> one key/value token
+  (strided conv, depthwise-separable strided conv, or average pooling; then LayerNorm).
+  A map that k does not divide (or smaller than k) is padded at the bottom/right up to a
+  multiple of k, so the border cells get a representative too: zeros for the convs (as a
+  conv's own padding would), and the average over the real tokens only for `avgpool`.
+  k = 1 is plain global attention.
+
+Module and parameter names match timm's, so the six presets load timm checkpoints as-is.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath, Mlp, trunc_normal_
+
+from ..config import ArchConfig, StageConfig
+
+Size = Tuple[int, int]
+
+
+def lsa_window(window: Size, size: Size) -> Size:
+    """The LSA window actually used on a map of `size`: clamped to the map."""
+    return min(window[0], size[0]), min(window[1], size[1])
+
+
+def lsa_key_mask(size: Size, window: Size, device=None) -> Optional[torch.Tensor]:
+    """Boolean (num_windows, m*n) mask of the real (not padded) tokens of every window,
+    windows in row-major order; None when the window divides the map."""
+    (H, W), (m, n) = size, window
+    pad_b, pad_r = (-H) % m, (-W) % n
+    if pad_b == 0 and pad_r == 0:
+        return None
+    valid = torch.zeros(H + pad_b, W + pad_r, dtype=torch.bool, device=device)
+    valid[:H, :W] = True
+    Hp, Wp = H + pad_b, W + pad_r
+    return valid.view(Hp // m, m, Wp // n, n).permute(0, 2, 1, 3).reshape(-1, m * n)
+
+
+class LocallyGroupedAttn(nn.Module):
+    """LSA: multi-head self-attention inside non-overlapping m x n windows."""
+
+    def __init__(self, dim: int, num_heads: int, window: Size, qkv_bias: bool = True):
+        super().__init__()
+        assert dim % num_heads == 0
+        self.num_heads = num_heads
+        self.window = tuple(window)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
+        B, N, C = x.shape
+        H, W = size
+        h, hd = self.num_heads, C // self.num_heads
+        m, n = lsa_window(self.window, size)
+        pad_b, pad_r = (-H) % m, (-W) % n
+        qkv = self.qkv(x).view(B, H, W, 3 * C)  # project before windowing: one GEMM on contiguous tokens
+        if pad_b or pad_r:
+            qkv = F.pad(qkv, (0, 0, 0, pad_r, 0, pad_b))
+        Hp, Wp = H + pad_b, W + pad_r
+        gh, gw = Hp // m, Wp // n
+        # (B, gh, m, gw, n, 3, h, hd) -> (3, B*gh*gw, h, m*n, hd)
+        qkv = qkv.view(B, gh, m, gw, n, 3, h, hd).permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, B * gh * gw, h, m * n, hd)
+        q, k, v = qkv.unbind(0)
+        mask = lsa_key_mask(size, (m, n), x.device)
+        if mask is not None:  # padded keys get exactly zero attention
+            mask = mask.view(1, gh * gw, 1, 1, m * n).expand(B, -1, -1, -1, -1).reshape(B * gh * gw, 1, 1, m * n)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B*gh*gw, h, m*n, hd)
+        x = x.view(B, gh, gw, h, m, n, hd).permute(0, 1, 4, 2, 5, 3, 6).reshape(B, Hp, Wp, C)
+        if pad_b or pad_r:
+            x = x[:, :H, :W, :]
+        return self.proj(x.reshape(B, N, C))
+
+
+class SeparableConv(nn.Module):
+    """Depthwise k x k strided conv followed by a pointwise 1x1 conv."""
+
+    def __init__(self, dim: int, kernel: Size):
+        super().__init__()
+        self.dw = nn.Conv2d(dim, dim, kernel, stride=kernel, groups=dim, bias=False)
+        self.pw = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pw(self.dw(x))
+
+
+class GlobalSubSampleAttn(nn.Module):
+    """GSA: queries from every token, keys/values from a k1 x k2 sub-sampled map."""
+
+    def __init__(self, dim: int, num_heads: int, sr_ratio: Size = (1, 1), subsample: str = "conv",
+                 qkv_bias: bool = True):
+        super().__init__()
+        assert dim % num_heads == 0
+        self.num_heads = num_heads
+        self.sr_ratio = tuple(sr_ratio)
+        self.subsample = subsample
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        if self.sr_ratio != (1, 1):
+            if subsample == "conv":
+                self.sr = nn.Conv2d(dim, dim, self.sr_ratio, stride=self.sr_ratio)
+            elif subsample == "dwconv":
+                self.sr = SeparableConv(dim, self.sr_ratio)
+            elif subsample == "avgpool":
+                self.sr = nn.AvgPool2d(self.sr_ratio, stride=self.sr_ratio, ceil_mode=True)
+            else:
+                raise ValueError(f"subsample={subsample!r}: choose conv, dwconv or avgpool")
+            self.norm = nn.LayerNorm(dim)
+        else:
+            self.sr = None
+            self.norm = None
+
+    def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
+        B, N, C = x.shape
+        h, hd = self.num_heads, C // self.num_heads
+        q = self.q(x).view(B, N, h, hd).transpose(1, 2)  # (B, h, N, hd)
+        if self.sr is not None:
+            H, W = size
+            k1, k2 = self.sr_ratio
+            x = x.transpose(1, 2).view(B, C, H, W)
+            pad_b, pad_r = (-H) % k1, (-W) % k2
+            if (pad_b or pad_r) and self.subsample != "avgpool":  # avgpool's ceil_mode averages real cells only
+                x = F.pad(x, (0, pad_r, 0, pad_b))
+            x = self.sr(x).flatten(2).transpose(1, 2)  # (B, ceil(H/k1)*ceil(W/k2), C)
+            x = self.norm(x)
+        kv = self.kv(x).view(B, -1, 2, h, hd).permute(2, 0, 3, 1, 4)  # (2, B, h, M, hd)
+        k, v = kv.unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+class Block(nn.Module):
+    def __init__(self, stage: StageConfig, kind: str, qkv_bias: bool = True, drop_path: float = 0.0):
+        super().__init__()
+        dim = stage.embed_dim
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        if kind == "L":
+            self.attn = LocallyGroupedAttn(dim, stage.num_heads, stage.window, qkv_bias)
+        else:
+            self.attn = GlobalSubSampleAttn(dim, stage.num_heads, stage.sr_pair, stage.subsample, qkv_bias)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(in_features=dim, hidden_features=stage.mlp_hidden, act_layer=nn.GELU)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
+        x = x + self.drop_path1(self.attn(self.norm1(x), size))
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return x
+
+
+class PosConv(nn.Module):
+    """PEG: depthwise 3x3 conv (with bias) plus residual, on the token map."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Conv2d(dim, dim, 3, 1, 1, bias=True, groups=dim))
+
+    def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
+        B, N, C = x.shape
+        feat = x.transpose(1, 2).view(B, C, *size)
+        return (self.proj(feat) + feat).flatten(2).transpose(1, 2)
+
+
+class PatchEmbed(nn.Module):
+    """Strided conv (kernel = stride = patch_size) + LayerNorm; floors like timm's."""
+
+    def __init__(self, in_chans: int, dim: int, patch_size: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Size]:
+        H, W = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+        if H < 1 or W < 1:
+            raise ValueError(f"input map {tuple(x.shape[-2:])} is smaller than patch_size={self.patch_size}")
+        x = self.proj(x).flatten(2).transpose(1, 2)  # (B, H*W, C)
+        return self.norm(x), (H, W)
+
+
+class Twins(nn.Module):
+    """A Twins-like pyramid ViT built from an `ArchConfig`."""
+
+    def __init__(self, cfg: ArchConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = cfg.num_classes
+        self.num_features = cfg.stages[-1].embed_dim
+        self.patch_embeds = nn.ModuleList()
+        prev = cfg.in_chans
+        for s in cfg.stages:
+            self.patch_embeds.append(PatchEmbed(prev, s.embed_dim, s.patch_size))
+            prev = s.embed_dim
+        dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        self.blocks = nn.ModuleList()
+        cur = 0
+        for s in cfg.stages:
+            self.blocks.append(nn.ModuleList(
+                Block(s, kind, cfg.qkv_bias, dpr[cur + j]) for j, kind in enumerate(s.block_types)))
+            cur += s.depth
+        self.pos_block = nn.ModuleList(PosConv(s.embed_dim) for s in cfg.stages) if cfg.peg else None
+        self.norm = nn.LayerNorm(self.num_features, eps=1e-6)
+        self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:  # as timm
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.zeros_(m.bias)
+            nn.init.ones_(m.weight)
+        elif isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            m.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                m.bias.data.zero_()
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        return {"pos_block." + n for n, _ in self.pos_block.named_parameters()} if self.pos_block is not None else set()
+
+    def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """The map of every stage, (B, C_i, H_i, W_i), before the final norm."""
+        feats = []
+        B = x.shape[0]
+        for i, (embed, blocks) in enumerate(zip(self.patch_embeds, self.blocks)):
+            x, size = embed(x)
+            for j, blk in enumerate(blocks):
+                x = blk(x, size)
+                if j == 0 and self.pos_block is not None:
+                    x = self.pos_block[i](x, size)
+            x = x.transpose(1, 2).view(B, -1, *size)  # (B, C, H, W), a view of the tokens
+            feats.append(x)
+        return feats
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Last stage map (B, C, H, W) -> final norm -> global average pool -> classifier."""
+        x = self.norm(x.flatten(2).transpose(1, 2)).mean(dim=1)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x)[-1])
+
+
+def build_model(cfg: ArchConfig | dict | str, seed: int | None = None) -> Twins:
+    """Build the network for a config (an ArchConfig, its dict, a preset name or a JSON path).
+    With `seed`, the initial weights are reproducible."""
+    if isinstance(cfg, str):
+        from ..config import load_config
+        cfg = load_config(cfg)
+    elif isinstance(cfg, dict):
+        cfg = ArchConfig.from_dict(cfg)
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return Twins(cfg)
+    return Twins(cfg)

@@ -1,0 +1,25 @@
+"""A plain-data summary of an architecture at a resolution (what `twins-nas show` prints)."""
+from __future__ import annotations
+
+from .config import ArchConfig
+from .models.twins import lsa_window
+
+
+def summarize(cfg: ArchConfig, resolution: int) -> dict:
+    from .profile import analytic_flops, analytic_params  # closed form: no model is built
+    sizes = cfg.stage_sizes(resolution)
+    pstage = analytic_params(cfg, by_stage=True)
+    rows = []
+    for i, (s, size) in enumerate(zip(cfg.stages, sizes)):
+        has_l, has_g = "L" in s.pattern, "G" in s.pattern
+        win = "-"
+        if has_l:
+            eff = lsa_window(s.window, size)
+            win = f"{s.window[0]}x{s.window[1]}" + (f" (used {eff[0]}x{eff[1]})" if eff != tuple(s.window) else "")
+        k = "-"
+        if has_g:
+            k1, k2 = s.sr_pair
+            k = "1 (global)" if (k1, k2) == (1, 1) else (f"{k1}" if k1 == k2 else f"{k1}x{k2}") + f" {s.subsample}"
+        rows.append(dict(stage=i + 1, map=size, embed_dim=s.embed_dim, num_heads=s.num_heads, mlp_ratio=s.mlp_ratio,
+                         blocks=" ".join(s.block_types), window=win, subsample=k, params=pstage[i]))
+    return dict(stages=rows, params=analytic_params(cfg), gmacs=analytic_flops(cfg, resolution).total / 1e9)
