@@ -1,0 +1,1 @@
+"""Closed-form cost model (TO BE WRITTEN): mirrors twins.py."""

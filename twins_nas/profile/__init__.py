@@ -1,0 +1,3 @@
+"""Profiling: FLOPs (fvcore, attention included), the closed-form cost model, latency,
+throughput and peak memory, and the resolution sweep behind `twins-nas profile`."""
+from ..models.cost_model import FlopReport, analytic_flops, analytic_params  # noqa: F401
