@@ -1,0 +1,177 @@
+"""Proxy training: how good is an architecture, measured in seconds on a CPU?
+
+`train_proxy(cfg, ...)` takes a *full-size* config, shrinks it with `proxy_arch` and trains
+the copy briefly on an in-memory image set (`twins_nas.search.data`), reporting validation
+top-1 after every epoch.
+
+What the proxy keeps and what it changes (`proxy_arch`):
+* kept: the number of stages, every stage's depth, L/G pattern, MLP ratio and sub-sampling
+  function, the patch sizes (so the proxy maps are the full-size maps scaled by
+  proxy.resolution / resolution);
+* widths: each head is `head_dim * width_mult` wide but at least `min_head_dim` (8), and the
+  stage gets `round(embed_dim * width_mult / that)` heads (at least 1), so the stage width is
+  about `embed_dim * width_mult` and a head never gets narrower than `min_head_dim`
+  (with head_dim 32 and width_mult 0.25: the same heads, 8 wide);
+* LSA windows and GSA ratios k are clamped to the proxy stage maps (a window or k larger than
+  the map becomes the map: one window, or one global key/value token). At the default 32 px
+  a 224-px pyramid's maps 56/28/14/7 become 8/4/2/1, so windows only differ in the first stage
+  and later stages see their whole (tiny) map: the proxy ranks depths, widths, ratios and
+  patterns better than window shapes;
+* patch sizes are reduced (from the last stage backwards) only if the proxy resolution would
+  leave a feature map empty;
+* classifier and input channels follow the proxy data set; no drop-path.
+
+Training: AdamW (no weight decay on norms, biases and 1-d parameters), linear warm-up then
+cosine decay per step, label-smoothed cross entropy, batches indexed from in-memory tensors
+with a permutation drawn from a generator seeded with `seed` (no per-sample Python). The
+weights are initialised under `torch.manual_seed(seed)` (the caller's RNG state is restored),
+so the same config, settings and seed give the same accuracy on CPU (same thread count).
+`torch.set_num_threads` is left to the caller.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..config import ArchConfig
+from ..models.twins import Twins
+from .data import ProxyData
+from .space import ProxySettings
+
+EVAL_BATCH = 1000
+
+
+class ProxyDiverged(RuntimeError):
+    """The proxy training loss (or the validation logits) became NaN or infinite."""
+
+
+@dataclass
+class ProxyResult:
+    """Outcome of one proxy training run."""
+
+    accuracy: float                       # validation top-1 after the last epoch, in [0, 1]
+    epoch_accuracies: list[float]         # validation top-1 after each epoch
+    build_seconds: float                  # building the proxy model
+    train_seconds: float                  # optimisation steps
+    eval_seconds: float                   # all validation passes
+    proxy_params: int                     # parameters of the proxy model
+    proxy_config: Optional[ArchConfig] = None
+    steps: int = 0
+    final_loss: float = math.nan          # training loss of the last step
+    seconds: float = field(init=False)    # build + train + eval
+
+    def __post_init__(self) -> None:
+        self.seconds = self.build_seconds + self.train_seconds + self.eval_seconds
+
+
+def _proxy_patches(patches: list[int], resolution: int) -> list[int]:
+    """Patch sizes with every proxy map non-empty: reduce from the last stage backwards."""
+    patches = list(patches)
+    for i in reversed(range(len(patches))):
+        while resolution // math.prod(patches) < 1 and patches[i] > 1:
+            patches[i] -= 1
+    return patches
+
+
+def proxy_arch(cfg: ArchConfig, proxy: ProxySettings, num_classes: int, in_chans: int) -> ArchConfig:
+    """The proxy copy of a full-size config (see the module docstring for the rules)."""
+    patches = _proxy_patches([s.patch_size for s in cfg.stages], proxy.resolution)
+    h = w = proxy.resolution
+    stages = []
+    for s, patch in zip(cfg.stages, patches):
+        h, w = h // patch, w // patch
+        head_dim = max(proxy.min_head_dim, round(s.head_dim * proxy.width_mult))
+        heads = max(1, round(s.embed_dim * proxy.width_mult / head_dim))
+        k1, k2 = s.sr_pair
+        k1, k2 = min(k1, h), min(k2, w)
+        stages.append(dict(
+            patch_size=patch, embed_dim=heads * head_dim, depth=s.depth, num_heads=heads,
+            mlp_ratio=s.mlp_ratio, window=None if s.window is None else (min(s.window[0], h), min(s.window[1], w)),
+            sr_ratio=k1 if k1 == k2 else (k1, k2), subsample=s.subsample, pattern=s.pattern))
+    name = f"{cfg.name}-proxy" if cfg.name else None
+    return ArchConfig(name=name, stages=stages, num_classes=num_classes, in_chans=in_chans,
+                      qkv_bias=cfg.qkv_bias, peg=cfg.peg, drop_path_rate=0.0)
+
+
+def _lr_at(step: int, total: int, warmup: int, lr: float) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH) -> float:
+    """Top-1 accuracy of `model` on (x, y); raises ProxyDiverged on non-finite logits."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch):
+        logits = model(x[i:i + batch])
+        if not torch.isfinite(logits).all():
+            raise ProxyDiverged("validation logits are NaN/inf: the weights diverged")
+        correct += (logits.argmax(1) == y[i:i + batch]).sum().item()
+    return correct / max(1, len(x))
+
+
+def train_proxy(cfg: ArchConfig, proxy: ProxySettings, data: ProxyData, seed: int, device: str = "cpu",
+                on_epoch: Optional[Callable[[int, float], None]] = None) -> ProxyResult:
+    """Train the proxy of the full-size `cfg` on `data` and return its validation accuracy.
+
+    `on_epoch(epoch, accuracy)` is called after every epoch (epoch counts from 1); whatever it
+    raises (e.g. `optuna.TrialPruned`) propagates. A NaN/inf loss raises `ProxyDiverged`."""
+    t0 = time.perf_counter()
+    pcfg = proxy_arch(cfg, proxy, data.num_classes, data.in_chans)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Twins(pcfg)
+    model.to(device)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or name.startswith("pos_block") else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": proxy.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=proxy.lr)
+    train_x, train_y = data.train_x.to(device), data.train_y.to(device)
+    val_x, val_y = data.val_x.to(device), data.val_y.to(device)
+    n, bs = len(train_x), proxy.batch_size
+    steps_per_epoch = math.ceil(n / bs)
+    total = proxy.epochs * steps_per_epoch
+    warmup = round(proxy.warmup_epochs * steps_per_epoch)
+    gen = torch.Generator().manual_seed(seed)
+    build_s = time.perf_counter() - t0
+
+    train_s = eval_s = 0.0
+    accs: list[float] = []
+    step, loss_v = 0, math.nan
+    for epoch in range(proxy.epochs):
+        t1 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, generator=gen).to(device)
+        for k in range(steps_per_epoch):
+            idx = perm[k * bs:(k + 1) * bs]
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, total, warmup, proxy.lr)
+            loss = F.cross_entropy(model(train_x[idx]), train_y[idx], label_smoothing=proxy.label_smoothing)
+            loss_v = loss.item()
+            if not math.isfinite(loss_v):
+                raise ProxyDiverged(f"training loss is {loss_v} at epoch {epoch + 1}, step {k + 1}/"
+                                    f"{steps_per_epoch} (lr={proxy.lr:g}): the proxy diverged")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+        t2 = time.perf_counter()
+        acc = evaluate(model, val_x, val_y)
+        t3 = time.perf_counter()
+        train_s += t2 - t1
+        eval_s += t3 - t2
+        accs.append(acc)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, acc)
+    return ProxyResult(accuracy=accs[-1], epoch_accuracies=accs, build_seconds=build_s, train_seconds=train_s,
+                       eval_seconds=eval_s, proxy_params=sum(p.numel() for p in model.parameters()),
+                       proxy_config=pcfg, steps=step, final_loss=loss_v)

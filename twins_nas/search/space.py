@@ -1,0 +1,601 @@
+"""Search spaces: a YAML file -> a validated `SearchSpace` -> `ArchConfig`s.
+
+A space lists, per stage, the values every `StageConfig` field may take: a scalar is fixed,
+a non-empty list is a choice. Windows and sub-sample ratios are written as an int `7` (7x7),
+a pair `[7, 14]` or a string `'7x14'`; because a list is always a choice list, a fixed
+non-square window is `'7x14'` or `[[7, 14]]` (and `window: [7, 14]` means "7x7 or 14x14").
+
+`SearchSpace.sample(trial)` turns an Optuna trial into a full-size `ArchConfig`. A field is
+suggested only when it has more than one choice *and* it changes the network: the window of
+a stage only when the stage has local (L) blocks, the sub-sample ratio only when it has
+global (G) blocks, the sub-sampling function only when some G block sub-samples (k > 1).
+An unused field takes its first choice (a stage without L blocks gets no window at all).
+Parameter names are `s{i}.{field}` (e.g. `s0.depth`, `s2.window`) and `subsample` for a
+model-wide sub-sampling function; pairs are encoded as strings (`'7x14'`) so that every
+categorical choice is a JSON primitive, and decoded by `config_from_params`.
+
+Every error is a one-line `ConfigError` naming the file, the key path, the bad value and
+what would be valid, e.g. ``x.yaml: stages[1].pattern='LXG': letters must be L or G``.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import random
+import re
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional, Sequence, Union, get_args
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, ValidationError,
+                      field_validator, model_validator)
+
+from ..config import SUBSAMPLE_CHOICES, ArchConfig, ConfigError
+
+Metric = Literal["accuracy", "throughput", "latency_ms", "gflops", "params_m", "peak_mem_mb"]
+METRICS: tuple[str, ...] = get_args(Metric)
+Direction = Literal["maximize", "minimize"]
+Subsample = Literal["conv", "dwconv", "avgpool"]
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH")
+Pair = tuple[int, int]
+
+_PAIR_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+
+
+# ---- choice lists -------------------------------------------------------------------------
+def _as_list(v: Any) -> Any:
+    """A scalar is a fixed value: wrap it as a one-element choice list."""
+    return v if isinstance(v, (list, tuple)) else [v]
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, tuple) and len(v) == 2:
+        return f"{v[0]}x{v[1]}"
+    return json.dumps(v) if isinstance(v, (str, int, float, bool, list, type(None))) else repr(v)
+
+
+def _parse_pair(item: Any, what: str) -> Pair:
+    """7 -> (7, 7); [7, 14] -> (7, 14); '7x14' -> (7, 14)."""
+    if isinstance(item, bool):
+        pass
+    elif isinstance(item, int) and item > 0:
+        return (item, item)
+    elif isinstance(item, (list, tuple)) and len(item) == 2 and all(
+            isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in item):
+        return (int(item[0]), int(item[1]))
+    elif isinstance(item, str) and _PAIR_RE.match(item):
+        m, n = (int(x) for x in _PAIR_RE.match(item).groups())
+        if m > 0 and n > 0:
+            return (m, n)
+    raise ValueError(f"={_fmt(item)}: a {what} is a positive int n (n x n), a pair [m, n] or a string 'mxn'")
+
+
+def _pair_choices(v: Any, what: str) -> list[Pair]:
+    return [_parse_pair(item, what) for item in _as_list(v)]
+
+
+def _encode_pair(p: Pair) -> str:
+    return f"{p[0]}x{p[1]}"
+
+
+def _encode_sr(p: Pair) -> Union[int, str]:
+    return p[0] if p[0] == p[1] else _encode_pair(p)
+
+
+def _heads(embed_dim: int, head_dim: int) -> int:
+    """Heads for a `head_dim` choice: embed_dim // head_dim, at least 1. A head_dim that does
+    not divide embed_dim gives wider heads (48 with head_dim 32: one head of 48), valid as long
+    as the head count divides embed_dim (100 with head_dim 32 is not: 3 heads)."""
+    return max(1, embed_dim // head_dim)
+
+
+def _block_types(pattern: str, depth: int) -> tuple[str, ...]:
+    return tuple(pattern[j % len(pattern)] for j in range(depth))
+
+
+# ---- the space ----------------------------------------------------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StageSpace(_Strict):
+    """Choices for one stage. Each field is a scalar (fixed) or a non-empty list (a choice);
+    after validation every field is stored as its list of choices. Give `head_dim` (heads =
+    embed_dim // head_dim, at least 1; see `_heads`) or `num_heads`, not both. `subsample` here overrides the model-wide
+    choice for this stage (and is then suggested per stage as `s{i}.subsample`)."""
+
+    patch_size: list[StrictInt] = Field(description="patch-embedding stride of the stage")
+    depth: list[StrictInt] = Field(description="number of blocks")
+    embed_dim: list[StrictInt]
+    head_dim: Optional[list[StrictInt]] = None
+    num_heads: Optional[list[StrictInt]] = None
+    mlp_ratio: list[float]
+    window: Optional[list[Pair]] = Field(default=None, description="LSA window m x n")
+    sr_ratio: list[Pair] = Field(default=[(1, 1)], description="GSA sub-sample ratio k or (k1, k2)")
+    pattern: list[str] = Field(default=["G"], description="L/G block pattern, repeated over the depth")
+    subsample: Optional[list[Subsample]] = None
+
+    @field_validator("patch_size", "depth", "embed_dim", "head_dim", "num_heads", "mlp_ratio",
+                     "pattern", "subsample", mode="before")
+    @classmethod
+    def _wrap(cls, v: Any) -> Any:
+        return v if v is None else _as_list(v)
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, v: Any) -> Any:
+        return v if v is None else _pair_choices(v, "window")
+
+    @field_validator("sr_ratio", mode="before")
+    @classmethod
+    def _sr(cls, v: Any) -> Any:
+        return _pair_choices(v, "sub-sample ratio")
+
+    def _problems(self, p: str) -> list[str]:
+        """Rule violations of this stage, each a message starting with its key path `p...`."""
+        out = []
+        for name in type(self).model_fields:
+            choices = getattr(self, name)
+            if choices is None:
+                continue
+            if not choices:
+                out.append(f"{p}.{name}=[]: empty choice list; give a value or a non-empty list")
+                continue
+            seen = set()
+            for c in choices:
+                if c in seen:
+                    hint = (" (a list is a choice list: write a fixed pair as 'mxn' or [[m, n]])"
+                            if name in ("window", "sr_ratio") else "")
+                    out.append(f"{p}.{name}: duplicate choice {_fmt(c)}{hint}")
+                seen.add(c)
+        for name in ("patch_size", "depth", "embed_dim", "head_dim", "num_heads"):
+            for c in getattr(self, name) or ():
+                if c < 1:
+                    out.append(f"{p}.{name}={c}: must be a positive integer")
+        for c in self.mlp_ratio:
+            if not c > 0:
+                out.append(f"{p}.mlp_ratio={_fmt(c)}: must be > 0")
+        if (self.head_dim is None) == (self.num_heads is None):
+            out.append(f"{p}: give exactly one of head_dim (heads = embed_dim / head_dim) or num_heads")
+        elif self.head_dim is not None:
+            for d, h in itertools.product(self.embed_dim, self.head_dim):
+                if h > 0 and d > 0 and d % _heads(d, h):
+                    out.append(f"{p}.embed_dim={d}: not divisible by head_dim={h} (nor into "
+                               f"{_heads(d, h)} equal heads); use a multiple of {h}")
+        else:
+            for d, h in itertools.product(self.embed_dim, self.num_heads):
+                if h > 0 and d % h:
+                    out.append(f"{p}.embed_dim={d}: not divisible by num_heads={h} "
+                               f"(every embed_dim choice must be a multiple of every num_heads choice)")
+        for pat in self.pattern:
+            if not pat or set(pat) - {"L", "G"}:
+                out.append(f"{p}.pattern={_fmt(pat)}: letters must be L (local) or G (global), "
+                           f"e.g. LG, LLG, G")
+            elif "L" in pat and self.window is None:
+                out.append(f"{p}.window: required because pattern choice {_fmt(pat)} has local (L) blocks")
+        return out
+
+
+class Bound(_Strict):
+    """A constraint on one metric: `min <= value <= max` (either side may be left out)."""
+
+    min: Optional[float] = None
+    max: Optional[float] = None
+
+    @model_validator(mode="after")
+    def _some(self) -> "Bound":
+        if self.min is None and self.max is None:
+            raise ValueError("give min and/or max, e.g. {max: 30}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min={self.min} is larger than max={self.max}")
+        return self
+
+
+class MeasureSettings(_Strict):
+    """How the full-size model is measured (throughput, latency, peak memory)."""
+
+    batch_size: StrictInt = Field(default=8, ge=1)
+    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+    device: str = Field(default="auto", description="auto (cuda if available), cpu, cuda, cuda:N, mps")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", v):
+            raise ValueError(f"={v!r}: valid devices are auto, cpu, cuda, cuda:N, mps")
+        return v
+
+
+class ProxySettings(_Strict):
+    """Proxy training: a width-scaled copy of the sampled architecture trained briefly at a
+    low resolution on an in-memory data set (see `twins_nas.search.proxy_train`).
+
+    `train_samples` training images (a fixed class-balanced subset of the training set) for
+    `epochs` passes; top-1 accuracy on `val_samples` held-out training images (class-balanced,
+    disjoint from the training subset). The test set is never used. Frozen (hashable), so a
+    data set loaded for these settings can be cached."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = Field(default="fashion-mnist",
+                         description="fashion-mnist, cifar10, cifar100 or imagefolder:PATH")
+    data_root: Optional[str] = Field(default=None, description="where to look for the data set first")
+    resolution: StrictInt = Field(default=32, ge=8)
+    width_mult: float = Field(default=0.25, gt=0, le=4)
+    min_head_dim: StrictInt = Field(default=8, ge=1, description="proxy heads are at least this wide")
+    train_samples: StrictInt = Field(default=6000, ge=1)
+    val_samples: StrictInt = Field(default=2000, ge=1)
+    epochs: StrictInt = Field(default=2, ge=1)
+    batch_size: StrictInt = Field(default=128, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.05, ge=0)
+    warmup_epochs: float = Field(default=0.5, ge=0, description="linear warm-up length (fractions allowed)")
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        if v in DATASETS[:3] or (v.startswith("imagefolder:") and len(v) > len("imagefolder:")):
+            return v
+        raise ValueError(f"={v!r}: valid data sets are {', '.join(DATASETS)}")
+
+
+class SearchSpace(_Strict):
+    """A validated search space. Build one with `load_space(path, overrides)`."""
+
+    name: str
+    description: str = ""
+    resolution: StrictInt = Field(ge=1, description="input size at which the full-size model is measured")
+    num_classes: StrictInt = Field(default=1000, ge=0, description="classifier size of the measured model")
+    in_chans: StrictInt = Field(default=3, ge=1)
+    stages: list[StageSpace] = Field(min_length=1)
+    subsample: list[Subsample] = Field(default=["conv"], description="model-wide GSA sub-sampling choice")
+    objectives: dict[Metric, Direction]
+    constraints: dict[Metric, Bound] = {}
+    measure: MeasureSettings = MeasureSettings()
+    proxy: ProxySettings = ProxySettings()
+
+    _source: str = PrivateAttr(default="<memory>")
+
+    @field_validator("subsample", mode="before")
+    @classmethod
+    def _wrap(cls, v: Any) -> Any:
+        return _as_list(v)
+
+    @model_validator(mode="after")
+    def _rules(self) -> "SearchSpace":
+        problems = []
+        for i, st in enumerate(self.stages):
+            problems += st._problems(f"stages[{i}]")
+        if not self.subsample:
+            problems.append("subsample=[]: empty choice list; valid: " + ", ".join(SUBSAMPLE_CHOICES))
+        elif len(set(self.subsample)) < len(self.subsample):
+            problems.append(f"subsample={self.subsample}: duplicate choice")
+        if not self.objectives:
+            problems.append("objectives: give at least one, e.g. {accuracy: maximize, throughput: maximize}")
+        if not problems:
+            shrink = math.prod(max(st.patch_size) for st in self.stages)
+            if self.resolution // shrink < 1:
+                problems.append(f"resolution={self.resolution}: too small for the largest patch sizes "
+                                f"(stages[*].patch_size multiply to {shrink}); a feature map would be empty")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # ---- identity ------------------------------------------------------------------------
+    @property
+    def source(self) -> str:
+        """The file this space was read from ('<memory>' when built in code)."""
+        return self._source
+
+    @property
+    def hash(self) -> str:
+        """sha256 (hex) of the canonical JSON of the validated space, overrides included;
+        `proxy.data_root` is left out (where the data lives does not change the search)."""
+        d = self.model_dump(mode="json", exclude={"proxy": {"data_root"}})
+        return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    # ---- sampling ------------------------------------------------------------------------
+    def _assign(self, pick: Callable[[str, list], Any]) -> ArchConfig:
+        """Build a config, asking `pick(param_name, choices)` for every choice that matters."""
+        def choose(name: str, choices: list) -> Any:
+            return choices[0] if len(choices) == 1 else pick(name, choices)
+
+        stages, wide = [], []
+        for i, st in enumerate(self.stages):
+            p = f"s{i}."
+            patch = choose(p + "patch_size", st.patch_size)
+            depth = choose(p + "depth", st.depth)
+            dim = choose(p + "embed_dim", st.embed_dim)
+            if st.head_dim is not None:
+                heads = _heads(dim, choose(p + "head_dim", st.head_dim))
+            else:
+                heads = choose(p + "num_heads", st.num_heads)
+            mlp = choose(p + "mlp_ratio", st.mlp_ratio)
+            pattern = choose(p + "pattern", st.pattern)
+            kinds = set(_block_types(pattern, depth))
+            window = None
+            if "L" in pattern:
+                window = choose(p + "window", st.window) if "L" in kinds else st.window[0]
+            sr = choose(p + "sr_ratio", st.sr_ratio) if "G" in kinds else st.sr_ratio[0]
+            needs_subsample = "G" in kinds and sr != (1, 1)
+            if st.subsample is not None:
+                sub = choose(p + "subsample", st.subsample) if needs_subsample else st.subsample[0]
+            else:
+                sub = None
+                if needs_subsample:
+                    wide.append(i)
+            stages.append(dict(patch_size=patch, depth=depth, embed_dim=dim, num_heads=heads,
+                               mlp_ratio=float(mlp), window=window,
+                               sr_ratio=sr[0] if sr[0] == sr[1] else sr, subsample=sub, pattern=pattern))
+        common = choose("subsample", self.subsample) if wide else self.subsample[0]
+        for s in stages:
+            if s["subsample"] is None:
+                s["subsample"] = common
+        return ArchConfig(name=None, stages=stages, num_classes=self.num_classes, in_chans=self.in_chans)
+
+    def sample(self, trial: Any) -> ArchConfig:
+        """A full-size config from an Optuna trial (`trial.suggest_categorical` per choice)."""
+        def pick(name: str, choices: list) -> Any:
+            enc = [_encode_param(name, c) for c in choices]
+            return choices[enc.index(trial.suggest_categorical(name, enc))]
+        return self._assign(pick)
+
+    def config_from_params(self, params: dict) -> ArchConfig:
+        """Rebuild the config of a finished trial from its `trial.params` (extra keys ignored)."""
+        def pick(name: str, choices: list) -> Any:
+            if name not in params:
+                raise ConfigError(f"params: missing {name!r} (space {self.name!r} needs it)")
+            enc = [_encode_param(name, c) for c in choices]
+            v = params[name]
+            if v not in enc:
+                raise ConfigError(f"params: {name}={_fmt(v)} is not a choice of space {self.name!r}; "
+                                  f"valid: {', '.join(_fmt(e) for e in enc)}")
+            return choices[enc.index(v)]
+        return self._assign(pick)
+
+    def random_config(self, rng: random.Random) -> ArchConfig:
+        """A uniformly drawn config (each relevant choice drawn with `rng.choice`)."""
+        return self._assign(lambda name, choices: rng.choice(choices))
+
+    def params_of(self, cfg: ArchConfig) -> Optional[dict]:
+        """The trial params that make `sample` return `cfg` (for `study.enqueue_trial`), or
+        None when `cfg` is not in the space. Name and classifier size are not compared."""
+        want: dict[str, Any] = {}
+        if len(cfg.stages) != len(self.stages) or cfg.in_chans != self.in_chans:
+            return None
+        wide = None
+        for i, s in enumerate(cfg.stages):
+            p = f"s{i}."
+            want.update({p + "patch_size": s.patch_size, p + "depth": s.depth, p + "embed_dim": s.embed_dim,
+                         p + "num_heads": s.num_heads, p + "mlp_ratio": s.mlp_ratio,
+                         p + "head_dim": (s.embed_dim, s.num_heads),
+                         p + "window": tuple(s.window) if s.window else None, p + "sr_ratio": s.sr_pair,
+                         p + "subsample": s.subsample, p + "pattern": s.pattern})
+            if wide is None and "G" in s.block_types and s.sr_pair != (1, 1):
+                wide = s.subsample
+        want["subsample"] = wide
+        params: dict[str, Any] = {}
+
+        class _Miss(Exception):
+            pass
+
+        def pick(name: str, choices: list) -> Any:
+            w = want[name]
+            if name.endswith(".head_dim"):  # any head_dim giving the same head count
+                w = next((c for c in choices if _heads(w[0], c) == w[1]), None)
+            elif name.endswith(".pattern") and w not in choices:  # same blocks, other spelling
+                depth = want[name.split(".")[0] + ".depth"]
+                w = next((c for c in choices if _block_types(c, depth) == _block_types(w, depth)), None)
+            if w not in choices:
+                raise _Miss
+            w = choices[choices.index(w)]
+            params[name] = _encode_param(name, w)
+            return w
+        try:
+            got = self._assign(pick)
+        except (_Miss, ConfigError):
+            return None
+        return params if _network_key(got) == _network_key(cfg) else None
+
+    def contains(self, cfg: ArchConfig) -> bool:
+        """Whether the space can produce a network identical to `cfg` (name, classifier size
+        and training-only fields are not compared; fields the network does not use either)."""
+        return self.params_of(cfg) is not None
+
+    def size(self) -> int:
+        """Number of distinct networks in the space: configurations that differ only in a field
+        the network does not use (e.g. the window of a stage without L blocks, or patterns
+        LG / LGG at depth 2) count once."""
+        def stage_keys(st: StageSpace, subs: list) -> set:
+            keys = set()
+            heads = st.head_dim if st.head_dim is not None else st.num_heads
+            for patch, depth, dim, h, mlp, pat in itertools.product(
+                    st.patch_size, st.depth, st.embed_dim, heads, st.mlp_ratio, st.pattern):
+                nh = _heads(dim, h) if st.head_dim is not None else h
+                kinds = _block_types(pat, depth)
+                windows = st.window if "L" in kinds else [None]
+                srs = st.sr_ratio if "G" in kinds else [None]
+                for w, sr in itertools.product(windows, srs):
+                    for sub in (subs if sr not in (None, (1, 1)) else [None]):
+                        keys.add((patch, depth, dim, nh, float(mlp), kinds, w, sr, sub))
+            return keys
+
+        per_stage = [stage_keys(st, st.subsample or self.subsample) for st in self.stages]
+        if all(st.subsample is not None for st in self.stages):
+            return math.prod(len(k) for k in per_stage)
+        # model-wide sub-sampling couples the stages: a network where no stage sub-samples is
+        # the same for every choice; one where some stage does is distinct per choice.
+        free = [{k for k in keys if k[-1] is None} for keys in per_stage]
+        total = math.prod(len(f) for f in free)
+        for s in self.subsample:
+            with_s = [len(f) + len({k for k in keys if k[-1] == s}) if st.subsample is None else len(keys)
+                      for f, keys, st in zip(free, per_stage, self.stages)]
+            total += math.prod(with_s) - math.prod(
+                len(f) if st.subsample is None else len(keys) for f, keys, st in zip(free, per_stage, self.stages))
+        return total
+
+
+def _encode_param(name: str, value: Any) -> Any:
+    """JSON-primitive categorical value for a choice: windows '7x14', ratios 4 or '2x4'."""
+    if name.endswith(".window"):
+        return _encode_pair(value)
+    if name.endswith(".sr_ratio"):
+        return _encode_sr(value)
+    return value
+
+
+def _network_key(cfg: ArchConfig) -> tuple:
+    """What makes two configs the same network (ignoring name and classifier size)."""
+    key = [cfg.in_chans, cfg.qkv_bias, cfg.peg]
+    for s in cfg.stages:
+        kinds = tuple(s.block_types)
+        sr = s.sr_pair if "G" in kinds else None
+        key.append((s.patch_size, s.depth, s.embed_dim, s.num_heads, float(s.mlp_ratio), kinds,
+                    tuple(s.window) if "L" in kinds else None, sr,
+                    s.subsample if sr not in (None, (1, 1)) else None))
+    return tuple(key)
+
+
+# ---- loading ------------------------------------------------------------------------------
+def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
+    """The pydantic model class that validates the mapping at `loc` (for 'valid keys')."""
+    if not loc:
+        return SearchSpace
+    if loc[0] == "stages" and len(loc) == 2:
+        return StageSpace
+    if loc[0] == "constraints" and len(loc) == 2:
+        return Bound
+    if len(loc) == 1:
+        return {"measure": MeasureSettings, "proxy": ProxySettings}.get(loc[0])
+    return None
+
+
+def _loc_str(loc: Sequence) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+    return out
+
+
+def format_space_error(err: ValidationError) -> str:
+    """pydantic's report on a space as one line: `key.path=value: problem; valid ...`."""
+    msgs = []
+    for e in err.errors():
+        loc, msg = tuple(e["loc"]), e["msg"]
+        for strip in ("Value error, ", "Assertion failed, "):
+            if msg.startswith(strip):
+                msg = msg[len(strip):]
+        if "[key]" in loc:  # a bad dict key: objectives / constraints name metrics
+            path = _loc_str(loc[:loc.index("[key]")])
+            msgs.append(f"{path}: unknown metric; valid metrics: {', '.join(METRICS)}")
+        elif e["type"] == "extra_forbidden":
+            model = _model_at(loc[:-1])
+            valid = f"; valid keys: {', '.join(model.model_fields)}" if model else ""
+            msgs.append(f"{_loc_str(loc)}: unknown key{valid}")
+        elif e["type"] == "missing":
+            msgs.append(f"{_loc_str(loc)}: required key missing")
+        elif e["type"] == "value_error":
+            path = _loc_str(loc)
+            msgs.append(f"{path}{msg}" if msg.startswith("=") else f"{path}: {msg}" if path else msg)
+        else:
+            given = e.get("input")
+            given_s = _fmt(given) if not isinstance(given, dict) else "{...}"
+            msgs.append(f"{_loc_str(loc)}={given_s}: {msg}")
+    return "; ".join(dict.fromkeys(msgs))
+
+
+def _schema_child(schema: Any, key: str, path: str) -> tuple[Any, Any]:
+    """For an override path: the schema of child `key` and how to address it."""
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        if key not in schema.model_fields:
+            raise ConfigError(f"{path}: unknown key; valid keys: {', '.join(schema.model_fields)}")
+        if schema is SearchSpace and key == "stages":
+            return ("list", StageSpace), key
+        if schema is SearchSpace and key == "constraints":
+            return ("dict", Bound), key
+        if schema is SearchSpace and key == "objectives":
+            return ("dict", None), key
+        return {"measure": MeasureSettings, "proxy": ProxySettings}.get(key) if schema is SearchSpace else None, key
+    if isinstance(schema, tuple) and schema[0] == "dict":
+        if key not in METRICS:
+            raise ConfigError(f"{path}: unknown metric; valid metrics: {', '.join(METRICS)}")
+        return schema[1], key
+    if isinstance(schema, tuple) and schema[0] == "list":
+        if not key.lstrip("-").isdigit():
+            raise ConfigError(f"{path}: expected a stage index")
+        return schema[1], int(key)
+    raise ConfigError(f"{path}: cannot set a key inside a value")
+
+
+def apply_override(data: dict, override: str) -> None:
+    """Apply one `key.path=value` (value parsed as YAML) to the raw space mapping in place;
+    `stages.2.depth=[6,8]` and `stages[2].depth=[6,8]` are the same."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected key.path=value, e.g. proxy.epochs=1")
+    key, _, raw = override.partition("=")
+    parts = [p for p in re.split(r"[.\[\]]+", key.strip()) if p]
+    if not parts:
+        raise ConfigError(f"override {override!r}: empty key path")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {override!r}: value is not valid YAML ({getattr(e, 'problem', e)})") from None
+    schema: Any = SearchSpace
+    node: Any = data
+    done: list = []
+    for n, part in enumerate(parts):
+        path = f"override {override!r}: " + _loc_str(done + [int(part) if part.lstrip('-').isdigit() else part])
+        schema, addr = _schema_child(schema, part, path)
+        last = n == len(parts) - 1
+        if isinstance(addr, int):
+            if not isinstance(node, list) or not -len(node) <= addr < len(node):
+                size = len(node) if isinstance(node, list) else 0
+                raise ConfigError(f"{path}: no such stage; the space has {size} stages")
+        elif not isinstance(node, dict):
+            raise ConfigError(f"{path}: the parent is not a mapping")
+        if last:
+            node[addr] = value
+        else:
+            if isinstance(addr, str) and not isinstance(node.get(addr), (dict, list)):
+                node[addr] = {}
+            node = node[addr]
+        done.append(addr)
+
+
+def space_from_dict(data: Any, source: str = "<memory>", overrides: Sequence[str] = ()) -> SearchSpace:
+    """Validate a raw mapping (as read from YAML) into a `SearchSpace`; errors are one-line
+    `ConfigError`s prefixed with `source`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a search space must be a YAML mapping, got {type(data).__name__}")
+    data = json.loads(json.dumps(data))  # a private copy for the overrides
+    try:
+        for o in overrides:
+            apply_override(data, o)
+        space = SearchSpace(**data)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {format_space_error(e)}") from None
+    space._source = source
+    return space
+
+
+def load_space(path: str | Path, overrides: Sequence[str] = ()) -> SearchSpace:
+    """Read and validate a search-space YAML file; `overrides` are `key.path=value` strings
+    (value parsed as YAML): `proxy.epochs=1`, `stages.2.depth=[6,8]`, `constraints.gflops.max=3`.
+    Every problem raises a one-line `ConfigError` naming the file and the key path."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML ({getattr(e, 'problem', None) or e}{where})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read ({e})") from None
+    return space_from_dict(data, source=str(path), overrides=overrides)
