@@ -158,7 +158,7 @@ class StageSpace(_Strict):
             if not c > 0:
                 out.append(f"{p}.mlp_ratio={_fmt(c)}: must be > 0")
         if (self.head_dim is None) == (self.num_heads is None):
-            out.append(f"{p}: give exactly one of head_dim (heads = embed_dim / head_dim) or num_heads")
+            out.append(f"{p}: give exactly one of head_dim (heads = embed_dim // head_dim) or num_heads")
         elif self.head_dim is not None:
             for d, h in itertools.product(self.embed_dim, self.head_dim):
                 if h > 0 and d > 0 and d % _heads(d, h):
@@ -173,8 +173,10 @@ class StageSpace(_Strict):
             if not pat or set(pat) - {"L", "G"}:
                 out.append(f"{p}.pattern={_fmt(pat)}: letters must be L (local) or G (global), "
                            f"e.g. LG, LLG, G")
-            elif "L" in pat and self.window is None:
-                out.append(f"{p}.window: required because pattern choice {_fmt(pat)} has local (L) blocks")
+        local = [pat for pat in self.pattern if "L" in pat and not set(pat) - {"L", "G"}]
+        if local and self.window is None:
+            out.append(f"{p}.window: required because pattern choice {', '.join(local)} has local (L) "
+                       f"blocks; e.g. window: 7")
         return out
 
 
@@ -228,8 +230,8 @@ class ProxySettings(_Strict):
     train_samples: StrictInt = Field(default=6000, ge=1)
     val_samples: StrictInt = Field(default=2000, ge=1)
     epochs: StrictInt = Field(default=2, ge=1)
-    batch_size: StrictInt = Field(default=128, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
+    batch_size: StrictInt = Field(default=256, ge=1)
+    lr: float = Field(default=2e-3, gt=0)
     weight_decay: float = Field(default=0.05, ge=0)
     warmup_epochs: float = Field(default=0.5, ge=0, description="linear warm-up length (fractions allowed)")
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)

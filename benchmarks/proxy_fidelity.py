@@ -1,0 +1,164 @@
+"""Proxy fidelity: does the default (cheap) proxy rank architectures like a longer one?
+
+Draws N architectures uniformly from a search space (default search_spaces/svt.yaml), keeping
+only those that meet the space's params_m / gflops constraints (closed-form estimate below),
+trains each with the space's proxy settings and with an 8x longer budget, and prints Kendall's
+tau and Spearman's rho between the two accuracy rankings (scipy.stats).
+
+The longer budget multiplies `train_samples` by the factor (more distinct images, same epochs
+and schedule; `--long-mode epochs` multiplies the epochs instead). Both runs use the same
+validation images (the split does not depend on train_samples) and the same seed.
+
+    python benchmarks/proxy_fidelity.py                   # 20 archs, default proxy vs 8x samples
+    python benchmarks/proxy_fidelity.py --n 24 --long-mode epochs --json fidelity.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from twins_nas.config import ArchConfig
+from twins_nas.models.twins import Twins, lsa_window
+from twins_nas.search.data import load_proxy_data
+from twins_nas.search.proxy_train import train_proxy
+from twins_nas.search.space import SearchSpace, load_space
+
+
+def params_m(cfg: ArchConfig) -> float:
+    """Exact parameter count (millions) of `Twins(cfg)`, in closed form."""
+    n, c_in, b = 0, cfg.in_chans, int(cfg.qkv_bias)
+    for s in cfg.stages:
+        c, hid = s.embed_dim, s.mlp_hidden
+        n += c_in * s.patch_size ** 2 * c + c + 2 * c  # patch embedding conv + LayerNorm
+        n += (10 * c) if cfg.peg else 0  # PEG: depthwise 3x3 + bias
+        for kind in s.block_types:
+            n += 4 * c + 2 * c * hid + hid + c + c * c + c  # norms, MLP, output projection
+            if kind == "L":
+                n += 3 * c * c + 3 * c * b
+            else:
+                n += 3 * c * c + 3 * c * b
+                k1, k2 = s.sr_pair
+                if (k1, k2) != (1, 1):
+                    n += 2 * c + {"conv": c * c * k1 * k2 + c, "dwconv": c * k1 * k2 + c * c + c,
+                                  "avgpool": 0}[s.subsample]
+        c_in = c
+    n += 2 * c_in + (c_in * cfg.num_classes + cfg.num_classes if cfg.num_classes else 0)
+    return n / 1e6
+
+
+def gmacs(cfg: ArchConfig, resolution: int) -> float:
+    """Closed-form multiply-adds (G) of the network, attention matmuls included."""
+    macs, c_in = 0, cfg.in_chans
+    for s, (h, w) in zip(cfg.stages, cfg.stage_sizes(resolution)):
+        n, c = h * w, s.embed_dim
+        macs += n * c_in * s.patch_size ** 2 * c + n * c * 9  # patch embedding, PEG
+        for kind in s.block_types:
+            macs += 2 * n * c * s.mlp_hidden + n * c * c  # MLP, output projection
+            if kind == "L":
+                m, k = lsa_window(s.window, (h, w))
+                tokens = math.ceil(h / m) * m * math.ceil(w / k) * k  # padded map
+                macs += n * 3 * c * c + 2 * tokens * m * k * c
+            else:
+                k1, k2 = s.sr_pair
+                kv = math.ceil(h / k1) * math.ceil(w / k2)
+                if (k1, k2) != (1, 1):
+                    macs += {"conv": kv * c * c * k1 * k2, "dwconv": kv * c * (k1 * k2 + c),
+                             "avgpool": 0}[s.subsample]
+                macs += n * c * c + kv * 2 * c * c + 2 * n * kv * c
+        c_in = c
+    return (macs + c_in * cfg.num_classes) / 1e9
+
+
+def feasible(space: SearchSpace, cfg: ArchConfig) -> bool:
+    figures = {}
+    for metric, bound in space.constraints.items():
+        if metric == "params_m":
+            figures[metric] = params_m(cfg)
+        elif metric == "gflops":
+            figures[metric] = gmacs(cfg, space.resolution)
+        else:
+            continue  # measured figures (latency, throughput, ...) are not checked here
+        v = figures[metric]
+        if (bound.max is not None and v > bound.max) or (bound.min is not None and v < bound.min):
+            return False
+    return True
+
+
+def sample_archs(space: SearchSpace, n: int, seed: int) -> list[ArchConfig]:
+    rng = random.Random(seed)
+    out, seen = [], set()
+    for _ in range(200 * n):
+        cfg = space.random_config(rng)
+        key = cfg.to_json(indent=None)
+        if key not in seen and feasible(space, cfg):
+            seen.add(key)
+            out.append(cfg)
+            if len(out) == n:
+                return out
+    raise SystemExit(f"only {len(out)} feasible architectures found in {200 * n} draws")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--space", default=str(Path(__file__).resolve().parents[1] / "search_spaces" / "svt.yaml"))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="space override")
+    ap.add_argument("--n", type=int, default=20, help="architectures (default 20)")
+    ap.add_argument("--factor", type=int, default=8, help="budget multiplier of the long proxy (default 8)")
+    ap.add_argument("--long-mode", choices=["samples", "epochs"], default="samples")
+    ap.add_argument("--seed", type=int, default=0, help="architecture draw and training seed")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    ap.add_argument("--json", help="write per-architecture results here")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from scipy.stats import kendalltau, spearmanr
+
+    space = load_space(args.space, args.set)
+    short = space.proxy
+    if args.long_mode == "samples":
+        long = short.model_copy(update={"train_samples": short.train_samples * args.factor})
+    else:
+        long = short.model_copy(update={"epochs": short.epochs * args.factor})
+    archs = sample_archs(space, args.n, args.seed)
+    print(f"{len(archs)} architectures from {space.source} (constraints {dict(space.constraints)}); "
+          f"short: {short.train_samples} samples x {short.epochs} epochs; "
+          f"long: {long.train_samples} x {long.epochs} ({args.factor}x {args.long_mode}); "
+          f"{torch.get_num_threads()} threads", flush=True)
+    data_s, data_l = load_proxy_data(short, args.seed), load_proxy_data(long, args.seed)
+    rows = []
+    t_start = time.perf_counter()
+    for i, cfg in enumerate(archs):
+        rs = train_proxy(cfg, short, data_s, seed=args.seed)
+        rl = train_proxy(cfg, long, data_l, seed=args.seed)
+        rows.append(dict(index=i, depths=cfg.depths, dims=cfg.embed_dims, patterns=[s.pattern for s in cfg.stages],
+                         params_m=round(params_m(cfg), 2), gmacs=round(gmacs(cfg, space.resolution), 3),
+                         short_acc=rs.accuracy, long_acc=rl.accuracy, short_s=round(rs.seconds, 2),
+                         long_s=round(rl.seconds, 2), config=cfg.to_dict()))
+        print(f"[{i + 1:2d}/{len(archs)}] depths={cfg.depths} dims={cfg.embed_dims} "
+              f"{rows[-1]['params_m']:5.1f}M {rows[-1]['gmacs']:.2f}G  short {rs.accuracy:.4f} ({rs.seconds:4.1f}s)"
+              f"  long {rl.accuracy:.4f} ({rl.seconds:5.1f}s)", flush=True)
+    short_acc = [r["short_acc"] for r in rows]
+    long_acc = [r["long_acc"] for r in rows]
+    tau = kendalltau(short_acc, long_acc)
+    rho = spearmanr(short_acc, long_acc)
+    mean_s = sum(r["short_s"] for r in rows) / len(rows)
+    print(f"short proxy: mean {mean_s:.1f} s/arch, accuracy {min(short_acc):.4f}..{max(short_acc):.4f}; "
+          f"long: accuracy {min(long_acc):.4f}..{max(long_acc):.4f}; total {time.perf_counter() - t_start:.0f} s")
+    print(f"Kendall tau = {tau.statistic:.3f} (p = {tau.pvalue:.3g}), "
+          f"Spearman rho = {rho.statistic:.3f} (p = {rho.pvalue:.3g}), N = {len(rows)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(
+            space=space.source, space_hash=space.hash, short=short.model_dump(), long=long.model_dump(),
+            long_mode=args.long_mode, factor=args.factor, kendall_tau=tau.statistic, kendall_p=tau.pvalue,
+            spearman_rho=rho.statistic, spearman_p=rho.pvalue, rows=rows), indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
