@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from twins_nas.config import ArchConfig
-from twins_nas.models.twins import Twins, lsa_window
+from twins_nas.models.twins import lsa_window
 from twins_nas.search.data import load_proxy_data
 from twins_nas.search.proxy_train import train_proxy
 from twins_nas.search.space import SearchSpace, load_space

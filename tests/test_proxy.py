@@ -45,13 +45,15 @@ def test_proxy_arch_scales_widths_and_clamps_windows_and_k():
     assert [s.mlp_ratio for s in p.stages] == [s.mlp_ratio for s in cfg.stages]
     assert p.embed_dims == [16, 32, 64, 128] and [s.num_heads for s in p.stages] == [2, 4, 8, 16]
     assert p.num_classes == 10 and p.in_chans == 1
-    # maps at 32 px: 8, 4, 2, 1 -> windows and k clamped to them
+    # maps at 32 px: 8, 4, 2, 1 -> windows and k clamped to them, rounded down to divisors
     assert p.stage_sizes(32) == [(8, 8), (4, 4), (2, 2), (1, 1)]
-    assert [s.window for s in p.stages] == [(7, 7), (4, 4), (2, 2), (1, 1)]
+    assert [s.window for s in p.stages] == [(4, 4), (4, 4), (2, 2), (1, 1)]
     assert [s.sr_ratio for s in p.stages] == [8, 4, 2, 1]
-    # non-square windows and k are clamped per side
-    p = proxy_arch(tiny_cfg(window=(7, 14), sr_ratio=(4, 16)), ProxySettings(), 10, 1)
-    assert p.stages[0].window == (7, 8) and p.stages[0].sr_ratio == (4, 8)
+    # non-square windows and k are fitted per side
+    p = proxy_arch(tiny_cfg(window=(7, 14), sr_ratio=(3, 16)), ProxySettings(), 10, 1)
+    assert p.stages[0].window == (4, 8) and p.stages[0].sr_ratio == (2, 8)
+    p = proxy_arch(tiny_cfg(window=(8, 8), sr_ratio=(4, 4)), ProxySettings(), 10, 1)
+    assert p.stages[0].window == (8, 8) and p.stages[0].sr_ratio == 4
     assert p.stages[1].window == (4, 4) and p.stages[1].subsample == "avgpool"
 
 

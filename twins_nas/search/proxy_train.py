@@ -12,11 +12,15 @@ What the proxy keeps and what it changes (`proxy_arch`):
   stage gets `round(embed_dim * width_mult / that)` heads (at least 1), so the stage width is
   about `embed_dim * width_mult` and a head never gets narrower than `min_head_dim`
   (with head_dim 32 and width_mult 0.25: the same heads, 8 wide);
-* LSA windows and GSA ratios k are clamped to the proxy stage maps (a window or k larger than
-  the map becomes the map: one window, or one global key/value token). At the default 32 px
-  a 224-px pyramid's maps 56/28/14/7 become 8/4/2/1, so windows only differ in the first stage
-  and later stages see their whole (tiny) map: the proxy ranks depths, widths, ratios and
-  patterns better than window shapes;
+* LSA windows and GSA ratios k are clamped to the proxy stage maps and rounded down to a
+  divisor of the map side, per side, so that they tile the proxy map as 7x7 windows tile the
+  56/28/14/7 maps at 224 px: at the default 32 px the maps are 8/4/2/1, and a 7x7 window
+  becomes 4x4 on the 8x8 map (plain clamping would give 7x7 windows padded to a 14x14 map: 3x
+  the attention work, for a lopsided 7+1 split), 8x8 or 14x7 windows become 8x8 / 8x8, and
+  every later stage attends over its whole (tiny) map; k = 8/4 on the 8x8 map stay 8/4.
+  Windows therefore only differ in the first stage, and in a 2-epoch proxy the attention of
+  that 16-24-wide stage barely moves the accuracy: the proxy ranks depths, widths, MLP ratios
+  and patterns, not window shapes (their cost is seen by the throughput objective);
 * patch sizes are reduced (from the last stage backwards) only if the proxy resolution would
   leave a feature map empty;
 * classifier and input channels follow the proxy data set; no drop-path.
@@ -78,6 +82,14 @@ def _proxy_patches(patches: list[int], resolution: int) -> list[int]:
     return patches
 
 
+def _fit(v: int, size: int) -> int:
+    """`v` clamped to `size` and rounded down to a divisor of it (so windows / k tile the map)."""
+    v = min(v, size)
+    while size % v:
+        v -= 1
+    return v
+
+
 def proxy_arch(cfg: ArchConfig, proxy: ProxySettings, num_classes: int, in_chans: int) -> ArchConfig:
     """The proxy copy of a full-size config (see the module docstring for the rules)."""
     patches = _proxy_patches([s.patch_size for s in cfg.stages], proxy.resolution)
@@ -87,11 +99,10 @@ def proxy_arch(cfg: ArchConfig, proxy: ProxySettings, num_classes: int, in_chans
         h, w = h // patch, w // patch
         head_dim = max(proxy.min_head_dim, round(s.head_dim * proxy.width_mult))
         heads = max(1, round(s.embed_dim * proxy.width_mult / head_dim))
-        k1, k2 = s.sr_pair
-        k1, k2 = min(k1, h), min(k2, w)
+        k1, k2 = _fit(s.sr_pair[0], h), _fit(s.sr_pair[1], w)
         stages.append(dict(
             patch_size=patch, embed_dim=heads * head_dim, depth=s.depth, num_heads=heads,
-            mlp_ratio=s.mlp_ratio, window=None if s.window is None else (min(s.window[0], h), min(s.window[1], w)),
+            mlp_ratio=s.mlp_ratio, window=None if s.window is None else (_fit(s.window[0], h), _fit(s.window[1], w)),
             sr_ratio=k1 if k1 == k2 else (k1, k2), subsample=s.subsample, pattern=s.pattern))
     name = f"{cfg.name}-proxy" if cfg.name else None
     return ArchConfig(name=name, stages=stages, num_classes=num_classes, in_chans=in_chans,

@@ -19,6 +19,7 @@ what would be valid, e.g. ``x.yaml: stages[1].pattern='LXG': letters must be L o
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -572,7 +573,7 @@ def space_from_dict(data: Any, source: str = "<memory>", overrides: Sequence[str
     `ConfigError`s prefixed with `source`."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a search space must be a YAML mapping, got {type(data).__name__}")
-    data = json.loads(json.dumps(data))  # a private copy for the overrides
+    data = copy.deepcopy(data)  # a private copy for the overrides
     try:
         for o in overrides:
             apply_override(data, o)
