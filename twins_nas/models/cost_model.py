@@ -1,1 +1,273 @@
-"""Closed-form cost model (TO BE WRITTEN): mirrors twins.py."""
+"""Closed-form cost model of `twins.py`: parameters and multiply-adds from the config alone.
+
+No model is built, so a count takes microseconds (the search calls it for every trial).
+The FLOP convention is fvcore's (what `twins_nas.profile.count_flops` measures by tracing),
+so the two agree exactly, for any valid config and any input size (H and W independent):
+
+* one fused multiply-add = 1; only the matmul-like ops count: linear, conv (bias ignored),
+  and the two attention matmuls Q·Kᵀ and A·V (fvcore 0.1.5 skips attention; count_flops
+  adds a handle for it). Softmax, the attention mask, GELU, residual adds, padding, average
+  pooling and the final mean count 0.
+* LayerNorm counts 5 per element (fvcore's `norm_flop_counter` with an affine weight).
+
+Every function below mirrors one module of `twins.py`; B = batch, (H, W) = the module's
+token map, C = channels, N = H * W tokens. Keep them in step with the model.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Tuple, Union
+
+from ..config import ArchConfig, StageConfig
+from .twins import lsa_window
+
+Size = Tuple[int, int]
+Resolution = Union[int, Size]
+
+# The categories of `FlopReport.by_category`, in display order.
+CATEGORIES = ("patch_embed", "peg", "attn_qkv", "attn_q", "attn_kv", "attn_proj", "lsa_matmul", "gsa_matmul",
+              "gsa_subsample", "mlp", "norm", "head")
+
+NORM_MACS_PER_ELEMENT = 5  # fvcore counts an affine LayerNorm as 5 ops per element
+
+
+@dataclass(frozen=True)
+class FlopReport:
+    """Multiply-adds of one forward pass, split by what computes them.
+
+    Categories (every one present, zeros included; the values sum to `total`):
+    patch_embed (stem/patch convs), peg (position convs), attn_qkv (LSA qkv linear),
+    attn_q / attn_kv (GSA q and kv linears), attn_proj (output projection, both kinds),
+    lsa_matmul / gsa_matmul (Q·Kᵀ + A·V of LSA / GSA blocks; GSA with k = 1 is global
+    attention), gsa_subsample (GSA's sub-sampling conv(s); average pooling counts 0),
+    mlp (fc1 + fc2), norm (every LayerNorm: blocks, patch embeddings, after the
+    sub-sampling, final) and head (classifier).
+    """
+
+    total: int
+    by_category: Dict[str, int]
+
+    def __post_init__(self) -> None:
+        if sum(self.by_category.values()) != self.total:
+            raise ValueError(f"by_category sums to {sum(self.by_category.values())}, not total={self.total}")
+
+    @property
+    def gmacs(self) -> float:
+        return self.total / 1e9
+
+    @property
+    def attention(self) -> int:
+        """MACs of the attention matmuls (LSA + GSA)."""
+        return self.by_category.get("lsa_matmul", 0) + self.by_category.get("gsa_matmul", 0)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["by_category"] = dict(self.by_category)
+        return d
+
+    @classmethod
+    def from_categories(cls, by_category: Dict[str, int]) -> "FlopReport":
+        cats = {c: 0 for c in CATEGORIES}
+        for c, v in by_category.items():
+            if c not in cats:
+                raise ValueError(f"unknown FLOP category {c!r}; expected one of {', '.join(CATEGORIES)}")
+            cats[c] += int(v)
+        return cls(total=sum(cats.values()), by_category=cats)
+
+
+def _pair(resolution: Resolution) -> Size:
+    return (resolution, resolution) if isinstance(resolution, int) else (int(resolution[0]), int(resolution[1]))
+
+
+def _norm(B: int, tokens: int, C: int) -> int:
+    return NORM_MACS_PER_ELEMENT * B * tokens * C
+
+
+# ---- one function per module of twins.py ----------------------------------------------
+# Each returns {category: MACs}.
+
+def patch_embed_flops(B: int, in_size: Size, c_in: int, stage: StageConfig) -> Dict[str, int]:
+    """PatchEmbed: conv p x p stride p, (B, c_in, H, W) -> (B, C, H//p, W//p) (floors), then LN."""
+    p, C = stage.patch_size, stage.embed_dim
+    N = (in_size[0] // p) * (in_size[1] // p)
+    return {"patch_embed": B * N * C * c_in * p * p, "norm": _norm(B, N, C)}
+
+
+def lsa_flops(B: int, size: Size, stage: StageConfig) -> Dict[str, int]:
+    """LocallyGroupedAttn on (B, N, C) tokens of an H x W map.
+
+    qkv linear on the N real tokens (it runs before padding): N*C*3C.
+    The map is padded to Hp x Wp (multiples of the clamped m x n window) and every padded
+    token takes part in the matmuls: per window and head, Q·Kᵀ and A·V are (mn x hd)·(hd x mn),
+    so 2 * (Hp*Wp/mn windows) * h * (mn)^2 * hd = 2 * Hp*Wp * mn * C.
+    proj on the N real tokens: N*C*C.
+    """
+    (H, W), C = size, stage.embed_dim
+    m, n = lsa_window(stage.window, size)
+    Hp, Wp = math.ceil(H / m) * m, math.ceil(W / n) * n
+    N = H * W
+    return {"attn_qkv": B * N * C * 3 * C,
+            "lsa_matmul": 2 * B * Hp * Wp * m * n * C,
+            "attn_proj": B * N * C * C}
+
+
+def gsa_flops(B: int, size: Size, stage: StageConfig) -> Dict[str, int]:
+    """GlobalSubSampleAttn on (B, N, C) tokens of an H x W map, sub-sampled by k1 x k2.
+
+    q linear: N*C*C. Sub-sampling (k != 1): the map is padded to multiples of k (for the
+    convs), giving M = ceil(H/k1) * ceil(W/k2) key tokens:
+      conv   (C, C, k1, k2): M*C*C*k1*k2
+      dwconv depthwise (C, 1, k1, k2) + pointwise (C, C, 1, 1): M*C*k1*k2 + M*C*C
+      avgpool (ceil_mode): 0
+    then LayerNorm on (B, M, C). k = 1: M = N, no sub-sampling, no norm.
+    kv linear: M*C*2C. Matmuls: Q·Kᵀ and A·V, each h * N*M*hd = N*M*C. proj: N*C*C.
+    """
+    (H, W), C = size, stage.embed_dim
+    k1, k2 = stage.sr_pair
+    N = H * W
+    out = {"attn_q": B * N * C * C}
+    if (k1, k2) == (1, 1):
+        M = N
+    else:
+        M = math.ceil(H / k1) * math.ceil(W / k2)
+        if stage.subsample == "conv":
+            out["gsa_subsample"] = B * M * C * C * k1 * k2
+        elif stage.subsample == "dwconv":
+            out["gsa_subsample"] = B * M * C * k1 * k2 + B * M * C * C
+        else:  # avgpool
+            out["gsa_subsample"] = 0
+        out["norm"] = _norm(B, M, C)
+    out.update(attn_kv=B * M * C * 2 * C, gsa_matmul=2 * B * N * M * C, attn_proj=B * N * C * C)
+    return out
+
+
+def mlp_flops(B: int, size: Size, stage: StageConfig) -> Dict[str, int]:
+    """Mlp: fc1 (C -> hidden) + fc2 (hidden -> C) on N tokens; GELU counts 0."""
+    N, C = size[0] * size[1], stage.embed_dim
+    return {"mlp": 2 * B * N * C * stage.mlp_hidden}
+
+
+def block_flops(B: int, size: Size, stage: StageConfig, kind: str) -> Dict[str, int]:
+    """Block: norm1 -> LSA or GSA -> norm2 -> Mlp (residual adds count 0)."""
+    N, C = size[0] * size[1], stage.embed_dim
+    attn = lsa_flops(B, size, stage) if kind == "L" else gsa_flops(B, size, stage)
+    return _add({"norm": 2 * _norm(B, N, C)}, attn, mlp_flops(B, size, stage))
+
+
+def peg_flops(B: int, size: Size, stage: StageConfig) -> Dict[str, int]:
+    """PosConv: depthwise 3x3 conv (C, 1, 3, 3), padding 1, on the H x W map (+ residual)."""
+    return {"peg": B * size[0] * size[1] * stage.embed_dim * 9}
+
+
+def head_flops(B: int, size: Size, cfg: ArchConfig) -> Dict[str, int]:
+    """Final LN on the last map's tokens, mean over tokens (0), Linear C -> num_classes."""
+    C = cfg.stages[-1].embed_dim
+    return {"norm": _norm(B, size[0] * size[1], C), "head": B * C * cfg.num_classes}
+
+
+def _add(*parts: Dict[str, int]) -> Dict[str, int]:
+    out: Dict[str, int] = {}
+    for p in parts:
+        for k, v in p.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def analytic_flops(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> FlopReport:
+    """Multiply-adds of `cfg` on a (batch, in_chans, H, W) input, in fvcore's convention.
+    `resolution` is an int (square) or (H, W). Raises ConfigError when it is too small."""
+    in_size = _pair(resolution)
+    sizes = cfg.stage_sizes(in_size)
+    parts = []
+    c_in = cfg.in_chans
+    for stage, size, prev in zip(cfg.stages, sizes, [in_size] + sizes[:-1]):
+        parts.append(patch_embed_flops(batch, prev, c_in, stage))
+        parts.extend(block_flops(batch, size, stage, kind) for kind in stage.block_types)
+        if cfg.peg:
+            parts.append(peg_flops(batch, size, stage))
+        c_in = stage.embed_dim
+    parts.append(head_flops(batch, sizes[-1], cfg))
+    return FlopReport.from_categories(_add(*parts))
+
+
+def analytic_gmacs(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> float:
+    """GMACs (1e9 multiply-adds) of `cfg` at `resolution`: `analytic_flops(...).gmacs`."""
+    return analytic_flops(cfg, resolution, batch).gmacs
+
+
+def attention_share(cfg: ArchConfig, resolution: Resolution) -> float:
+    """Fraction of the MACs spent in the attention matmuls (LSA + GSA)."""
+    rep = analytic_flops(cfg, resolution)
+    return rep.attention / rep.total if rep.total else 0.0
+
+
+# ---- parameters ------------------------------------------------------------------------
+
+def _linear(c_in: int, c_out: int, bias: bool = True) -> int:
+    return c_in * c_out + (c_out if bias else 0)
+
+
+def _layer_norm(C: int) -> int:
+    return 2 * C
+
+
+def patch_embed_params(c_in: int, stage: StageConfig) -> int:
+    """Conv (C, c_in, p, p) + bias, LayerNorm(C)."""
+    p, C = stage.patch_size, stage.embed_dim
+    return C * c_in * p * p + C + _layer_norm(C)
+
+
+def lsa_params(stage: StageConfig, qkv_bias: bool) -> int:
+    """qkv Linear(C, 3C), proj Linear(C, C)."""
+    C = stage.embed_dim
+    return _linear(C, 3 * C, qkv_bias) + _linear(C, C)
+
+
+def gsa_params(stage: StageConfig, qkv_bias: bool) -> int:
+    """q Linear(C, C), kv Linear(C, 2C), proj Linear(C, C); with k != 1 the sub-sampling
+    (conv (C, C, k1, k2) + bias | depthwise (C, 1, k1, k2) + pointwise (C, C, 1, 1) + bias |
+    avgpool: none) and LayerNorm(C)."""
+    C = stage.embed_dim
+    k1, k2 = stage.sr_pair
+    n = _linear(C, C, qkv_bias) + _linear(C, 2 * C, qkv_bias) + _linear(C, C)
+    if (k1, k2) != (1, 1):
+        n += {"conv": C * C * k1 * k2 + C, "dwconv": C * k1 * k2 + C * C + C, "avgpool": 0}[stage.subsample]
+        n += _layer_norm(C)
+    return n
+
+
+def mlp_params(stage: StageConfig) -> int:
+    C, hidden = stage.embed_dim, stage.mlp_hidden
+    return _linear(C, hidden) + _linear(hidden, C)
+
+
+def block_params(stage: StageConfig, kind: str, qkv_bias: bool) -> int:
+    attn = lsa_params(stage, qkv_bias) if kind == "L" else gsa_params(stage, qkv_bias)
+    return 2 * _layer_norm(stage.embed_dim) + attn + mlp_params(stage)
+
+
+def peg_params(stage: StageConfig) -> int:
+    """Depthwise conv (C, 1, 3, 3) + bias."""
+    return 10 * stage.embed_dim
+
+
+def head_params(cfg: ArchConfig) -> int:
+    """Final LayerNorm + classifier (none when num_classes = 0)."""
+    C = cfg.stages[-1].embed_dim
+    return _layer_norm(C) + (_linear(C, cfg.num_classes) if cfg.num_classes > 0 else 0)
+
+
+def analytic_params(cfg: ArchConfig, by_stage: bool = False) -> Union[int, List[int]]:
+    """Parameters of `build_model(cfg)`, exactly. With `by_stage`, one count per stage (its
+    patch embedding, blocks and PEG); the final norm and head belong to no stage, so
+    `sum(by_stage) + head_params(cfg)` is the total."""
+    stages = []
+    c_in = cfg.in_chans
+    for s in cfg.stages:
+        n = patch_embed_params(c_in, s) + sum(block_params(s, k, cfg.qkv_bias) for k in s.block_types)
+        if cfg.peg:
+            n += peg_params(s)
+        stages.append(n)
+        c_in = s.embed_dim
+    return stages if by_stage else sum(stages) + head_params(cfg)

@@ -1,3 +1,4 @@
 """Profiling: FLOPs (fvcore, attention included), the closed-form cost model, latency,
 throughput and peak memory, and the resolution sweep behind `twins-nas profile`."""
-from ..models.cost_model import FlopReport, analytic_flops, analytic_params  # noqa: F401
+from ..models.cost_model import FlopReport, analytic_flops, analytic_gmacs, analytic_params  # noqa: F401
+from .flops import count_flops  # noqa: F401  (fvcore itself is imported on the first count)

@@ -1,0 +1,136 @@
+"""Multiply-adds counted by tracing the model with fvcore, attention matmuls included.
+
+Convention (fvcore's, also the one of the closed-form `analytic_flops`): one fused multiply-add
+counts 1, and only matmul-like ops count: linear, conv (bias ignored), LayerNorm (5 per
+element, fvcore's norm handle) and, through the handle registered here, the two matmuls of
+`scaled_dot_product_attention` (Q·Kᵀ and A·V; fvcore 0.1.5 counts the op as 0). The attention
+mask, the softmax and the scaling are not counted, like every other elementwise op (GELU,
+residual adds, padding, average pooling, the final mean).
+
+fvcore traces with torch.jit: shapes, and so the padding the model decides from them, are
+recorded for the traced input only. Every call traces anew at its own resolution.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Dict, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from ..config import ArchConfig
+from ..models.cost_model import FlopReport, Resolution
+from ..models.twins import GlobalSubSampleAttn, LocallyGroupedAttn, Twins, build_model
+
+SDPA = "aten::scaled_dot_product_attention"
+
+# Ops that are traced but carry no multiply-adds in this convention: elementwise maths
+# (residual adds, GELU, the mask fill, index arithmetic), padding, average pooling and
+# the global mean. Registered as "ignored" so fvcore does not warn about them.
+ZERO_COST_OPS = ("aten::add", "aten::add_", "aten::sub", "aten::mul", "aten::div", "aten::neg", "aten::fill_",
+                 "aten::gelu", "aten::pad", "aten::avg_pool2d", "aten::mean", "aten::softmax")
+
+
+def sdpa_flop_jit(inputs, outputs) -> int:
+    """fvcore handle for `scaled_dot_product_attention(q, k, v, ...)`:
+    q (..., Lq, E), k (..., Lk, E), v (..., Lk, Ev) -> Q·Kᵀ: (...)*Lq*Lk*E, A·V: (...)*Lq*Lk*Ev."""
+    from fvcore.nn.jit_handles import get_shape
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    batch = math.prod(q[:-2])
+    lq, lk = q[-2], k[-2]
+    return batch * lq * lk * q[-1] + batch * lq * lk * v[-1]
+
+
+def _category(model: nn.Module, module: str, op: str) -> str:
+    """The FlopReport category of `op` run directly inside the module named `module`."""
+    if op == "layer_norm":
+        return "norm"
+    parts = module.split(".")
+    top = parts[0]
+    if top == "patch_embeds":
+        return "patch_embed"
+    if top == "pos_block":
+        return "peg"
+    if top == "head":
+        return "head"
+    if top == "blocks" and len(parts) >= 4:
+        if parts[3] == "mlp":
+            return "mlp"
+        if parts[3] == "attn":
+            if len(parts) == 4 and op == "scaled_dot_product_attention":
+                attn = model.get_submodule(module)
+                if isinstance(attn, LocallyGroupedAttn):
+                    return "lsa_matmul"
+                if isinstance(attn, GlobalSubSampleAttn):
+                    return "gsa_matmul"
+            elif len(parts) >= 5:
+                leaf = parts[4]
+                if leaf in ("qkv", "q", "kv", "proj"):
+                    return f"attn_{leaf}"
+                if leaf == "sr":
+                    return "gsa_subsample"
+    raise RuntimeError(f"count_flops: no FLOP category for op {op!r} in module {module!r}; "
+                       "update twins_nas/profile/flops.py and the cost model together")
+
+
+def _own_counts(by_module_and_op: Dict[str, dict]) -> Dict[Tuple[str, str], int]:
+    """fvcore attributes an op to its module and all its ancestors; keep each op once, at
+    the innermost module that ran it: own(m) = counts(m) - sum(counts(direct children))."""
+    names = list(by_module_and_op)
+    own = {}
+    for name in names:
+        counts = dict(by_module_and_op[name])
+        prefix = name + "." if name else ""
+        for child in names:
+            if child != name and child.startswith(prefix) and "." not in child[len(prefix):]:
+                for op, v in by_module_and_op[child].items():
+                    counts[op] = counts.get(op, 0) - v
+        for op, v in counts.items():
+            if v:
+                own[(name, op)] = v
+    return own
+
+
+def _fvcore():
+    """fvcore's FlopCountAnalysis, imported on first use (~3 s). Importing fvcore scripts a
+    loss function with torch.jit.script, which torch deprecates: that warning is not ours."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
+    return FlopCountAnalysis
+
+
+def count_flops(cfg_or_model: Union[ArchConfig, Twins, dict, str], resolution: Resolution,
+                batch: int = 1) -> FlopReport:
+    """Multiply-adds of one inference forward pass on CPU, traced by fvcore, split into the
+    categories of `FlopReport`. Accepts a config (ArchConfig, dict, preset name or JSON path)
+    or a built `Twins`; `resolution` is an int (square) or (H, W)."""
+    FlopCountAnalysis = _fvcore()
+
+    if isinstance(cfg_or_model, Twins):
+        model = cfg_or_model
+    else:
+        model = build_model(cfg_or_model)
+    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+    model.cfg.stage_sizes((h, w))  # one-line ConfigError when the input is too small
+    x = torch.zeros(batch, model.cfg.in_chans, h, w)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            fca = FlopCountAnalysis(model, x).set_op_handle(SDPA, sdpa_flop_jit)
+            fca.set_op_handle(**{op: None for op in ZERO_COST_OPS})
+            fca.tracer_warnings("none").uncalled_modules_warnings(False)
+            by_mod = fca.by_module_and_operator()
+    finally:
+        model.train(was_training)
+    cats: Dict[str, int] = {}
+    for (module, op), v in _own_counts(by_mod).items():
+        c = _category(model, module, op)
+        cats[c] = cats.get(c, 0) + int(v)
+    report = FlopReport.from_categories(cats)
+    if report.total != by_mod[""].total():
+        raise RuntimeError(f"count_flops: categories sum to {report.total}, fvcore's total is "
+                           f"{by_mod[''].total()}")
+    return report
