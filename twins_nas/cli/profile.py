@@ -1,1 +1,168 @@
-"""`twins-nas profile` (see twins_nas.profile)."""
+"""`twins-nas profile`: GMACs, attention share, latency and peak memory vs input size."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from . import app
+from .common import console, fail, user_errors
+
+
+def parse_resolutions(text: str) -> list[int]:
+    """'224,512, 1024' -> [224, 512, 1024]; a one-line error for anything else."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            r = int(part)
+        except ValueError:
+            fail(f"--resolutions: {part!r} is not a whole number of pixels (expected e.g. 224,512,1024)")
+        if r < 32:
+            fail(f"--resolutions: {r} is too small (the smallest input a Twins accepts is 32)")
+        out.append(r)
+    if not out:
+        fail("--resolutions: no sizes given (expected e.g. 224,512,1024)")
+    return sorted(set(out))
+
+
+def _models(presets: List[str], configs: List[Path]) -> dict:
+    from ..config import ArchConfig
+    from ..presets import PRESETS, get_preset, global_reference
+    models: dict = {}
+
+    def add(name: str, cfg) -> None:
+        key, i = name, 2
+        while key in models:
+            key, i = f"{name} ({i})", i + 1
+        models[key] = cfg
+
+    if not presets and not configs:
+        for name in PRESETS:
+            add(name, get_preset(name))
+        ref = global_reference()
+        add(ref.name, ref)
+    for name in presets:
+        add(name, get_preset(name))
+    for path in configs:
+        cfg = ArchConfig.from_json(path)
+        add(cfg.name or Path(path).stem, cfg)
+    return models
+
+
+def _fmt(v, spec: str, est=None) -> str:
+    if v is not None and not (isinstance(v, float) and math.isnan(v)):
+        return format(v, spec)
+    if est is not None and not (isinstance(est, float) and math.isnan(est)):
+        return f"[dim]~{format(est, spec)} est.[/]"
+    return "[dim]-[/]"
+
+
+def _summary_table(df, resolutions: list[int]) -> Table:
+    show = resolutions if len(resolutions) <= 3 else sorted({resolutions[0], resolutions[len(resolutions) // 2],
+                                                             resolutions[-1]})
+    t = Table(title=f"cost vs input size (batch {int(df['batch'].iloc[0])}; all sizes in profile.csv)")
+    t.add_column("model", no_wrap=True)
+    for col in ("px", "params M", "GMACs", "attn %", "latency ms", "img/s", "mem MiB"):
+        t.add_column(col, justify="right")
+    models = list(dict.fromkeys(df["model"]))
+    for k, m in enumerate(models):
+        sub = df[(df["model"] == m) & df["resolution"].isin(show)].sort_values("resolution")
+        for j, (_, row) in enumerate(sub.iterrows()):
+            t.add_row(m if j == 0 else "", str(row["resolution"]), f"{row['params_m']:.2f}" if j == 0 else "",
+                      f"{row['gmacs']:.2f}", f"{100 * row['attn_share']:.1f}",
+                      _fmt(row["latency_ms"], ".1f", row["latency_est_ms"]), _fmt(row["throughput"], ".1f"),
+                      _fmt(row["peak_mem_mb"], ".0f"), end_section=j == len(sub) - 1 and k < len(models) - 1)
+    return t
+
+
+@app.command()
+@user_errors
+def profile(
+    resolution: int = typer.Option(1024, "--resolution", "-r",
+                                   help="Largest input size; the sweep goes from 224 up in even steps "
+                                        "(1024: 224, 320, 448, 512, 640, 768, 896, 1024)."),
+    resolutions: Optional[str] = typer.Option(None, "--resolutions",
+                                              help="Exact sizes instead, comma-separated, e.g. 224,512,1024."),
+    preset: List[str] = typer.Option([], "--preset", "-p", metavar="NAME",
+                                     help="A published model (twins-svt-s, twins-pcpvt-b, ...); repeatable."),
+    config: List[Path] = typer.Option([], "--config", "-c", metavar="FILE.json",
+                                      help="An architecture JSON (e.g. best_config.json); repeatable. Without "
+                                           "--preset/--config: the six presets and a global-attention reference."),
+    batch: int = typer.Option(1, "--batch", "-b", help="Images per forward pass."),
+    device: str = typer.Option("auto", "--device", help="auto (a GPU when there is one), cpu, cuda, cuda:N."),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32, bf16 or fp16 (autocast) for the timed passes."),
+    latency: bool = typer.Option(True, "--latency/--no-latency",
+                                 help="Time forward passes. --no-latency: analytic costs only, in seconds."),
+    memory: Optional[bool] = typer.Option(None, "--memory/--no-memory",
+                                          help="Measure the peak memory of the forward (default: with latency)."),
+    budget: float = typer.Option(60.0, "--budget",
+                                 help="Seconds for all forward passes; the most expensive cells that would not "
+                                      "fit get an estimated latency instead. 0 = measure every cell."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: all)."),
+    fvcore: bool = typer.Option(False, "--fvcore", help="Also count GMACs with fvcore (slow; the analytic "
+                                                        "count is exact)."),
+    png: bool = typer.Option(True, "--png/--no-png", help="Write complexity.png (needs a Chromium for kaleido)."),
+    panels: Optional[bool] = typer.Option(None, "--panels/--no-panels",
+                                          help="Also one PNG per panel (~0.5 s each; default: unless --no-latency)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="Output folder (default: reports/profile-<largest size>/)."),
+) -> None:
+    """Profile architectures over input sizes: params, GMACs (per category), attention share,
+    latency / throughput and peak forward memory. Writes profile.csv, complexity.html and PNGs."""
+    t0 = time.perf_counter()
+    for flag, value, lo in (("--resolution", resolution, 32), ("--batch", batch, 1), ("--threads", threads, 1),
+                            ("--budget", budget, 0)):
+        if value is not None and value < lo:
+            fail(f"{flag} {value:g}: must be at least {lo}")
+    res = parse_resolutions(resolutions) if resolutions is not None else None
+    if res is None:
+        from ..profile.sweep import default_resolutions
+        res = default_resolutions(resolution)
+    if dtype not in ("fp32", "bf16", "fp16"):
+        fail(f"--dtype {dtype!r}: choose fp32, bf16 or fp16")
+    from ..profile.latency import resolve_device
+    try:
+        dev = resolve_device(device)
+    except ValueError as e:
+        fail(str(e))
+    models = _models(preset, config)
+    for name, cfg in models.items():
+        cfg.stage_sizes(res[0])  # one line if the smallest size is too small for a model
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+    out_dir = out or Path("reports") / f"profile-{res[-1]}"
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..profile.plots import complexity_figure, write_report
+    from ..profile.sweep import profile_sweep
+    with Progress(TextColumn("[bold]profile[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console, transient=True) as bar:
+        task = bar.add_task("", total=None)
+
+        def progress(done: int, total: int, text: str) -> None:
+            bar.update(task, completed=done, total=total, description=text)
+
+        df = profile_sweep(models, res, batch=batch, device=str(dev), dtype=dtype, latency=latency, memory=memory,
+                           fvcore=fvcore, budget_s=budget or None, progress=progress)
+        bar.update(task, description="writing the report")
+        report = write_report(df, complexity_figure(df), out_dir, png=png,
+                              panels=latency if panels is None else panels)
+    console.print(_summary_table(df, res))
+    skipped = int(df["latency_est_ms"].notna().sum())
+    if skipped:
+        console.print(f"[yellow]{skipped} of {len(df)} cells did not fit the {budget:g} s budget:[/] their latency "
+                      "is an estimate (seconds per GMAC of the same model) and their memory is not measured; "
+                      "raise --budget (0 = no limit) to measure them.")
+    for note in report["notes"]:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(f"wrote {', '.join(Path(f).name for f in report['files'])} to [bold]{out_dir}/[/] "
+                  f"in {time.perf_counter() - t0:.1f} s")

@@ -2,3 +2,6 @@
 throughput and peak memory, and the resolution sweep behind `twins-nas profile`."""
 from ..models.cost_model import FlopReport, analytic_flops, analytic_gmacs, analytic_params  # noqa: F401
 from .flops import count_flops  # noqa: F401  (fvcore itself is imported on the first count)
+from .latency import LatencyReport, measure_latency  # noqa: F401
+from .memory import measure_peak_memory  # noqa: F401
+from .sweep import default_resolutions, profile_sweep  # noqa: F401

@@ -1,0 +1,100 @@
+"""Latency, peak memory and the sweep's time budget, on the CPU (fast: tiny networks)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from twins_nas.config import ArchConfig
+from twins_nas.models import build_model
+from twins_nas.profile.latency import LatencyReport, measure_latency, resolve_device
+from twins_nas.profile.memory import measure_peak_memory_many
+from twins_nas.profile.sweep import default_resolutions, profile_sweep
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: OpenMP's barriers make 2-thread timings erratic on a busy shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def small_cfg(name: str = "small") -> ArchConfig:
+    """A two-stage SVT-like network: LSA + GSA, big enough for memory to show."""
+    return ArchConfig(name=name, num_classes=10, stages=[
+        dict(patch_size=4, embed_dim=32, depth=2, num_heads=1, mlp_ratio=4, window=(7, 7), sr_ratio=4, pattern="LG"),
+        dict(patch_size=2, embed_dim=64, depth=2, num_heads=2, mlp_ratio=4, window=(7, 7), sr_ratio=1, pattern="LG"),
+    ])
+
+
+def test_auto_device_is_cpu_without_gpu():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu").type == "cpu"
+
+
+@pytest.mark.parametrize("bad", ["tpu", "gpu0", "cuda:x", ""])
+def test_bad_device_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match="device="):
+        resolve_device(bad)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_gpu_says_so():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")
+
+
+def test_cpu_latency_is_sane():
+    model = build_model(small_cfg(), seed=0)  # left in train mode: measured in eval, restored
+    rep = measure_latency(model, 64, batch=2, device="auto", warmup=1, min_repeats=3, max_repeats=10, budget_s=0.5)
+    assert isinstance(rep, LatencyReport)
+    assert model.training
+    assert rep.device.startswith("cpu (") and rep.threads == torch.get_num_threads()
+    assert (rep.batch, rep.resolution, rep.dtype) == (2, 64, "fp32")
+    assert 3 <= rep.repeats <= 10
+    assert 0 < rep.median_ms < 10_000 and 0 <= rep.iqr_ms < 10 * rep.median_ms
+    assert rep.throughput == pytest.approx(rep.batch * 1000 / rep.median_ms)
+
+
+def test_latency_from_a_config_and_bad_arguments():
+    rep = measure_latency(small_cfg(), 32, device="cpu", dtype="bf16", warmup=0, min_repeats=1, max_repeats=2)
+    assert rep.dtype == "bf16" and 1 <= rep.repeats <= 2
+    with pytest.raises(ValueError, match="dtype"):
+        measure_latency(small_cfg(), 32, dtype="int8")
+    with pytest.raises(ValueError, match="device"):
+        measure_latency(small_cfg(), 32, device="npu")
+
+
+def test_cpu_peak_memory_is_real_and_grows_with_resolution():
+    # a fresh process builds the model from its config (the weights of this one do not matter)
+    mem = measure_peak_memory_many(build_model(small_cfg()), [96, 320], batch=1, device="cpu")
+    assert set(mem) == {96, 320}
+    assert all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in mem.values())
+    # 11x the pixels: activations of the big input clearly dominate
+    assert mem[320] > 2 * mem[96]
+
+
+def test_default_resolutions():
+    assert default_resolutions(1024) == [224, 320, 448, 512, 640, 768, 896, 1024]
+    assert default_resolutions(600) == [224, 320, 448, 512, 600]
+    assert default_resolutions(224) == [224] and default_resolutions(96) == [96]
+    with pytest.raises(ValueError):
+        default_resolutions(16)
+
+
+def test_sweep_budget_measures_cheap_cells_and_estimates_the_rest():
+    cfgs = {"a": small_cfg("a"), "b": small_cfg("b")}
+    df = profile_sweep(cfgs, [64, 96], device="cpu", budget_s=None, cell_budget_s=0.1)
+    assert df["latency_ms"].notna().all() and df["peak_mem_mb"].notna().all()
+    assert df["latency_est_ms"].isna().all()
+    # no time at all: nothing is measured, every cell gets an estimate instead
+    df = profile_sweep(cfgs, [64, 96], device="cpu", budget_s=1e-9)
+    assert df["latency_ms"].isna().all() and df["peak_mem_mb"].isna().all()
+    assert (df["latency_est_ms"] > 0).all()
+    # analytic only: no forward pass, no device
+    df = profile_sweep(cfgs, [64, 96], latency=False)
+    assert df["latency_ms"].isna().all() and df["peak_mem_mb"].isna().all() and df["device"].isna().all()

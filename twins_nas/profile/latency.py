@@ -1,0 +1,197 @@
+"""Inference latency and throughput of one network at one input size.
+
+`measure_latency` times the forward pass in eval mode under `torch.inference_mode`:
+warm-up passes first (lazy kernel selection, allocator growth), then timed passes until the
+relative inter-quartile range of the timings is below a target or a time budget is spent.
+On CUDA every pass is timed with CUDA events (synchronised), bf16/fp16 run under autocast and
+the model and input use the channels-last memory format by default; on CPU passes are timed
+with `time.perf_counter` in fp32 unless bf16/fp16 autocast is asked for.
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn as nn
+
+from ..config import ArchConfig
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class LatencyReport:
+    """Timing of one forward pass of `batch` images of `resolution` x `resolution` pixels."""
+
+    median_ms: float
+    iqr_ms: float  # inter-quartile range of the timed passes (0 when fewer than 2 passes)
+    throughput: float  # images per second = batch / median
+    repeats: int  # timed passes (warm-up passes excluded)
+    device: str  # e.g. 'cpu (2 threads)' or 'NVIDIA H100 80GB HBM3'
+    threads: int  # torch intra-op threads
+    dtype: str
+    batch: int
+    resolution: int
+
+    @property
+    def rel_iqr(self) -> float:
+        return self.iqr_ms / self.median_ms if self.median_ms > 0 else float("inf")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
+    """'auto' -> the first CUDA GPU when one is usable, else the CPU. Also accepts 'cpu',
+    'cuda', 'cuda:N' and 'mps'; raises ValueError with one readable line otherwise."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    name = str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device={device!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}: CUDA is not available here (no GPU or a CPU-only torch); "
+                             "use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return dev
+    if dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError(f"device={device!r}: MPS is not available here")
+        return dev
+    raise ValueError(f"device={device!r} is not supported: use auto, cpu, cuda, cuda:N or mps")
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def device_label(device: torch.device) -> str:
+    """What the report calls the device: the GPU's name, or 'cpu (N threads)'."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        n = torch.get_num_threads()
+        return f"cpu ({n} thread{'s' if n != 1 else ''})"
+    return device.type
+
+
+def autocast_context(device: torch.device, dtype: str):
+    """Autocast for bf16/fp16 (weights stay fp32, as in mixed-precision inference); no-op for fp32."""
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=resolve_dtype(dtype))
+
+
+def _as_model(model_or_cfg: Union[nn.Module, ArchConfig, dict, str]) -> nn.Module:
+    if isinstance(model_or_cfg, nn.Module):
+        return model_or_cfg
+    from ..models import build_model
+    return build_model(model_or_cfg, seed=0)
+
+
+def quantiles(times: list[float]) -> tuple[float, float]:
+    """(median, inter-quartile range) of a list of timings."""
+    if len(times) == 1:
+        return times[0], 0.0
+    q1, q2, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    return q2, q3 - q1
+
+
+class Timer:
+    """Times `fn()` on a device: CUDA events around each call on a GPU, perf_counter elsewhere."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elif self.device.type == "mps":
+            torch.mps.synchronize()
+
+    def __call__(self, fn: Callable[[], object]) -> float:
+        """Milliseconds one call of `fn` took on the device."""
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+        self.sync()
+        t0 = time.perf_counter()
+        fn()
+        self.sync()
+        return (time.perf_counter() - t0) * 1e3
+
+
+def measure_latency(
+    model_or_cfg: Union[nn.Module, ArchConfig, dict, str],
+    resolution: int,
+    batch: int = 1,
+    device: Union[str, torch.device] = "auto",
+    dtype: str = "fp32",
+    channels_last: Optional[bool] = None,
+    warmup: int = 2,
+    min_repeats: int = 5,
+    max_repeats: int = 100,
+    budget_s: float = 2.0,
+    target_rel_iqr: float = 0.05,
+) -> LatencyReport:
+    """Median forward latency (ms) and throughput (images/s) of one network.
+
+    `model_or_cfg` is a module (moved to `device`, set to eval mode for the measurement and
+    put back in its previous mode) or anything `build_model` takes (built with seed 0).
+    After `warmup` untimed passes, passes are timed until at least `min_repeats` are done and
+    either the relative IQR (IQR / median) is <= `target_rel_iqr` or `budget_s` seconds of
+    timing have elapsed; never more than `max_repeats`. `channels_last` defaults to True on
+    CUDA (input and conv weights in NHWC) and False elsewhere.
+    """
+    dev = resolve_device(device)
+    resolve_dtype(dtype)
+    if batch < 1 or resolution < 1:
+        raise ValueError(f"batch={batch} and resolution={resolution} must be positive")
+    if min_repeats < 1 or max_repeats < min_repeats:
+        raise ValueError(f"need 1 <= min_repeats ({min_repeats}) <= max_repeats ({max_repeats})")
+    model = _as_model(model_or_cfg)
+    if channels_last is None:
+        channels_last = dev.type == "cuda"
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    was_training = model.training
+    model.to(dev, memory_format=fmt).eval()
+    in_chans = getattr(getattr(model, "cfg", None), "in_chans", 3)
+    timer = Timer(dev)
+    times: list[float] = []
+    try:
+        with torch.inference_mode(), autocast_context(dev, dtype):
+            x = torch.randn(batch, in_chans, resolution, resolution, device=dev).to(memory_format=fmt)
+            for _ in range(warmup):
+                model(x)
+            timer.sync()
+            t_start = time.perf_counter()
+            while len(times) < max_repeats:
+                times.append(timer(lambda: model(x)))
+                if len(times) >= min_repeats:
+                    med, iqr = quantiles(times)
+                    if iqr <= target_rel_iqr * med or time.perf_counter() - t_start >= budget_s:
+                        break
+    finally:
+        model.train(was_training)
+    med, iqr = quantiles(times)
+    return LatencyReport(median_ms=med, iqr_ms=iqr, throughput=batch * 1e3 / med, repeats=len(times),
+                         device=device_label(dev), threads=torch.get_num_threads(), dtype=dtype,
+                         batch=batch, resolution=resolution)

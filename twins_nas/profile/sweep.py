@@ -1,0 +1,248 @@
+"""The resolution sweep behind `twins-nas profile`: cost, latency and memory of several
+architectures at several input sizes, as one pandas DataFrame (one row per model x size).
+
+Analytic columns (closed-form cost model, exact, milliseconds for the whole sweep): params,
+GMACs in total and per category, the attention share of the GMACs. Measured columns (forward
+passes): latency / throughput (`measure_latency`) and the peak memory of the forward.
+
+Measuring everything at large sizes on a CPU takes minutes (the global-attention reference
+at 1024 alone is ~2 TMACs), so the measured part runs under an optional time budget: every
+model is built once and run at increasing sizes; before each cell the sweep predicts, from
+the cells already measured (seconds per GMAC of the same model, else of all models), what
+each remaining cell will cost, and measures the cell only if it and every cheaper remaining
+cell still fit in the budget. Cells that do not fit get `latency_est_ms` (the prediction)
+instead of a measurement, so the cheap cells of every model are always measured and the most
+expensive ones are the ones dropped. Cells whose single forward takes >= `single_pass_s` are
+timed with one pass and no warm-up (at seconds per pass, warm-up effects are < 1 %).
+
+Peak memory here is measured in this process around the same passes that are timed (no extra
+forwards): the peak resident set is reset (/proc/self/clear_refs) after handing freed heap back
+to the OS (malloc_trim) and a warm-up forward on a tiny input has paid the process's one-time
+costs, so the reading is the forward's own increase, as `measure_peak_memory` measures it in
+a fresh process. On CUDA the allocator's peak statistics are used.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Optional
+
+from ..config import ArchConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Progress = Callable[[int, int, str], None]  # (cells done, cells in all, what was just done)
+
+# the categories of FlopReport.by_category, in the order the CSV lists them
+CATEGORIES = ("patch_embed", "peg", "attn_qkv", "attn_q", "attn_kv", "attn_proj", "lsa_matmul", "gsa_matmul",
+              "gsa_subsample", "mlp", "norm", "head")
+
+_LADDER = (224, 320, 448, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048)
+
+
+def default_resolutions(max_res: int, min_res: int = 224) -> list[int]:
+    """Input sizes from `min_res` up to `max_res` in steps that look even on a log axis,
+    e.g. 1024 -> 224, 320, 448, 512, 640, 768, 896, 1024 (beyond 2048: steps of 512)."""
+    if max_res < 32:
+        raise ValueError(f"resolution {max_res} is too small (the smallest Twins input is 32)")
+    if max_res <= min_res:
+        return [max_res]
+    ladder = list(_LADDER)
+    while ladder[-1] < max_res:
+        ladder.append(ladder[-1] + 512)
+    out = [r for r in ladder if min_res <= r <= max_res]
+    if min_res not in out:
+        out.insert(0, min_res)
+    if out[-1] != max_res:
+        out.append(max_res)
+    return out
+
+
+def analytic_row(name: str, cfg: ArchConfig, resolution: int, batch: int = 1, params: Optional[int] = None) -> dict:
+    """The closed-form columns of one cell."""
+    from ..models.cost_model import analytic_flops, analytic_params
+    rep = analytic_flops(cfg, resolution, batch=batch)
+    cats = {c: rep.by_category.get(c, 0) for c in CATEGORIES}
+    params = analytic_params(cfg) if params is None else params
+    attn = cats["lsa_matmul"] + cats["gsa_matmul"]
+    row = dict(model=name, resolution=resolution, batch=batch, params=params, params_m=params / 1e6,
+               gmacs=rep.total / 1e9)
+    row.update({f"gmacs_{c}": v / 1e9 for c, v in cats.items()})
+    row.update(attn_gmacs=attn / 1e9, attn_share=attn / rep.total if rep.total else 0.0,
+               lsa_gmacs=cats["lsa_matmul"] / 1e9, gsa_gmacs=cats["gsa_matmul"] / 1e9)
+    return row
+
+
+MEASURED_COLUMNS = ("latency_ms", "latency_iqr_ms", "latency_repeats", "throughput", "latency_est_ms",
+                    "peak_mem_mb", "device", "threads", "dtype")
+
+
+@dataclass
+class _Planner:
+    """Predicts what a cell costs from the cells measured so far; decides what fits."""
+
+    budget_s: Optional[float]
+    single_pass_s: float
+    cell_budget_s: float
+    latency: bool
+    prior_s_per_gmac: float
+    start: float = field(default_factory=time.perf_counter)
+    s_per_gmac: dict = field(default_factory=dict)  # model -> seconds/GMAC of its last measured cell
+    measured_s: float = 0.0
+    measured_gmacs: float = 0.0
+
+    def forward_s(self, model: str, gmacs: float) -> float:
+        if model in self.s_per_gmac:
+            rate = self.s_per_gmac[model]
+        elif self.measured_gmacs > 0:
+            rate = self.measured_s / self.measured_gmacs
+        else:
+            rate = self.prior_s_per_gmac
+        return gmacs * rate
+
+    def cell_s(self, t: float) -> float:
+        """Seconds that measuring a cell with single-forward time `t` will take."""
+        if not self.latency or t >= self.single_pass_s:
+            return t
+        return t + max(3 * t, min(self.cell_budget_s + t, 30 * t))  # warm-up + timed passes
+
+    def fits(self, cell: tuple[str, float], remaining: list[tuple[str, float]]) -> bool:
+        if self.budget_s is None:
+            return True
+        cost = self.cell_s(self.forward_s(*cell))
+        cheaper = sum(c for c in (self.cell_s(self.forward_s(*r)) for r in remaining) if c <= cost)
+        return cost + cheaper <= self.budget_s - (time.perf_counter() - self.start)
+
+    def observe(self, model: str, gmacs: float, forward_s: float) -> None:
+        if gmacs > 0:
+            self.s_per_gmac[model] = forward_s / gmacs
+            self.measured_s += forward_s
+            self.measured_gmacs += gmacs
+
+
+def _measure(configs: Mapping[str, ArchConfig], resolutions: list[int], gmacs: dict, batch: int, device: str,
+             dtype: str, latency: bool, memory: bool, budget_s: Optional[float], single_pass_s: float,
+             cell_budget_s: float, progress: Optional[Progress], done0: int, total: int) -> dict:
+    """Forward-pass measurements of every cell that fits the budget: {(model, res): columns}."""
+    import torch
+
+    from ..models import build_model
+    from .latency import device_label, measure_latency, resolve_device, resolve_dtype
+    from .memory import PeakRSS, cuda_forward_peak_mb, cpu_forward_peak_mb, warm_up_cpu
+
+    dev = resolve_device(device)
+    resolve_dtype(dtype)
+    cuda = dev.type == "cuda"
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    label, threads = device_label(dev), torch.get_num_threads()
+    plan = _Planner(budget_s, single_pass_s, cell_budget_s, latency, prior_s_per_gmac=1e-4 if cuda else 0.02)
+    todo = [(name, r) for name in configs for r in resolutions]
+    out, done = {}, done0
+    for name, cfg in configs.items():
+        model = None
+        for r in resolutions:
+            todo.remove((name, r))
+            g = gmacs[(name, r)]
+            row: dict = dict(device=label, threads=threads, dtype=dtype)
+            if not plan.fits((name, g), [(n, gmacs[(n, rr)]) for n, rr in todo]):
+                row["latency_est_ms"] = plan.forward_s(name, g) * 1e3
+                out[(name, r)] = row
+                done += 1
+                if progress:
+                    progress(done, total, f"{name} @ {r}: skipped (budget)")
+                continue
+            if model is None:
+                model = build_model(cfg, seed=0).eval().to(dev, memory_format=fmt)
+                if dev.type == "cpu" and memory:
+                    warm_up_cpu(model)
+            t0 = time.perf_counter()
+            if latency:
+                single = plan.forward_s(name, g) >= single_pass_s
+                kw = dict(warmup=0, min_repeats=1, max_repeats=1) if single else dict(
+                    warmup=1, min_repeats=3, max_repeats=30, budget_s=cell_budget_s)
+                if memory and cuda:
+                    torch.cuda.synchronize(dev)
+                    torch.cuda.reset_peak_memory_stats(dev)
+                    base = torch.cuda.memory_allocated(dev)
+                with PeakRSS() if memory and not cuda else contextlib.nullcontext() as peak:
+                    rep = measure_latency(model, r, batch=batch, device=dev, dtype=dtype, **kw)
+                row.update(latency_ms=rep.median_ms, latency_iqr_ms=rep.iqr_ms if rep.repeats > 1 else math.nan,
+                           latency_repeats=rep.repeats, throughput=rep.throughput)
+                if memory:
+                    row["peak_mem_mb"] = ((torch.cuda.max_memory_allocated(dev) - base) / 2 ** 20 if cuda
+                                          else peak.mb)
+                plan.observe(name, g, rep.median_ms / 1e3)
+            else:  # memory only: one forward
+                row["peak_mem_mb"] = (cuda_forward_peak_mb(model, r, batch, dev, dtype) if cuda
+                                      else cpu_forward_peak_mb(model, r, batch, dtype))
+                plan.observe(name, g, time.perf_counter() - t0)
+            out[(name, r)] = row
+            done += 1
+            if progress:
+                progress(done, total, f"{name} @ {r}: {time.perf_counter() - t0:.1f}s")
+        del model
+    return out
+
+
+def profile_sweep(
+    configs: Mapping[str, ArchConfig],
+    resolutions: Iterable[int],
+    batch: int = 1,
+    device: str = "auto",
+    dtype: str = "fp32",
+    latency: bool = True,
+    memory: Optional[bool] = None,
+    fvcore: bool = False,
+    budget_s: Optional[float] = None,
+    single_pass_s: float = 1.0,
+    cell_budget_s: float = 1.0,
+    progress: Optional[Progress] = None,
+) -> pd.DataFrame:
+    """One row per model x resolution (models in the given order, sizes increasing).
+
+    `memory` defaults to `latency` (both need forward passes; with neither the sweep is
+    analytic only and takes well under a second). `fvcore=True` adds `gmacs_fvcore`, counted
+    by tracing (slow; the analytic count is exact). `budget_s` caps the seconds spent on
+    forward passes (see the module doc); None measures every cell.
+    """
+    res = sorted({int(r) for r in resolutions})
+    if not res:
+        raise ValueError("no resolutions given")
+    if not configs:
+        raise ValueError("no models given")
+    memory = latency if memory is None else memory
+    measured = latency or memory
+    total = len(configs) * len(res) * (2 if measured else 1)
+    from ..models.cost_model import analytic_params
+    rows, done = [], 0
+    for name, cfg in configs.items():
+        cfg.stage_sizes(res[0])  # a one-line ConfigError when the smallest size is too small
+        params = analytic_params(cfg)
+        for r in res:
+            row = analytic_row(name, cfg, r, batch, params)
+            if fvcore:
+                from .flops import count_flops
+                row["gmacs_fvcore"] = count_flops(cfg, r, batch=batch).total / 1e9
+            rows.append(row)
+            done += 1
+            if progress:
+                progress(done, total, f"{name} @ {r}: {row['gmacs']:.1f} GMACs")
+    meas = {}
+    if measured:
+        gmacs = {(row["model"], row["resolution"]): row["gmacs"] for row in rows}
+        meas = _measure(configs, res, gmacs, batch, device, dtype, latency, memory, budget_s, single_pass_s,
+                        cell_budget_s, progress, done, total)
+    for row in rows:
+        m = meas.get((row["model"], row["resolution"]), {})
+        for c in MEASURED_COLUMNS:
+            row[c] = m.get(c, math.nan if c not in ("device", "dtype") else None)
+    import pandas as pd  # here: `import twins_nas.profile` stays light
+    df = pd.DataFrame(rows)
+    if fvcore:  # next to the analytic count
+        cols = list(df.columns)
+        cols.insert(cols.index("gmacs") + 1, cols.pop(cols.index("gmacs_fvcore")))
+        df = df[cols]
+    return df
