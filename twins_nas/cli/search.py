@@ -1,1 +1,197 @@
 """`twins-nas search` / `twins-nas export` (see twins_nas.search)."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from ..config import ConfigError
+from . import app
+from .common import console, err_console, fail, user_errors
+
+_PICK_HELP = ("Which config goes to best_config.json: 'knee' (the balanced point of the front, default), "
+              "'max accuracy where throughput>=500', 'min latency_ms where accuracy>=0.8 and params_m<=20', "
+              "'best accuracy'. Metrics: accuracy, throughput, latency_ms, gflops, params_m, peak_mem_mb.")
+
+
+def _dry_run(space, settings, spec: str) -> None:
+    from ..search.objective import cheap_metrics, constraint_values, needed_metrics
+    from ..search.study import describe_storage
+
+    console.print(f"[bold]space[/] {space.name} ({space.source}, sha256 {space.hash[:12]}): "
+                  f"[bold]{space.size():,}[/] distinct networks")
+    console.print("objectives: " + ", ".join(f"{m} ({d})" for m, d in space.objectives.items()) +
+                  ("; constraints: " + ", ".join(
+                      f"{m} " + " and ".join(x for x in (f">= {b.min:g}" if b.min is not None else "",
+                                                         f"<= {b.max:g}" if b.max is not None else "") if x)
+                      for m, b in space.constraints.items()) if space.constraints else "; no constraints"))
+    p = space.proxy
+    console.print(f"measured at {space.resolution} px, batch {space.measure.batch_size}, {space.measure.dtype}, "
+                  f"device {settings.device}; proxy: {p.dataset} {p.train_samples}/{p.val_samples} images at "
+                  f"{p.resolution} px, {p.epochs} epoch(s), width x{p.width_mult:g}")
+    cheap = set(space.constraints) <= {"params_m", "gflops"}
+    rng = random.Random(settings.seed)
+    n, ok = 400, 0
+    for _ in range(n):
+        m = cheap_metrics(space.random_config(rng), space.resolution)
+        ok += all(v <= 0 for v in constraint_values(m, space.constraints).values())
+    if space.constraints:
+        console.print(f"closed-form constraints hold for {100 * ok / n:.0f}% of {n} random configs"
+                      + ("" if cheap else " (timed / accuracy constraints are checked during the search)"))
+    rng = random.Random(settings.seed)
+    for i in range(3):
+        cfg = space.random_config(rng)
+        m = cheap_metrics(cfg, space.resolution)
+        viol = {k: v for k, v in constraint_values(m, space.constraints).items() if v > 0}
+        t = Table(title=f"sampled config {i + 1} (seed {settings.seed}): {m['params_m']:.2f} M params, "
+                        f"{m['gflops']:.3f} GMACs, " + ("feasible" if not viol else "breaks " + ", ".join(viol)),
+                  title_justify="left")
+        for col in ("stage", "depth", "dim", "heads", "mlp", "pattern", "window", "k", "sub-sample"):
+            t.add_column(col, justify="right" if col in ("stage", "depth", "dim", "heads", "mlp") else "left")
+        for j, st in enumerate(cfg.stages):
+            kinds = st.block_types
+            t.add_row(str(j + 1), str(st.depth), str(st.embed_dim), str(st.num_heads), f"{st.mlp_ratio:g}",
+                      st.pattern, f"{st.window[0]}x{st.window[1]}" if "L" in kinds else "-",
+                      ("-" if "G" not in kinds else "1" if st.sr_pair == (1, 1) else
+                       f"{st.sr_pair[0]}" if st.sr_pair[0] == st.sr_pair[1] else f"{st.sr_pair[0]}x{st.sr_pair[1]}"),
+                      st.subsample if "G" in kinds and st.sr_pair != (1, 1) else "-")
+        console.print(t)
+    if "accuracy" in needed_metrics(space):
+        from ..search.data import load_proxy_data
+        data = load_proxy_data(space.proxy, seed=settings.seed)
+        console.print(f"proxy data: {data.name}, {len(data.train_x)} training / {len(data.val_x)} validation "
+                      f"images, {data.num_classes} classes")
+    console.print(f"would run {settings.trials} trials with {settings.workers} worker(s), sampler "
+                  f"{settings.sampler}, study {settings.study_name!r} in {describe_storage(spec)}, report in "
+                  f"{settings.out_dir}/ (dry run: nothing written)")
+
+
+@app.command()
+@user_errors
+def search(
+    space: Path = typer.Option(..., "--space", "-s", help="Search-space YAML (see search_spaces/svt.yaml)."),
+    trials: int = typer.Option(50, "--trials", "-n",
+                               help="Finished trials wanted in the study, in total: a second run continues "
+                                    "up to this number."),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name [default: the space's name]."),
+    storage: Optional[str] = typer.Option(
+        None, "--storage",
+        help="Optuna storage URL (sqlite:///x.db, postgresql://...) or a journal file (*.journal / *.log) for "
+             "several processes [default: OUT/study.db, or OUT/study.journal with --workers > 1]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder [default: reports/STUDY-NAME]."),
+    device: Optional[str] = typer.Option(
+        None, "--device", help="auto | cpu | cuda | cuda:N | mps, for timing and proxy training "
+                               "[default: the space's measure.device, auto = CUDA when present]."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the sampler and every trial's proxy training."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes sharing the storage."),
+    threads: Optional[int] = typer.Option(None, "--threads",
+                                          help="torch CPU threads per worker [default: CPU cores // workers]."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds."),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe | nsga2 | nsga3 | gp | random."),
+    overrides: List[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
+                                        help="Override a field of the space file (repeatable): proxy.epochs=1, "
+                                             "stages.2.depth=[6,8], constraints.gflops.max=3."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Validate, print the space size and three sampled configs, and stop."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where the proxy data set lives."),
+    pick: str = typer.Option("knee", "--pick", help=_PICK_HELP),
+    png: bool = typer.Option(True, "--png/--no-png", help="Also write pareto.png (needs a Chromium)."),
+    timing_budget: float = typer.Option(1.0, "--timing-budget", metavar="SECONDS",
+                                        help="Time spent timing each full-size model (at least 3 passes after "
+                                             "1 warm-up; stops early once the timings agree within 5%)."),
+) -> None:
+    """Search a space for architectures that are both accurate (proxy training) and fast
+    (measured throughput of the full-size model), under the space's constraints.
+
+    Writes OUT/best_config.json, pareto.json, trials.csv, pareto.html (+ .png) and keeps the
+    study in OUT/study.db: the same command again continues it up to --trials finished trials.
+    """
+    from ..search.objective import MeasureBudget
+    from ..search.space import load_space
+    from ..search.study import SearchSettings, resolve_storage, run_search
+
+    if not timing_budget > 0:
+        raise ConfigError(f"--timing-budget={timing_budget}: must be a positive number of seconds")
+
+    if data_root is not None:
+        overrides = list(overrides) + [f"proxy.data_root={json.dumps(str(data_root))}"]
+    sp = load_space(space, overrides)
+    name = study_name or sp.name
+    settings = SearchSettings(trials=trials, study_name=name, out_dir=out or Path("reports") / name,
+                              storage=storage, device=device or sp.measure.device, seed=seed, workers=workers,
+                              timeout=timeout, sampler=sampler, pick=pick, png=png,
+                              budget=MeasureBudget(budget_s=timing_budget), threads=threads)
+    spec = resolve_storage(settings.storage, settings.out_dir, settings.workers)
+    if dry_run:
+        _dry_run(sp, settings, spec)
+        return
+    from ..search.study import describe_storage
+    console.print(f"[bold]search[/] {name}: space {sp.source} ({sp.size():,} networks), {trials} trials, "
+                  f"sampler {sampler}, {workers} worker(s), storage {describe_storage(spec)}")
+    try:
+        res = run_search(sp, settings, console=err_console)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        raise typer.Exit(130)
+    for note in res.notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    c = res.counts
+    extra = ", ".join(f"{c[k]} {k}" for k in ("infeasible", "pruned", "failed", "surplus") if c[k])
+    console.print(f"{res.finished}/{res.target} trials finished" + (f" ({extra})" if extra else ""))
+    best = Path(settings.out_dir) / "best_config.json"
+    if best.is_file():
+        meta = json.loads(best.read_text()).get("meta", {})
+        m = meta.get("metrics", {})
+        shown = ", ".join(f"{k} {m[k]:.4g}" for k in ("accuracy", "throughput", "latency_ms", "params_m", "gflops")
+                          if k in m)
+        console.print(f"picked trial {meta.get('trial')} ({meta.get('pick')}): {shown}")
+    for f in res.files:
+        console.print(f"  wrote {f}", highlight=False)
+    if res.stopped == "timeout":
+        err_console.print(f"[yellow]stopped at --timeout[/]: run the same command again to continue to {trials}")
+    elif res.stopped == "interrupted":
+        raise typer.Exit(130)
+    elif res.stopped in ("failing", "crashed"):
+        err_console.print(f"[bold red]error:[/] search stopped: {res.message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@app.command("export")
+@user_errors
+def export(
+    study: str = typer.Option(..., "--study", help="Study name (the search's --study-name, by default the space name)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the report files."),
+    storage: Optional[str] = typer.Option(
+        None, "--storage", help="Storage URL or journal file [default: OUT/study.db or OUT/study.journal]."),
+    pick: str = typer.Option("knee", "--pick", help=_PICK_HELP),
+    png: bool = typer.Option(True, "--png/--no-png", help="Also write pareto.png (needs a Chromium)."),
+) -> None:
+    """Rewrite a study's report (best_config.json, pareto.json, trials.csv, pareto.html/png)
+    from its storage, e.g. with another --pick."""
+    from ..search.export import export_study
+    from ..search.pareto import parse_pick
+
+    parse_pick(pick)
+    if storage is None:
+        for cand in ("study.db", "study.journal"):
+            if (out / cand).is_file():
+                storage = str(out / cand)
+                break
+        else:
+            raise ConfigError(f"--storage not given and neither {out / 'study.db'} nor {out / 'study.journal'} "
+                              f"exists; pass --storage URL_OR_FILE")
+    res = export_study(study, out, pick=pick, storage=storage, png=png, strict=True)
+    for note in res["notes"]:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    if res["best"] is None:
+        fail(f"study {study!r} has no finished feasible trial: nothing to pick")
+    m = res["best"]["metrics"]
+    shown = ", ".join(f"{k} {m[k]:.4g}" for k in ("accuracy", "throughput", "latency_ms", "params_m", "gflops")
+                      if k in m)
+    console.print(f"picked trial {res['best']['trial']} ({pick}): {shown}")
+    for f in res["files"]:
+        console.print(f"  wrote {f}", highlight=False)

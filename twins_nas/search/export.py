@@ -1,0 +1,377 @@
+"""The report of a study, written from its storage alone (the space file is not needed).
+
+`export_study(study, out_dir, pick)` writes:
+
+* ``best_config.json``: the picked architecture (an `ArchConfig` JSON: `twins-nas show`,
+  `twins-nas profile --config` and `ArchConfig.from_json` read it) with a ``meta`` entry;
+* ``pareto.json``: ``{"schema_version", "meta", "configs": [...]}``, every Pareto-optimal
+  architecture (best first in the first objective), each with its own ``meta`` (trial,
+  metrics, knee / picked flags); `ArchConfig.from_json(path, index=i)` reads entry i;
+* ``trials.csv``: one row per trial: number, state, status, metrics, constraint violations,
+  seconds spent building / profiling / training / evaluating, per-epoch accuracies, worker,
+  reason of a failure, the sampled parameters and the architecture in short;
+* ``pareto.html`` (self-contained, works offline) and ``pareto.png`` when a Chromium is
+  present: every trial, accuracy vs throughput (or the study's first two objectives), the
+  front and the pick highlighted, the published Twins models' throughput as vertical lines,
+  and the hypervolume vs trial number (see `pareto.hypervolume_history`).
+
+Every JSON `meta` holds the schema version, the metrics, the space (name, file, sha256), the
+seed, the sampler, the measurement device and settings, the proxy settings and library
+versions (of the search and of the export).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from ..config import SCHEMA_VERSION, ArchConfig, ConfigError
+from .objective import STATUS_OK
+from .pareto import NoMatch, hypervolume_history, knee_index, parse_pick, pareto_mask, select
+from .space import METRICS
+
+METRIC_LABELS = {"accuracy": "proxy accuracy (%)", "throughput": "throughput (images/s)",
+                 "latency_ms": "latency (ms per batch)", "gflops": "GMACs", "params_m": "parameters (M)",
+                 "peak_mem_mb": "peak memory (MiB)"}
+SECONDS = ("build", "profile", "train", "eval", "total")
+
+
+# ---- reading the study ----------------------------------------------------------------------------
+def load_study_for_export(study_name: str, storage: str) -> optuna.Study:
+    """Load a study for export; one-line ConfigError when it is not there."""
+    from .study import describe_storage, open_storage
+    st = open_storage(storage)
+    try:
+        return optuna.load_study(study_name=study_name, storage=st, sampler=optuna.samplers.RandomSampler())
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)]
+        have = f"; it holds: {', '.join(names)}" if names else "; it holds no study"
+        raise ConfigError(f"--study {study_name!r}: no such study in {describe_storage(storage)}{have}") from None
+
+
+def _objectives(study: optuna.Study) -> dict[str, str]:
+    obj = study.user_attrs.get("objectives")
+    if not obj:
+        raise ConfigError(f"study {study.study_name!r} was not made by twins-nas search (no objectives recorded)")
+    return {m: d for m, d in obj}
+
+
+def _feasible(t: optuna.trial.FrozenTrial) -> bool:
+    return t.state == TrialState.COMPLETE and t.user_attrs.get("status") == STATUS_OK and \
+        all(v <= 0 for v in t.constraints.values())
+
+
+def _versions() -> dict:
+    from .study import library_versions
+    return library_versions()
+
+
+def _common_meta(study: optuna.Study, storage: Optional[str]) -> dict:
+    from .study import count_trials, describe_storage
+    ua = study.user_attrs
+    space = ua.get("space") or {}
+    proxy = {k: v for k, v in (space.get("proxy") or {}).items() if k != "data_root"}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "study": study.study_name,
+        "storage": describe_storage(storage) if storage else None,
+        "space": {"name": ua.get("space_name"), "file": ua.get("space_source"), "sha256": ua.get("space_hash")},
+        "objectives": dict(_objectives(study)),
+        "constraints": ua.get("constraints", {}),
+        "seed": ua.get("seed"),
+        "sampler": ua.get("sampler"),
+        "device": ua.get("measure", {}),
+        "proxy": proxy,
+        "trials": count_trials(study),
+        "versions": _versions(),
+        "search_versions": ua.get("versions", {}),
+        "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _clean_metrics(m: dict) -> dict:
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in m.items()}
+
+
+# ---- trials.csv ------------------------------------------------------------------------------------
+def trials_frame(study: optuna.Study, front: set[int] = frozenset(), picked: Optional[int] = None,
+                 knee: Optional[int] = None) -> pd.DataFrame:
+    trials = study.get_trials(deepcopy=False)
+    metric_cols = [m for m in METRICS if any(m in t.user_attrs.get("metrics", {}) for t in trials)]
+    param_cols = sorted({p for t in trials for p in t.params}, key=_param_order)
+    rows = []
+    for t in trials:
+        ua = t.user_attrs
+        m = ua.get("metrics", {})
+        sec = ua.get("seconds", {})
+        cfg = ua.get("config") or {}
+        stages = cfg.get("stages") or []
+        owner = ua.get("worker") or {}
+        viol = ua.get("violations") or {k: v for k, v in t.constraints.items() if v > 0}
+        row = {
+            "number": t.number, "state": t.state.name, "status": ua.get("status", t.state.name.lower()),
+            "feasible": bool(t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())),
+            "on_front": t.number in front, "knee": t.number == knee, "picked": t.number == picked,
+        }
+        row.update({c: m.get(c) for c in metric_cols})
+        row["params"] = m.get("params")
+        row["violations"] = ";".join(f"{k}:{v:+.3f}" for k, v in viol.items())
+        row.update({f"seconds_{k}": sec.get(k) for k in SECONDS})
+        row["epoch_accuracies"] = ";".join(f"{a:.4f}" for a in ua.get("epoch_accuracies", []))
+        row["proxy_seed"] = ua.get("proxy_seed")
+        row["depths"] = "-".join(str(s["depth"]) for s in stages)
+        row["embed_dims"] = "-".join(str(s["embed_dim"]) for s in stages)
+        row["patterns"] = "-".join(str(s["pattern"]) for s in stages)
+        row["datetime_start"] = t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None
+        row["datetime_complete"] = t.datetime_complete.isoformat(timespec="seconds") if t.datetime_complete else None
+        row["worker"] = f"{owner.get('host')}:{owner.get('pid')}" if owner else None
+        row["reason"] = ua.get("fail_reason") or ua.get("prune_reason") or \
+            ("; ".join(f"{k} broken" for k in viol) if viol else None)
+        row.update({f"param.{p}": t.params.get(p) for p in param_cols})
+        rows.append(row)
+    cols = (["number", "state", "status", "feasible", "on_front", "knee", "picked"] + metric_cols +
+            ["params", "violations"] + [f"seconds_{k}" for k in SECONDS] +
+            ["epoch_accuracies", "proxy_seed", "depths", "embed_dims", "patterns", "datetime_start",
+             "datetime_complete", "worker", "reason"] + [f"param.{p}" for p in param_cols])
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _param_order(name: str) -> tuple:
+    if name.startswith("s") and "." in name and name[1:name.index(".")].isdigit():
+        return (int(name[1:name.index(".")]), name)
+    return (10 ** 6, name)
+
+
+# ---- the figure --------------------------------------------------------------------------------
+def _axes(objectives: dict[str, str]) -> tuple[Optional[str], str]:
+    """(x metric or None for trial number, y metric)."""
+    names = list(objectives)
+    y = "accuracy" if "accuracy" in names else names[0]
+    rest = [m for m in names if m != y]
+    if "throughput" in rest:
+        return "throughput", y
+    return (rest[0] if rest else None), y
+
+
+def pareto_figure(df: pd.DataFrame, objectives: dict[str, str], presets: dict, hv: list[float],
+                  title: str):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    x, y = _axes(objectives)
+    df = df.copy()
+    for m in (x, y):
+        if m is not None and m not in df.columns:
+            df[m] = float("nan")  # nothing measured yet (every trial failed)
+    scale = {"accuracy": 100.0}
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.64, 0.36], horizontal_spacing=0.09,
+                        subplot_titles=("trials and Pareto front", "hypervolume of the front (scaled objectives)"))
+
+    def xs(d):
+        return d["number"] if x is None else d[x] * scale.get(x, 1.0)
+
+    def ys(d):
+        return d[y] * scale.get(y, 1.0)
+
+    def hover(d):
+        out = []
+        for _, r in d.iterrows():
+            parts = [f"trial {r['number']} ({r['status']})"]
+            for m in METRICS:
+                if m in d.columns and pd.notna(r.get(m)):
+                    v = r[m] * 100 if m == "accuracy" else r[m]
+                    parts.append(f"{m}: {v:.4g}")
+            parts.append(f"depths {r['depths']} · dims {r['embed_dims']} · {r['patterns']}")
+            out.append("<br>".join(parts))
+        return out
+
+    have = df[df[y].notna()]
+    if x is not None:
+        have = have[have[x].notna()]
+    ok = have[have["status"] == STATUS_OK]
+    infeasible = have[(have["state"] == "COMPLETE") & (have["status"] != STATUS_OK)]
+    front = ok[ok["on_front"]]
+    front = front.sort_values(x if x is not None else "number")
+    if len(infeasible):
+        fig.add_trace(go.Scatter(x=xs(infeasible), y=ys(infeasible), mode="markers", name="breaks a constraint",
+                                 marker=dict(symbol="x", size=7, color="rgba(200,60,60,0.55)"),
+                                 hovertext=hover(infeasible), hoverinfo="text"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=xs(ok), y=ys(ok), mode="markers", name="trials",
+                             marker=dict(size=7, color=ok["number"], colorscale="Blues", cmin=0,
+                                         cmax=max(1, int(df["number"].max()) if len(df) else 1),
+                                         line=dict(width=0.5, color="rgba(40,40,80,0.6)"),
+                                         colorbar=dict(title="trial", x=0.6, len=0.5, y=0.25, thickness=10)),
+                             hovertext=hover(ok), hoverinfo="text"), row=1, col=1)
+    if len(front):
+        fig.add_trace(go.Scatter(x=xs(front), y=ys(front), mode="lines+markers", name="Pareto front",
+                                 line=dict(color="#e4572e", width=2),
+                                 marker=dict(size=10, color="#e4572e", line=dict(width=1, color="white")),
+                                 hovertext=hover(front), hoverinfo="text"), row=1, col=1)
+    for flag, name, sym, color in (("knee", "knee", "diamond", "#2e86ab"), ("picked", "picked (best_config)",
+                                                                           "star", "#f3a712")):
+        sel = ok[ok[flag]]
+        if len(sel):
+            fig.add_trace(go.Scatter(x=xs(sel), y=ys(sel), mode="markers", name=name,
+                                     marker=dict(symbol=sym, size=17, color=color, line=dict(width=1, color="black")),
+                                     hovertext=hover(sel), hoverinfo="text"), row=1, col=1)
+    if x is not None and presets:
+        shown = 0
+        for pname, row in presets.items():
+            v = row.get(x) if isinstance(row, dict) else None
+            if v is None or not math.isfinite(v):
+                continue
+            fig.add_vline(x=v * scale.get(x, 1.0), line=dict(color="rgba(90,90,90,0.65)", dash="dot", width=1),
+                          row=1, col=1)
+            fig.add_annotation(x=v * scale.get(x, 1.0), y=1.0, yref="y domain", xref="x",
+                               text=pname.replace("twins-", ""), textangle=-90, showarrow=False,
+                               xanchor="right", yanchor="top", font=dict(size=10, color="#555"))
+            shown += 1
+        if shown:
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"published Twins ({x})",
+                                     line=dict(color="rgba(90,90,90,0.65)", dash="dot")), row=1, col=1)
+    fig.update_xaxes(title_text=METRIC_LABELS.get(x, "trial") if x else "trial", row=1, col=1)
+    fig.update_yaxes(title_text=METRIC_LABELS.get(y, y), row=1, col=1)
+    if len(df):
+        fig.add_trace(go.Scatter(x=df["number"], y=hv, mode="lines", name="hypervolume", line=dict(shape="hv",
+                                 color="#3b1f2b"), showlegend=False), row=1, col=2)
+    fig.update_xaxes(title_text="trial", row=1, col=2)
+    fig.update_yaxes(title_text="hypervolume (reference 1.1 per objective)", rangemode="tozero", row=1, col=2)
+    fig.update_layout(title=title, template="plotly_white", width=1400, height=620,
+                      legend=dict(orientation="h", yanchor="top", y=-0.14, x=0))
+    return fig
+
+
+def find_chromium() -> Optional[str]:
+    env = os.environ.get("BROWSER_PATH")
+    if env:
+        return env if os.path.isfile(env) and os.access(env, os.X_OK) else None
+    for exe in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"):
+        if shutil.which(exe):
+            return shutil.which(exe)
+    return None
+
+
+# ---- the export ------------------------------------------------------------------------------------
+def export_study(study: Union[optuna.Study, str], out_dir: Union[str, Path], pick: str = "knee",
+                 storage: Optional[str] = None, png: bool = True, strict: bool = True) -> dict:
+    """Write best_config.json, pareto.json, trials.csv, pareto.html (+ .png) for a study
+    (an `optuna.Study`, or a study name with `storage`). With `strict`, a `pick` rule no
+    trial satisfies raises ConfigError; otherwise the knee is taken and a note says so.
+    Returns {"files": [...], "notes": [...], "best": {"trial", "metrics"} or None}."""
+    from .study import resolve_storage, storage_file
+    if isinstance(study, str):
+        if storage is None:
+            raise ConfigError("export: give the storage of the study")
+        spec = resolve_storage(storage, Path(out_dir))
+        path = storage_file(spec)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"--storage {storage}: no such file")
+        study = load_study_for_export(study, spec)
+        storage = spec
+    rule = parse_pick(pick)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    objectives = _objectives(study)
+    notes: list[str] = []
+    if storage is None:
+        with contextlib.suppress(Exception):
+            storage = _storage_spec_of(study)
+
+    feasible = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
+    rows = [dict(t.user_attrs.get("metrics", {})) for t in feasible]
+    front_idx, knee, picked = [], None, None
+    if feasible:
+        mask = pareto_mask(rows, objectives)
+        front_idx = [i for i in range(len(rows)) if mask[i]]
+        knee = knee_index(rows, objectives)
+        try:
+            picked = select(rule, rows, objectives)
+        except NoMatch as e:
+            if strict:
+                raise
+            notes.append(f"{e}; picked the knee instead")
+            picked = knee
+    else:
+        notes.append("no finished feasible trial yet: best_config.json and pareto.json not written")
+    numbers = [t.number for t in feasible]
+    front_numbers = {numbers[i] for i in front_idx}
+    df = trials_frame(study, front_numbers, numbers[picked] if picked is not None else None,
+                      numbers[knee] if knee is not None else None)
+    files = []
+    common = _common_meta(study, storage)
+    best = None
+    if feasible:
+        first, direction = next(iter(objectives.items()))
+        order = sorted(front_idx, key=lambda i: rows[i][first], reverse=direction == "maximize")
+        hv = hypervolume_history([t.user_attrs.get("metrics") if _feasible(t) else None
+                                  for t in study.get_trials(deepcopy=False)], objectives)
+        t = feasible[picked]
+        cfg = ArchConfig.from_dict(t.user_attrs["config"])
+        note = [n for n in notes if n.startswith("--pick")]
+        best = {"trial": t.number, "metrics": _clean_metrics(t.user_attrs.get("metrics", {}))}
+        meta = dict(common, kind="best_config", pick=rule.text if not note else "knee", pick_note=note[0] if note
+                    else None, trial=t.number, on_front=picked in front_idx, knee=picked == knee,
+                    metrics=best["metrics"], seconds=t.user_attrs.get("seconds", {}),
+                    epoch_accuracies=t.user_attrs.get("epoch_accuracies", []),
+                    params=t.params, hypervolume=hv[-1] if hv else None)
+        cfg.to_json(out / "best_config.json", meta=meta)
+        files.append(out / "best_config.json")
+        configs = []
+        for i in order:
+            tt = feasible[i]
+            d = ArchConfig.from_dict(tt.user_attrs["config"]).to_dict()
+            d["meta"] = {"trial": tt.number, "metrics": _clean_metrics(tt.user_attrs.get("metrics", {})),
+                         "knee": i == knee, "picked": i == picked, "params": tt.params,
+                         "seconds": tt.user_attrs.get("seconds", {}),
+                         "epoch_accuracies": tt.user_attrs.get("epoch_accuracies", [])}
+            configs.append(d)
+        pareto = {"schema_version": SCHEMA_VERSION,
+                  "meta": dict(common, kind="pareto", count=len(configs), knee_trial=numbers[knee],
+                               picked_trial=numbers[picked], pick=rule.text, hypervolume=hv[-1] if hv else None,
+                               order=f"best {first} first"),
+                  "configs": configs}
+        (out / "pareto.json").write_text(json.dumps(pareto, indent=2) + "\n")
+        files.append(out / "pareto.json")
+    else:
+        hv = [0.0] * len(df)
+    df.to_csv(out / "trials.csv", index=False)
+    files.append(out / "trials.csv")
+
+    fig = pareto_figure(df, objectives, study.user_attrs.get("presets") or {}, hv,
+                        title=f"{study.study_name}: {len(df)} trials, {len(front_idx)} on the front "
+                              f"(space {common['space']['name']}, {common['device'].get('device', '')})")
+    fig.write_html(out / "pareto.html", include_plotlyjs=True, full_html=True)
+    files.append(out / "pareto.html")
+    if png:
+        if find_chromium() is None:
+            notes.append("no Chromium found (install chromium or set BROWSER_PATH): pareto.png skipped")
+        else:
+            try:
+                fig.write_image(str(out / "pareto.png"), width=1400, height=620, scale=1)
+                files.append(out / "pareto.png")
+            except Exception as e:  # noqa: BLE001 (a broken browser must not lose the other outputs)
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                notes.append(f"pareto.png not written ({msg})")
+    return {"files": [str(f) for f in files], "notes": notes, "best": best}
+
+
+def _storage_spec_of(study: optuna.Study) -> Optional[str]:
+    """Best effort: the storage URL / journal path of a loaded study (for the report)."""
+    st = study._storage
+    for obj in (st, getattr(st, "_backend", None), getattr(getattr(st, "_backend", None), "_backend", None)):
+        if obj is None:
+            continue
+        if getattr(obj, "url", None):
+            return str(obj.url)
+        if getattr(obj, "_file_path", None):
+            return f"journal:{obj._file_path}"
+    return None

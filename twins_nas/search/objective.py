@@ -1,0 +1,285 @@
+"""The objective of one trial: sampled config -> metrics -> constraints -> objective values.
+
+Metrics (names as in the space file):
+
+* ``params_m`` (parameters, millions) and ``gflops`` (analytic GMACs at the space's
+  resolution, attention matmuls included): closed form, always computed (microseconds);
+* ``throughput`` (images/s) and ``latency_ms`` (median forward pass of a batch): the
+  full-size model built and timed at the space's resolution, ``measure.batch_size``,
+  ``measure.dtype`` and the search device; measured when an objective or constraint names
+  either;
+* ``peak_mem_mb``: peak inference memory beyond the weights (costly on CPU: a fresh
+  process); measured only when named;
+* ``accuracy``: validation top-1 of the proxy training (`train_proxy`); measured only when
+  named.
+
+Constraints go through Optuna's ``trial.set_constraint`` (one key per bound, e.g.
+``params_m<=30``; value = relative violation, <= 0 when satisfied; a bound whose metric was
+never measured gets 0). They are checked in order of cost: the closed-form ones before any
+model is built, the timed ones before training. A config that breaks one is never trained
+(nor timed, when the closed form already breaks it): the trial COMPLETES at once with the
+violation recorded and *penalised* objective values (0 for a maximised metric that was not
+measured, the worst value seen so far for a minimised one, the measured value otherwise), so
+every sampler (TPE, NSGA-II/III, GP) learns where the feasible region is. Such a trial has
+``status = "infeasible"``, costs milliseconds, counts toward ``--trials`` like any finished
+trial and is never on the front or picked.
+
+Early stop: Optuna cannot prune multi-objective studies, so after every proxy epoch but the
+last, a trial whose validation accuracy is more than 5 points below the 10th percentile of
+its finished peers at the same epoch (at least 8 of them) raises ``optuna.TrialPruned``
+(``status = "pruned"``; it does not count toward ``--trials``).
+
+Everything a trial learns goes to its user attributes as soon as it is known (a trial that
+fails half-way keeps what it measured): ``config`` (the full ArchConfig dict), ``metrics``,
+``seconds`` (build / profile / train / eval / total), ``epoch_accuracies``, ``violations``,
+``status``, ``proxy_seed``, and ``fail_reason`` / ``prune_reason`` (written by the caller).
+"""
+from __future__ import annotations
+
+import gc
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import optuna
+import torch
+
+from ..config import ArchConfig
+from ..models.cost_model import analytic_flops, analytic_params
+from .data import ProxyData
+from .proxy_train import train_proxy
+from .space import Bound, SearchSpace
+
+CHEAP_METRICS = ("params_m", "gflops")
+TIMED_METRICS = ("throughput", "latency_ms")
+MEMORY_METRICS = ("peak_mem_mb",)
+PROXY_METRICS = ("accuracy",)
+
+EARLY_STOP_MIN_PEERS = 8
+EARLY_STOP_QUANTILE = 0.10
+EARLY_STOP_MARGIN = 0.05
+
+STATUS_OK, STATUS_INFEASIBLE, STATUS_PRUNED, STATUS_FAILED = "ok", "infeasible", "pruned", "failed"
+
+
+@dataclass(frozen=True)
+class MeasureBudget:
+    """How hard the full-size model is timed (see `measure_latency`): passes stop once the
+    relative IQR is <= 5% or `budget_s` seconds are spent, after at least `min_repeats`."""
+
+    warmup: int = 1
+    min_repeats: int = 3
+    max_repeats: int = 30
+    budget_s: float = 1.0
+
+
+def needed_metrics(space: SearchSpace) -> set[str]:
+    """Every metric this space's trials compute: the closed-form ones plus what is named."""
+    named = set(space.objectives) | set(space.constraints)
+    if named & set(TIMED_METRICS):
+        named |= set(TIMED_METRICS)  # one timing gives both
+    return named | set(CHEAP_METRICS)
+
+
+def cheap_metrics(cfg: ArchConfig, resolution: int) -> dict[str, float]:
+    params = analytic_params(cfg)
+    return {"params": int(params), "params_m": params / 1e6, "gflops": analytic_flops(cfg, resolution).total / 1e9}
+
+
+def constraint_keys(constraints: dict[str, Bound]) -> list[str]:
+    keys = []
+    for metric, b in constraints.items():
+        if b.min is not None:
+            keys.append(f"{metric}>={b.min:g}")
+        if b.max is not None:
+            keys.append(f"{metric}<={b.max:g}")
+    return keys
+
+
+def constraint_values(metrics: dict[str, float], constraints: dict[str, Bound]) -> dict[str, float]:
+    """Relative violation per bound (<= 0: satisfied; a bound on an unmeasured metric: 0)."""
+    out = {}
+    for metric, b in constraints.items():
+        v = metrics.get(metric)
+        for side, limit in (("min", b.min), ("max", b.max)):
+            if limit is None:
+                continue
+            key = f"{metric}{'>=' if side == 'min' else '<='}{limit:g}"
+            if v is None:
+                out[key] = 0.0
+                continue
+            excess = (limit - v) if side == "min" else (v - limit)
+            out[key] = float(excess / abs(limit)) if limit != 0 else float(excess)
+    return out
+
+
+def timing_model(cfg: ArchConfig) -> torch.nn.Module:
+    """The full-size network for timing only: built without its truncated-normal weight
+    initialisation (about 6 s for Twins-SVT-L on 2 CPU cores, 0.7 s this way) and filled with
+    small uniform noise instead, which runs exactly the same kernels at the same speed (no
+    zeros or denormals). Never train or evaluate this model."""
+    from unittest import mock
+    from ..models.twins import Twins
+    keep = lambda t, *a, **k: t  # noqa: E731
+    with mock.patch.object(Twins, "_init_weights", staticmethod(lambda m: None)), \
+            mock.patch("torch.nn.init.kaiming_uniform_", keep), mock.patch("torch.nn.init.uniform_", keep), \
+            mock.patch("torch.nn.init.trunc_normal_", keep), mock.patch("torch.nn.init.normal_", keep):
+        model = Twins(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(-0.02, 0.02)
+    return model
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The proxy-training seed of trial `number` (derived from the study seed)."""
+    return (int(seed) * 1_000_003 + int(number)) % (2 ** 31 - 1)
+
+
+@dataclass
+class Evaluator:
+    """Callable objective `evaluator(trial) -> list of objective values` (in the order of
+    `space.objectives`). Load the data and build one per process."""
+
+    space: SearchSpace
+    data: Optional[ProxyData]
+    device: str = "cpu"
+    seed: int = 0
+    budget: MeasureBudget = field(default_factory=MeasureBudget)
+    early_stop: bool = True
+
+    def __post_init__(self) -> None:
+        self.needed = needed_metrics(self.space)
+        if "accuracy" in self.needed and self.data is None:
+            raise ValueError("the space has an accuracy objective/constraint: proxy data is required")
+
+    # ---- the stages ------------------------------------------------------------------------
+    def _check(self, trial: optuna.Trial, metrics: dict) -> dict[str, float]:
+        viol = constraint_values(metrics, self.space.constraints)
+        return {k: v for k, v in viol.items() if v > 0}
+
+    def _finish_constraints(self, trial: optuna.Trial, metrics: dict) -> dict[str, float]:
+        viol = constraint_values(metrics, self.space.constraints)
+        for key, v in viol.items():
+            trial.set_constraint(key, v)
+        broken = {k: v for k, v in viol.items() if v > 0}
+        trial.set_user_attr("violations", broken)
+        return broken
+
+    def _penalised(self, trial: optuna.Trial, metrics: dict) -> list[float]:
+        values = []
+        for metric, direction in self.space.objectives.items():
+            if metric in metrics:
+                values.append(float(metrics[metric]))
+            elif direction == "maximize":
+                values.append(0.0)
+            else:
+                seen = [t.user_attrs.get("metrics", {}).get(metric) for t in
+                        trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+                seen = [v for v in seen if v is not None and math.isfinite(v)]
+                values.append(max(seen) if seen else 1e6)
+        return values
+
+    def _on_epoch(self, trial: optuna.Trial, accs: list[float]):
+        epochs = self.space.proxy.epochs
+
+        def on_epoch(epoch: int, acc: float) -> None:
+            accs.append(float(acc))
+            trial.set_user_attr("epoch_accuracies", list(accs))
+            if not self.early_stop or epoch >= epochs:
+                return
+            peers = []
+            for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+                ea = t.user_attrs.get("epoch_accuracies") or []
+                if t.user_attrs.get("status") == STATUS_OK and len(ea) >= epoch:
+                    peers.append(ea[epoch - 1])
+            if len(peers) >= EARLY_STOP_MIN_PEERS:
+                q = float(np.quantile(peers, EARLY_STOP_QUANTILE))
+                if acc < q - EARLY_STOP_MARGIN:
+                    reason = (f"epoch {epoch}/{epochs}: accuracy {acc:.3f} is far below its {len(peers)} peers "
+                              f"(10th percentile {q:.3f})")
+                    trial.set_user_attr("prune_reason", reason)
+                    raise optuna.TrialPruned(reason)
+        return on_epoch
+
+    # ---- the objective ---------------------------------------------------------------------
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        t_start = time.perf_counter()
+        sec = {"build": 0.0, "profile": 0.0, "train": 0.0, "eval": 0.0, "total": 0.0}
+
+        def save_seconds() -> None:
+            sec["total"] = time.perf_counter() - t_start
+            trial.set_user_attr("seconds", {k: round(v, 4) for k, v in sec.items()})
+
+        space = self.space
+        cfg = space.sample(trial)
+        cfg = cfg.replace(name=f"{trial.study.study_name}-t{trial.number}")
+        trial.set_user_attr("config", cfg.to_dict())
+
+        t = time.perf_counter()
+        metrics: dict[str, Any] = cheap_metrics(cfg, space.resolution)
+        sec["profile"] += time.perf_counter() - t
+        trial.set_user_attr("metrics", metrics)
+
+        broken = self._check(trial, metrics)
+        model = None
+        try:
+            if not broken and self.needed & set(TIMED_METRICS + MEMORY_METRICS):
+                t = time.perf_counter()
+                model = timing_model(cfg)
+                sec["build"] += time.perf_counter() - t
+                if self.needed & set(TIMED_METRICS):
+                    from ..profile.latency import measure_latency
+                    t = time.perf_counter()
+                    rep = measure_latency(model, space.resolution, space.measure.batch_size, device=self.device,
+                                          dtype=space.measure.dtype, warmup=self.budget.warmup,
+                                          min_repeats=self.budget.min_repeats, max_repeats=self.budget.max_repeats,
+                                          budget_s=self.budget.budget_s)
+                    sec["profile"] += time.perf_counter() - t
+                    metrics.update(throughput=float(rep.throughput), latency_ms=float(rep.median_ms),
+                                   latency_iqr_ms=float(rep.iqr_ms))
+                    trial.set_user_attr("metrics", metrics)
+                    broken = self._check(trial, metrics)
+                if not broken and "peak_mem_mb" in self.needed:
+                    from ..profile.memory import measure_peak_memory
+                    t = time.perf_counter()
+                    metrics["peak_mem_mb"] = float(measure_peak_memory(
+                        model, space.resolution, space.measure.batch_size, device=self.device,
+                        dtype=space.measure.dtype))
+                    sec["profile"] += time.perf_counter() - t
+                    trial.set_user_attr("metrics", metrics)
+                    broken = self._check(trial, metrics)
+        finally:
+            del model
+            gc.collect()
+            save_seconds()
+
+        if broken:
+            self._finish_constraints(trial, metrics)
+            trial.set_user_attr("status", STATUS_INFEASIBLE)
+            save_seconds()
+            return self._penalised(trial, metrics)
+
+        if "accuracy" in self.needed:
+            seed = trial_seed(self.seed, trial.number)
+            trial.set_user_attr("proxy_seed", seed)
+            accs: list[float] = []
+            try:
+                res = train_proxy(cfg, space.proxy, self.data, seed=seed, device=self.device,
+                                  on_epoch=self._on_epoch(trial, accs))
+            finally:
+                save_seconds()
+            sec["build"] += res.build_seconds
+            sec["train"] += res.train_seconds
+            sec["eval"] += res.eval_seconds
+            metrics.update(accuracy=float(res.accuracy), proxy_params=int(res.proxy_params))
+            trial.set_user_attr("metrics", metrics)
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+
+        broken = self._finish_constraints(trial, metrics)
+        trial.set_user_attr("status", STATUS_INFEASIBLE if broken else STATUS_OK)
+        save_seconds()
+        return [float(metrics[m]) for m in space.objectives]

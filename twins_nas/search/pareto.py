@@ -1,0 +1,227 @@
+"""The Pareto front of a study, its knee, `--pick` rules and the hypervolume curve.
+
+Pure functions on plain data: a *row* is a dict of metric values of one finished, feasible
+trial (`{"accuracy": 0.81, "throughput": 412.0, ...}`) and `objectives` maps metric names to
+"maximize" / "minimize" (the order of a study's objectives).
+
+* `pareto_mask(rows, objectives)`: which rows no other row dominates.
+* `knee_index(rows, objectives)`: the front point closest to the ideal point once every
+  objective is scaled to [0, 1] over the front (1 = the best value on the front): a balanced
+  trade-off that needs no weights and works for any number of objectives.
+* `parse_pick(text)` / `select(rule, rows, objectives)`: a `--pick` rule such as
+  ``knee``, ``max accuracy where throughput>=500``, ``min latency_ms where accuracy>=0.8 and
+  params_m<=20`` or ``best accuracy`` (best = the objective's direction, else the metric's
+  natural one). Errors are one-line `ConfigError`s.
+* `hypervolume_history(points, objectives)`: the hypervolume after each trial, objectives
+  scaled to [0, 1] (0 = best, 1 = worst value among all the points) with the reference point
+  fixed at 1.1 in every objective, so the curve rises as the front improves and the last
+  value is comparable between exports of the same study.
+"""
+from __future__ import annotations
+
+import math
+import operator
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..config import ConfigError
+from .space import METRICS
+
+REFERENCE = 1.1  # hypervolume reference point in scaled objective space (worst seen = 1)
+
+# the direction a metric naturally has, for `best METRIC` on a metric that is not an objective
+NATURAL = {"accuracy": "maximize", "throughput": "maximize", "latency_ms": "minimize", "gflops": "minimize",
+           "params_m": "minimize", "peak_mem_mb": "minimize"}
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq, "=": operator.eq,
+}
+_COND_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+PICK_HELP = ("knee | max METRIC | min METRIC | best METRIC, optionally followed by "
+             "'where METRIC>=X [and METRIC<=Y ...]'")
+
+
+# ---- dominance -------------------------------------------------------------------------------
+def _losses(rows: Sequence[Mapping[str, float]], objectives: Mapping[str, str]) -> np.ndarray:
+    """(n, k) array to minimise: maximised objectives are negated."""
+    cols = []
+    for metric, direction in objectives.items():
+        sign = -1.0 if direction == "maximize" else 1.0
+        cols.append([sign * float(r[metric]) for r in rows])
+    return np.array(cols, dtype=float).T.reshape(len(rows), len(objectives))
+
+
+def _mask_from_losses(loss: np.ndarray) -> np.ndarray:
+    n = len(loss)
+    mask = np.ones(n, dtype=bool)
+    for i in range(n):
+        if not mask[i]:
+            continue
+        dominated = np.all(loss <= loss[i], axis=1) & np.any(loss < loss[i], axis=1)
+        if dominated.any():
+            mask[i] = False
+    return mask
+
+
+def pareto_mask(rows: Sequence[Mapping[str, float]], objectives: Mapping[str, str]) -> np.ndarray:
+    """Boolean mask of the non-dominated rows (duplicates of a front point are all kept)."""
+    if not rows:
+        return np.zeros(0, dtype=bool)
+    return _mask_from_losses(_losses(rows, objectives))
+
+
+def _scaled_goodness(rows: Sequence[Mapping[str, float]], objectives: Mapping[str, str]) -> np.ndarray:
+    """Each objective scaled to [0, 1] over `rows`, 1 = best (a constant objective gives 1)."""
+    loss = _losses(rows, objectives)
+    lo, hi = loss.min(axis=0), loss.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    return np.where(hi > lo, (hi - loss) / span, 1.0)
+
+
+def knee_index(rows: Sequence[Mapping[str, float]], objectives: Mapping[str, str]) -> int:
+    """Index (into `rows`) of the knee of their Pareto front (see the module docstring).
+    Ties go to the earlier row."""
+    if not rows:
+        raise ValueError("knee of an empty set")
+    front = np.flatnonzero(pareto_mask(rows, objectives))
+    good = _scaled_goodness([rows[i] for i in front], objectives)
+    dist = np.sqrt(((1.0 - good) ** 2).sum(axis=1))
+    return int(front[int(np.argmin(dist))])
+
+
+# ---- --pick rules ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Condition:
+    metric: str
+    op: str
+    value: float
+
+    def holds(self, row: Mapping[str, float]) -> bool:
+        v = row.get(self.metric)
+        return v is not None and not (isinstance(v, float) and math.isnan(v)) and _OPS[self.op](float(v), self.value)
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.value:g}"
+
+
+@dataclass(frozen=True)
+class PickRule:
+    """`kind` is 'knee', 'max', 'min' or 'best'; `metric` is None for the knee."""
+
+    kind: str
+    metric: Optional[str] = None
+    conditions: tuple[Condition, ...] = field(default_factory=tuple)
+    text: str = "knee"
+
+    def metrics(self) -> set[str]:
+        return ({self.metric} if self.metric else set()) | {c.metric for c in self.conditions}
+
+
+def _check_metric(name: str, text: str) -> str:
+    if name not in METRICS:
+        raise ConfigError(f"--pick {text!r}: unknown metric {name!r}; valid metrics: {', '.join(METRICS)}")
+    return name
+
+
+def parse_pick(text: str) -> PickRule:
+    """Parse a `--pick` rule (see the module docstring); raises a one-line ConfigError."""
+    raw = (text or "").strip()
+    if not raw:
+        raise ConfigError(f"--pick is empty; expected {PICK_HELP}")
+    parts = re.split(r"\s+where(?:\s+|$)", raw, maxsplit=1, flags=re.I)
+    head = parts[0].strip()
+    tail = parts[1] if len(parts) > 1 else None
+    if tail is None and re.search(r"(>=|<=|==|=|>|<)", head):
+        raise ConfigError(f"--pick {raw!r}: conditions go after 'where', e.g. "
+                          f"'max accuracy where throughput>=500'")
+    words = head.split()
+    if not words:
+        raise ConfigError(f"--pick {raw!r}: expected {PICK_HELP}")
+    kind = words[0].lower()
+    metric = None
+    if kind == "knee":
+        if len(words) != 1:
+            raise ConfigError(f"--pick {raw!r}: 'knee' takes no metric (use 'max METRIC' to maximise one)")
+    elif kind in ("max", "min", "best"):
+        if len(words) != 2:
+            raise ConfigError(f"--pick {raw!r}: expected '{kind} METRIC', e.g. '{kind} accuracy'")
+        metric = _check_metric(words[1], raw)
+    else:
+        raise ConfigError(f"--pick {raw!r}: unknown rule {words[0]!r}; expected {PICK_HELP}")
+    conds: list[Condition] = []
+    if tail is not None:
+        pieces = [p for p in re.split(r"\s+and\s+|\s*,\s*", tail.strip(), flags=re.I)]
+        if not any(p.strip() for p in pieces):
+            raise ConfigError(f"--pick {raw!r}: 'where' needs a condition such as throughput>=500")
+        for p in pieces:
+            m = _COND_RE.match(p)
+            if not m:
+                raise ConfigError(f"--pick {raw!r}: cannot read condition {p.strip()!r}; write METRIC OP NUMBER "
+                                  f"with OP one of >=, <=, >, <, == (e.g. throughput>=500)")
+            conds.append(Condition(_check_metric(m.group(1), raw), m.group(2), float(m.group(3))))
+    return PickRule(kind=kind, metric=metric, conditions=tuple(conds), text=raw)
+
+
+class NoMatch(ConfigError):
+    """No finished trial satisfies a pick rule's conditions."""
+
+
+def select(rule: PickRule, rows: Sequence[Mapping[str, float]], objectives: Mapping[str, str]) -> int:
+    """Index into `rows` of the config the rule picks. Raises ConfigError when a metric of the
+    rule was not measured in these rows, NoMatch when no row satisfies the conditions."""
+    if not rows:
+        raise NoMatch("no finished feasible trial to pick from")
+    measured = {k for r in rows for k, v in r.items() if v is not None}
+    for m in sorted(rule.metrics()):
+        if m not in measured:
+            raise ConfigError(f"--pick {rule.text!r}: {m} was not measured in this study "
+                              f"(measured: {', '.join(k for k in METRICS if k in measured)})")
+    idx = [i for i, r in enumerate(rows) if all(c.holds(r) for c in rule.conditions)]
+    if not idx:
+        conds = " and ".join(str(c) for c in rule.conditions)
+        ranges = "; ".join(
+            f"{c.metric} ranges {min(r[c.metric] for r in rows):.4g}..{max(r[c.metric] for r in rows):.4g}"
+            for c in dict((c.metric, c) for c in rule.conditions).values())
+        raise NoMatch(f"--pick {rule.text!r}: no finished feasible trial has {conds} ({ranges})")
+    sub = [rows[i] for i in idx]
+    if rule.kind == "knee":
+        return idx[knee_index(sub, objectives)]
+    direction = {"max": "maximize", "min": "minimize"}.get(rule.kind) or objectives.get(rule.metric) \
+        or NATURAL[rule.metric]
+    sign = 1.0 if direction == "maximize" else -1.0
+    # best value; ties broken by the Pareto front (a dominated tie is never preferred), then order
+    front = pareto_mask(sub, objectives) if all(m in measured for m in objectives) else np.ones(len(sub), bool)
+    best = max(range(len(sub)), key=lambda j: (sign * float(sub[j][rule.metric]), bool(front[j]), -j))
+    return idx[best]
+
+
+# ---- hypervolume -------------------------------------------------------------------------
+def hypervolume_history(points: Sequence[Optional[Mapping[str, float]]],
+                        objectives: Mapping[str, str]) -> list[float]:
+    """Hypervolume of the points seen so far, after each entry of `points` (trial order; None
+    for a trial that gave no feasible point). See the module docstring for the scaling."""
+    from optuna._hypervolume import compute_hypervolume
+
+    valid = [p for p in points if p is not None]
+    if not valid:
+        return [0.0] * len(points)
+    loss_all = _losses(valid, objectives)
+    lo, hi = loss_all.min(axis=0), loss_all.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    ref = np.full(len(objectives), REFERENCE)
+    out, front = [], np.zeros((0, len(objectives)))
+    hv = 0.0
+    k = 0
+    for p in points:
+        if p is not None:
+            scaled = (loss_all[k] - lo) / span
+            k += 1
+            if not np.any(np.all(front <= scaled, axis=1)):  # not weakly dominated: the HV grows
+                keep = ~np.all(scaled <= front, axis=1)
+                front = np.vstack([front[keep], scaled])
+                hv = float(compute_hypervolume(front, ref, assume_pareto=True))
+        out.append(hv)
+    return out
