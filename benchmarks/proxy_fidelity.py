@@ -9,6 +9,10 @@ The longer budget multiplies `train_samples` by the factor (more distinct images
 and schedule; `--long-mode epochs` multiplies the epochs instead). Both runs use the same
 validation images (the split does not depend on train_samples) and the same seed.
 
+Measured (svt.yaml defaults: 6000 samples x 2 epochs, batch 256, 32 px, width 0.25; long =
+48000 samples x 2 epochs; 20 architectures, seed 0, CPU): short accuracy 0.757-0.802, long
+0.864-0.877, Kendall tau = 0.421 (p = 0.010), Spearman rho = 0.548 (p = 0.012).
+
     python benchmarks/proxy_fidelity.py                   # 20 archs, default proxy vs 8x samples
     python benchmarks/proxy_fidelity.py --n 24 --long-mode epochs --json fidelity.json
 """

@@ -309,3 +309,10 @@ def test_window_syntax():
 def test_committed_yaml_is_commented():
     for p in SPACES.glob("*.yaml"):
         assert textwrap.dedent(p.read_text()).lstrip().startswith("#"), p
+
+
+def test_dumped_space_validates_again_with_the_same_hash():
+    for p in SPACES.glob("*.yaml"):
+        space = load_space(p)
+        again = space_from_dict(space.model_dump(mode="json"))
+        assert again.hash == space.hash and again.size() == space.size()
