@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -60,8 +61,21 @@ def _fmt(v, spec: str, est=None) -> str:
     if v is not None and not (isinstance(v, float) and math.isnan(v)):
         return format(v, spec)
     if est is not None and not (isinstance(est, float) and math.isnan(est)):
-        return f"[dim]~{format(est, spec)} est.[/]"
+        return f"[dim]~{format(est, spec)}[/]"
     return "[dim]-[/]"
+
+
+def _busy_note(threads: int) -> str | None:
+    """A warning when other processes keep the CPU busy (timings then say little)."""
+    try:
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    except (OSError, AttributeError):
+        return None
+    if load < 1.0 or load < 0.25 * cores:
+        return None
+    hint = (f"; with {threads} threads also erratic (OpenMP threads spin waiting for each other): "
+            "OMP_WAIT_POLICY=PASSIVE in the environment or --threads 1 give steadier numbers" if threads > 1 else "")
+    return f"the machine is busy (load {load:.1f} on {cores} cores): timings will be inflated{hint}"
 
 
 def _summary_table(df, resolutions: list[int]) -> Table:
@@ -77,7 +91,7 @@ def _summary_table(df, resolutions: list[int]) -> Table:
         for j, (_, row) in enumerate(sub.iterrows()):
             t.add_row(m if j == 0 else "", str(row["resolution"]), f"{row['params_m']:.2f}" if j == 0 else "",
                       f"{row['gmacs']:.2f}", f"{100 * row['attn_share']:.1f}",
-                      _fmt(row["latency_ms"], ".1f", row["latency_est_ms"]), _fmt(row["throughput"], ".1f"),
+                      _fmt(row["latency_ms"], ",.1f", row["latency_est_ms"]), _fmt(row["throughput"], ".1f"),
                       _fmt(row["peak_mem_mb"], ".0f"), end_section=j == len(sub) - 1 and k < len(models) - 1)
     return t
 
@@ -139,6 +153,11 @@ def profile(
         import torch
         torch.set_num_threads(threads)
     out_dir = out or Path("reports") / f"profile-{res[-1]}"
+    if (latency or memory) and dev.type == "cpu":
+        import torch
+        note = _busy_note(torch.get_num_threads())
+        if note:
+            console.print(f"[yellow]note:[/] {note}")
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -160,7 +179,7 @@ def profile(
     skipped = int(df["latency_est_ms"].notna().sum())
     if skipped:
         console.print(f"[yellow]{skipped} of {len(df)} cells did not fit the {budget:g} s budget:[/] their latency "
-                      "is an estimate (seconds per GMAC of the same model) and their memory is not measured; "
+                      "(~) is an estimate (seconds per GMAC of the same model) and their memory is not measured; "
                       "raise --budget (0 = no limit) to measure them.")
     for note in report["notes"]:
         console.print(f"[yellow]note:[/] {note}")

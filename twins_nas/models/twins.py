@@ -24,7 +24,6 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, trunc_normal_
 
 from ..config import ArchConfig, StageConfig
 
@@ -180,6 +179,13 @@ class Mlp(nn.Module):
         return out.view(*x.shape[:-1], -1)
 
 
+def _drop_path(p: float) -> nn.Module:
+    if p <= 0:
+        return nn.Identity()
+    from timm.layers import DropPath  # imported here: see Twins._init_weights
+    return DropPath(p)
+
+
 class Block(nn.Module):
     def __init__(self, stage: StageConfig, kind: str, qkv_bias: bool = True, drop_path: float = 0.0):
         super().__init__()
@@ -189,10 +195,10 @@ class Block(nn.Module):
             self.attn = LocallyGroupedAttn(dim, stage.num_heads, stage.window, qkv_bias)
         else:
             self.attn = GlobalSubSampleAttn(dim, stage.num_heads, stage.sr_pair, stage.subsample, qkv_bias)
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path1 = _drop_path(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, stage.mlp_hidden)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path2 = _drop_path(drop_path)
 
     def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
         x = x + self.drop_path1(self.attn(self.norm1(x), size))
@@ -259,6 +265,9 @@ class Twins(nn.Module):
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:  # as timm
+        # imported when a model is built, not with this module: timm pulls in all its models and
+        # torchvision (1-3 s), which commands that only use the cost model should not pay for
+        from timm.layers import trunc_normal_
         if isinstance(m, nn.Linear):
             trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
