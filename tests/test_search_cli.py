@@ -359,6 +359,31 @@ def test_workers_wait_for_running_trials_and_lowest_numbers_win(tmp_path, monkey
     assert states(study) == {"COMPLETE": 2, "FAIL": 1, "PRUNED": 1}
 
 
+def test_early_stop_prunes_a_trial_far_below_its_peers(tmp_path, monkeypatch):
+    space = load_space(write_space(tmp_path))  # 2 proxy epochs: a check after epoch 1
+    study = _memory_study(space, "early")
+    dist = optuna.distributions.CategoricalDistribution([1, 2])
+    for i in range(8):
+        study.add_trial(optuna.trial.create_trial(
+            values=[0.8, 100.0], params={"s0.depth": 1}, distributions={"s0.depth": dist},
+            user_attrs={"status": "ok", "epoch_accuracies": [0.70 + 0.01 * i, 0.8], "metrics": {}}))
+    ev = Evaluator(space=space, data=load_proxy_data(space.proxy), budget=MeasureBudget(budget_s=0.02))
+    trial = study.ask()
+    on_epoch = ev._on_epoch(trial, [])
+    on_epoch(1, 0.68)  # below the 10th percentile, but not by 5 points: goes on
+    with pytest.raises(optuna.TrialPruned, match="far below its 8 peers"):
+        on_epoch(1, 0.60)
+    on_epoch(2, 0.10)  # the last epoch is never cut
+    study.tell(trial, state=TrialState.FAIL)
+    # through a worker: the pruned trial is recorded and does not count toward N
+    monkeypatch.setattr(objective_mod, "train_proxy", lambda cfg, proxy, data, seed, device, on_epoch: on_epoch(1, 0.1))
+    assert run_worker(study, ev, 9, tmp_path / "lock", deadline=time.time() + 2).status == "timeout"
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned and all(t.user_attrs["status"] == "pruned" and t.user_attrs["epoch_accuracies"] == [0.1]
+                          for t in pruned)
+    assert count_trials(study)["complete"] == 8
+
+
 def test_dead_trial_detection(tmp_path):
     study = optuna.create_study(directions=["maximize"])
     alive = study.ask()

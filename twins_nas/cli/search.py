@@ -90,7 +90,7 @@ def search(
     workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes sharing the storage."),
     threads: Optional[int] = typer.Option(None, "--threads",
                                           help="torch CPU threads per worker [default: CPU cores // workers]."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials this many seconds after the start (running ones finish)."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe | nsga2 | nsga3 | gp | random."),
     overrides: List[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
                                         help="Override a field of the space file (repeatable): proxy.epochs=1, "

@@ -224,18 +224,19 @@ def pareto_figure(df: pd.DataFrame, objectives: dict[str, str], presets: dict, h
                                      marker=dict(symbol=sym, size=17, color=color, line=dict(width=1, color="black")),
                                      hovertext=hover(sel), hoverinfo="text"), row=1, col=1)
     if x is not None and presets:
-        shown = 0
-        for pname, row in presets.items():
-            v = row.get(x) if isinstance(row, dict) else None
-            if v is None or not math.isfinite(v):
-                continue
-            fig.add_vline(x=v * scale.get(x, 1.0), line=dict(color="rgba(90,90,90,0.65)", dash="dot", width=1),
-                          row=1, col=1)
-            fig.add_annotation(x=v * scale.get(x, 1.0), y=1.0, yref="y domain", xref="x",
-                               text=pname.replace("twins-", ""), textangle=-90, showarrow=False,
-                               xanchor="right", yanchor="top", font=dict(size=10, color="#555"))
-            shown += 1
-        if shown:
+        marks = sorted((row[x] * scale.get(x, 1.0), pname) for pname, row in presets.items()
+                       if isinstance(row, dict) and row.get(x) is not None and math.isfinite(row[x]))
+        xs_all = [v for v, _ in marks] + [v for v in xs(have).tolist() if math.isfinite(v)]
+        span = (max(xs_all) - min(xs_all)) or 1.0
+        level, last = 0, None
+        for v, pname in marks:
+            level = level + 1 if last is not None and v - last < 0.04 * span else 0  # stagger close labels
+            last = v
+            fig.add_vline(x=v, line=dict(color="rgba(90,90,90,0.65)", dash="dot", width=1), row=1, col=1)
+            fig.add_annotation(x=v, y=1.0, yref="y domain", xref="x", text=pname.replace("twins-", ""),
+                               textangle=-90, showarrow=False, xanchor="right", yanchor="top", yshift=-60 * level,
+                               font=dict(size=10, color="#555"))
+        if marks:
             fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"published Twins ({x})",
                                      line=dict(color="rgba(90,90,90,0.65)", dash="dot")), row=1, col=1)
     fig.update_xaxes(title_text=METRIC_LABELS.get(x, "trial") if x else "trial", row=1, col=1)

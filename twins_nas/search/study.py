@@ -5,7 +5,8 @@
 see `objective`), then writes the report with `export_study`.
 
 Storage: a SQLite file `OUT/study.db` for one worker; a journal file `OUT/study.journal`
-(`JournalFileBackend`) when `--workers` > 1, because SQLite is for one process. `--storage`
+(`JournalFileBackend`) when `--workers` > 1, because SQLite is for one process; either one
+when it already exists in OUT (a study started with one worker continues with several). `--storage`
 takes any Optuna RDB URL (sqlite:///..., postgresql://..., mysql://...), a `.log` / `.journal`
 path (journal storage) or a `.db` path (SQLite).
 
@@ -125,6 +126,9 @@ def resolve_storage(storage: Optional[str], out_dir: Path, workers: int = 1) -> 
     """Canonical storage spec: an RDB URL, or 'journal:PATH' for a journal file."""
     out_dir = Path(out_dir)
     if storage is None or storage == "":
+        for existing in ("study.journal", "study.db"):  # continue where an earlier run left off
+            if (out_dir / existing).is_file():
+                return resolve_storage(str(out_dir / existing), out_dir, workers)
         if workers > 1:
             return f"journal:{(out_dir / 'study.journal').resolve()}"
         return f"sqlite:///{(out_dir / 'study.db').resolve()}"
@@ -142,7 +146,13 @@ def resolve_storage(storage: Optional[str], out_dir: Path, workers: int = 1) -> 
 
 
 def describe_storage(spec: str) -> str:
-    """The spec without a password (for reports)."""
+    """The spec for messages and reports: no password, a file below the working folder relative."""
+    for prefix in ("sqlite:///", "journal:"):
+        if spec.startswith(prefix):
+            path = Path(spec[len(prefix):])
+            with contextlib.suppress(ValueError):
+                path = path.relative_to(Path.cwd())
+            return f"{prefix}{path}"
     return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", spec)
 
 
@@ -568,6 +578,8 @@ class _Display:
         with contextlib.suppress(Exception):
             self.update()
         self.live.__exit__(*exc)
+        if not self.live.console.is_terminal:
+            self.live.console.line()  # the last render of a non-terminal Live ends without one
 
 
 def _fmt_metric(metric: str, v: Any) -> str:
@@ -632,6 +644,7 @@ def run_search(space: SearchSpace, settings: SearchSettings, console=None, expor
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
+    deadline = time.time() + settings.timeout if settings.timeout else None
     device, device_label = resolve_search_device(settings.device)
     workers = settings.workers
     cores = cpu_cores()
@@ -671,7 +684,6 @@ def run_search(space: SearchSpace, settings: SearchSettings, console=None, expor
             study.set_user_attr("presets", measure_presets(space, device, settings.budget))
 
     lock = _lock_path(spec, settings.study_name)
-    deadline = time.time() + settings.timeout if settings.timeout else None
     start = count_trials(study)
     stopped, message = "done", ""
     try:
@@ -721,11 +733,13 @@ def _run_processes(space: SearchSpace, settings: SearchSettings, spec: str, devi
         with contextlib.suppress(queue.Empty):
             while True:
                 reports.append(results.get(timeout=0.5))
-    except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
+    except KeyboardInterrupt:  # Ctrl-C reached the workers too: let them record their trials as failed
         for p in procs:
             p.join(timeout=10)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=10)
         raise
     fail_dead_trials(study)  # a worker that crashed hard leaves its trial RUNNING
     bad = [r for r in reports if r["status"] in ("crashed", "failing")]
