@@ -61,7 +61,7 @@ def _fmt(v, spec: str, est=None) -> str:
     if v is not None and not (isinstance(v, float) and math.isnan(v)):
         return format(v, spec)
     if est is not None and not (isinstance(est, float) and math.isnan(est)):
-        return f"[dim]~{format(est, spec)}[/]"
+        return f"[dim]~{est:,.0f}[/]"
     return "[dim]-[/]"
 
 
@@ -91,7 +91,8 @@ def _summary_table(df, resolutions: list[int]) -> Table:
         for j, (_, row) in enumerate(sub.iterrows()):
             t.add_row(m if j == 0 else "", str(row["resolution"]), f"{row['params_m']:.2f}" if j == 0 else "",
                       f"{row['gmacs']:.2f}", f"{100 * row['attn_share']:.1f}",
-                      _fmt(row["latency_ms"], ",.1f", row["latency_est_ms"]), _fmt(row["throughput"], ".1f"),
+                      _fmt(row["latency_ms"], ",.0f" if row["latency_ms"] >= 100 else ".1f",
+                           row["latency_est_ms"]), _fmt(row["throughput"], ".1f"),
                       _fmt(row["peak_mem_mb"], ".0f"), end_section=j == len(sub) - 1 and k < len(models) - 1)
     return t
 

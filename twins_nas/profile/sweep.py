@@ -7,20 +7,21 @@ passes): latency / throughput (`measure_latency`) and the peak memory of the for
 
 Measuring everything at large sizes on a CPU takes minutes (the global-attention reference
 at 1024 alone is ~2 TMACs), so the measured part runs under an optional time budget: every
-model is built once and run at increasing sizes; before each cell the sweep predicts, from
-the cells already measured (seconds per GMAC of the same model, else of all models), what
-each remaining cell will cost, and measures the cell only if it and every cheaper remaining
-cell still fit in the budget, and it takes at most a quarter of the budget (one mispredicted
-giant cannot overrun it by much). Cells that do not fit get `latency_est_ms` (the prediction)
-instead of a measurement, so the cheap cells of every model are always measured and the most
-expensive ones are the ones dropped. Cells whose single forward takes >= `single_pass_s` are
+model is built once; all models run at the smallest size, then all at the next, and so on.
+Before each cell the sweep predicts, from the cells already measured (seconds per GMAC of the
+same model, else of all models), what each remaining cell will cost, and measures the cell
+only if it and every cheaper remaining cell still fit in the budget, and it takes at most a
+quarter of the budget (one mispredicted giant cannot overrun it by much). Cells that do not fit get `latency_est_ms` (the prediction)
+instead of a measurement, as do the larger sizes of that model: every model is measured from
+the smallest size up to the largest that fit, and the most expensive cells are the ones dropped. Cells whose single forward takes >= `single_pass_s` are
 timed with one pass and no warm-up (at seconds per pass, warm-up effects are < 1 %).
 
-Peak memory here is measured in this process around the same passes that are timed (no extra
-forwards): the peak resident set is reset (/proc/self/clear_refs) after handing freed heap back
-to the OS (malloc_trim) and a warm-up forward on a tiny input has paid the process's one-time
-costs, so the reading is the forward's own increase, as `measure_peak_memory` measures it in
-a fresh process. On CUDA the allocator's peak statistics are used.
+Peak memory here is measured in this process on one forward pass, which doubles as the
+latency's warm-up (a seconds-long cell: its single timed pass): the peak resident set is reset
+(/proc/self/clear_refs) after handing freed heap back to the OS (malloc_trim), and a forward on
+a tiny input has paid the process's one-time costs, so the reading is the forward's own
+increase, as `measure_peak_memory` measures it in a fresh process. On CUDA the allocator's
+peak statistics are used.
 """
 from __future__ import annotations
 
@@ -143,51 +144,59 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list[int], gmacs: d
     fmt = torch.channels_last if cuda else torch.contiguous_format
     label, threads = device_label(dev), torch.get_num_threads()
     plan = _Planner(budget_s, single_pass_s, cell_budget_s, latency, prior_s_per_gmac=1e-4 if cuda else 0.02)
-    todo = [(name, r) for name in configs for r in resolutions]
+    # size-major: every model at 224, then every model at the next size, ... so that when the
+    # budget runs out, it is the largest sizes that are estimated, for every model alike
+    todo = [(name, r) for r in resolutions for name in configs]
+    models: dict = {}  # built on first use, once per model
+    stopped: set = set()  # models with a size that did not fit: their larger sizes do not either
     out, done = {}, done0
-    for name, cfg in configs.items():
-        model = None
-        for r in resolutions:
-            todo.remove((name, r))
-            g = gmacs[(name, r)]
-            row: dict = dict(device=label, threads=threads, dtype=dtype)
-            if not plan.fits((name, g), [(n, gmacs[(n, rr)]) for n, rr in todo]):
-                row["latency_est_ms"] = plan.forward_s(name, g) * 1e3
-                out[(name, r)] = row
-                done += 1
-                if progress:
-                    progress(done, total, f"{name} @ {r}: skipped (budget)")
-                continue
-            if model is None:
-                model = build_model(cfg, seed=0).eval().to(dev, memory_format=fmt)
-                if dev.type == "cpu" and memory:
-                    warm_up_cpu(model)
-            t0 = time.perf_counter()
-            if latency:
-                single = plan.forward_s(name, g) >= single_pass_s
-                kw = dict(warmup=0, min_repeats=1, max_repeats=1) if single else dict(
-                    warmup=1, min_repeats=3, max_repeats=30, budget_s=cell_budget_s)
-                if memory and cuda:
-                    torch.cuda.synchronize(dev)
-                    torch.cuda.reset_peak_memory_stats(dev)
-                    base = torch.cuda.memory_allocated(dev)
-                with PeakRSS() if memory and not cuda else contextlib.nullcontext() as peak:
-                    rep = measure_latency(model, r, batch=batch, device=dev, dtype=dtype, **kw)
-                row.update(latency_ms=rep.median_ms, latency_iqr_ms=rep.iqr_ms if rep.repeats > 1 else math.nan,
-                           latency_repeats=rep.repeats, throughput=rep.throughput)
-                if memory:
-                    row["peak_mem_mb"] = ((torch.cuda.max_memory_allocated(dev) - base) / 2 ** 20 if cuda
-                                          else peak.mb)
-                plan.observe(name, g, rep.median_ms / 1e3)
-            else:  # memory only: one forward
-                row["peak_mem_mb"] = (cuda_forward_peak_mb(model, r, batch, dev, dtype) if cuda
-                                      else cpu_forward_peak_mb(model, r, batch, dtype))
-                plan.observe(name, g, time.perf_counter() - t0)
+    while todo:
+        name, r = todo.pop(0)
+        g = gmacs[(name, r)]
+        row: dict = dict(device=label, threads=threads, dtype=dtype)
+        if name in stopped or not plan.fits((name, g), [(n, gmacs[(n, rr)]) for n, rr in todo if n not in stopped]):
+            stopped.add(name)
+            models.pop(name, None)
+            row["latency_est_ms"] = plan.forward_s(name, g) * 1e3
             out[(name, r)] = row
             done += 1
             if progress:
-                progress(done, total, f"{name} @ {r}: {time.perf_counter() - t0:.1f}s")
-        del model
+                progress(done, total, f"{name} @ {r}: skipped (budget)")
+            continue
+        if name not in models:
+            models[name] = build_model(configs[name], seed=0).eval().to(dev, memory_format=fmt)
+            if dev.type == "cpu" and memory:
+                warm_up_cpu(models[name])
+        model = models[name]
+        t0 = time.perf_counter()
+        single = latency and plan.forward_s(name, g) >= single_pass_s
+        if memory and not single:  # one forward, measured alone; it is also the latency's warm-up
+            row["peak_mem_mb"] = (cuda_forward_peak_mb(model, r, batch, dev, dtype) if cuda
+                                  else cpu_forward_peak_mb(model, r, batch, dtype))
+        if latency:
+            kw = dict(min_repeats=1, max_repeats=1) if single else dict(
+                min_repeats=3, max_repeats=30, budget_s=cell_budget_s)
+            warmup = 0 if single or memory else 1
+            if single and memory and cuda:
+                torch.cuda.synchronize(dev)
+                torch.cuda.reset_peak_memory_stats(dev)
+                base = torch.cuda.memory_allocated(dev)
+            with PeakRSS() if single and memory and not cuda else contextlib.nullcontext() as peak:
+                rep = measure_latency(model, r, batch=batch, device=dev, dtype=dtype, warmup=warmup, **kw)
+            if single and memory:  # a seconds-long forward: its one timed pass is measured
+                row["peak_mem_mb"] = ((torch.cuda.max_memory_allocated(dev) - base) / 2 ** 20 if cuda
+                                      else peak.mb)
+            row.update(latency_ms=rep.median_ms, latency_iqr_ms=rep.iqr_ms if rep.repeats > 1 else math.nan,
+                       latency_repeats=rep.repeats, throughput=rep.throughput)
+            plan.observe(name, g, rep.median_ms / 1e3)
+        else:
+            plan.observe(name, g, time.perf_counter() - t0)
+        out[(name, r)] = row
+        done += 1
+        if progress:
+            progress(done, total, f"{name} @ {r}: {time.perf_counter() - t0:.1f}s")
+        if not any(n == name for n, _ in todo):
+            del models[name]
     return out
 
 
@@ -202,7 +211,7 @@ def profile_sweep(
     fvcore: bool = False,
     budget_s: Optional[float] = None,
     single_pass_s: float = 1.0,
-    cell_budget_s: float = 1.0,
+    cell_budget_s: float = 0.5,
     progress: Optional[Progress] = None,
 ) -> pd.DataFrame:
     """One row per model x resolution (models in the given order, sizes increasing).
