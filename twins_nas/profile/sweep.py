@@ -11,10 +11,11 @@ model is built once; all models run at the smallest size, then all at the next, 
 Before each cell the sweep predicts, from the cells already measured (seconds per GMAC of the
 same model, else of all models), what each remaining cell will cost, and measures the cell
 only if it and every cheaper remaining cell still fit in the budget, and it takes at most a
-quarter of the budget (one mispredicted giant cannot overrun it by much). Cells that do not fit get `latency_est_ms` (the prediction)
-instead of a measurement, as do the larger sizes of that model: every model is measured from
-the smallest size up to the largest that fit, and the most expensive cells are the ones dropped. Cells whose single forward takes >= `single_pass_s` are
-timed with one pass and no warm-up (at seconds per pass, warm-up effects are < 1 %).
+quarter of the budget (one mispredicted giant cannot overrun it by much). A cell that does
+not fit gets `latency_est_ms` (the prediction) instead of a measurement, and so do the larger
+sizes of its model and every later cell predicted to cost as much: each model is measured
+from the smallest size up to a common cost limit. Cells whose single forward takes
+>= `single_pass_s` are timed with one pass and no warm-up (warm-up effects are < 1 % there).
 
 Peak memory here is measured in this process on one forward pass, which doubles as the
 latency's warm-up (a seconds-long cell: its single timed pass): the peak resident set is reset
@@ -149,13 +150,17 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list[int], gmacs: d
     todo = [(name, r) for r in resolutions for name in configs]
     models: dict = {}  # built on first use, once per model
     stopped: set = set()  # models with a size that did not fit: their larger sizes do not either
+    too_dear = math.inf  # nor does any cell predicted to cost as much as one that did not fit
     out, done = {}, done0
     while todo:
         name, r = todo.pop(0)
         g = gmacs[(name, r)]
         row: dict = dict(device=label, threads=threads, dtype=dtype)
-        if name in stopped or not plan.fits((name, g), [(n, gmacs[(n, rr)]) for n, rr in todo if n not in stopped]):
+        cost = plan.cell_s(plan.forward_s(name, g))
+        if name in stopped or cost >= too_dear or not plan.fits(
+                (name, g), [(n, gmacs[(n, rr)]) for n, rr in todo if n not in stopped]):
             stopped.add(name)
+            too_dear = min(too_dear, cost)
             models.pop(name, None)
             row["latency_est_ms"] = plan.forward_s(name, g) * 1e3
             out[(name, r)] = row
