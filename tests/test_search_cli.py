@@ -235,8 +235,8 @@ def test_resume_continues_to_n_and_fails_dead_trials(tmp_path):
     dead = study.trials[3]
     assert dead.state == TrialState.FAIL and "died" in dead.user_attrs["fail_reason"]
     assert len(pd.read_csv(out / "trials.csv")) == 6
-    # already done: a third run changes nothing
-    r = runner.invoke(app, args + ["--trials", "5"])
+    # already done: a third run changes nothing (--data-root is not part of the space's identity)
+    r = runner.invoke(app, args + ["--trials", "5", "--data-root", "/usr/share/datasets/fashion-mnist"])
     assert r.exit_code == 0 and states(load(out)) == {"COMPLETE": 5, "FAIL": 1}
 
 
@@ -382,6 +382,17 @@ def test_early_stop_prunes_a_trial_far_below_its_peers(tmp_path, monkeypatch):
     assert pruned and all(t.user_attrs["status"] == "pruned" and t.user_attrs["epoch_accuracies"] == [0.1]
                           for t in pruned)
     assert count_trials(study)["complete"] == 8
+
+
+@pytest.mark.parametrize("name", ["nsga2", "nsga3", "gp", "random"])
+def test_every_sampler_runs_a_constrained_study(tmp_path, name):
+    from twins_nas.search.study import make_sampler
+    space = load_space(write_space(tmp_path), ["proxy.epochs=1", "proxy.train_samples=100", "proxy.val_samples=50"])
+    study = optuna.create_study(directions=list(space.objectives.values()), sampler=make_sampler(name, 0, 2))
+    ev = Evaluator(space=space, data=load_proxy_data(space.proxy), budget=MeasureBudget(budget_s=0.02))
+    assert run_worker(study, ev, 2, tmp_path / "lock").status == "done"
+    assert states(study) == {"COMPLETE": 2}
+    assert all(set(t.constraints) == {"params_m<=5"} for t in study.trials)
 
 
 def test_dead_trial_detection(tmp_path):
