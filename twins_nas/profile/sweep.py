@@ -6,15 +6,14 @@ GMACs in total and per category, the attention share of the GMACs. Measured colu
 passes): latency / throughput (`measure_latency`) and the peak memory of the forward.
 
 Measuring everything at large sizes on a CPU takes minutes (the global-attention reference
-at 1024 alone is ~2 TMACs), so the measured part runs under an optional time budget: every
-model is built once; all models run at the smallest size, then all at the next, and so on.
-Before each cell the sweep predicts, from the cells already measured (seconds per GMAC of the
-same model, else of all models), what each remaining cell will cost, and measures the cell
-only if it and every cheaper remaining cell still fit in the budget, and it takes at most a
-quarter of the budget (one mispredicted giant cannot overrun it by much). A cell that does
-not fit gets `latency_est_ms` (the prediction) instead of a measurement, and so do the larger
-sizes of its model and every later cell predicted to cost as much: each model is measured
-from the smallest size up to a common cost limit. Cells whose single forward takes
+at 1024 alone is ~2 TMACs), so the measured part runs under an optional time budget. Every
+model is built once. The sweep predicts each cell's forward time from the cells already
+measured (seconds per GMAC of the same model at its last size, else of all models) and always
+measures the remaining cell with the fastest forward next, so each model runs at increasing
+sizes. When the next cell no longer fits the time left (or would take over a quarter of the
+budget: one mispredicted giant cannot overrun it by much), the remaining cells, the slowest
+of all models, get `latency_est_ms` (the prediction) instead of a measurement: every model is
+measured from the smallest size up to a common forward-time limit. Cells whose forward takes
 >= `single_pass_s` are timed with one pass and no warm-up (warm-up effects are < 1 % there).
 
 Peak memory here is measured in this process on one forward pass, which doubles as the
@@ -107,20 +106,27 @@ class _Planner:
             rate = self.prior_s_per_gmac
         return gmacs * rate
 
+    def min_repeats(self, t: float) -> int:
+        """Timed passes at least: 3, fewer where 3 would exceed the cell budget."""
+        return max(1, min(3, int(self.cell_budget_s / t))) if t > 0 else 3
+
     def cell_s(self, t: float) -> float:
         """Seconds that measuring a cell with single-forward time `t` will take."""
         if not self.latency or t >= self.single_pass_s:
             return t
-        return t + max(3 * t, min(self.cell_budget_s + t, 30 * t))  # warm-up + timed passes
+        timed = max(self.min_repeats(t), min(math.ceil(self.cell_budget_s / t), 30)) * t if t > 0 else 0
+        return t + timed  # warm-up (the memory pass) + timed passes
 
-    def fits(self, cell: tuple[str, float], remaining: list[tuple[str, float]]) -> bool:
+    def cost_s(self, model: str, gmacs: float) -> float:
+        return self.cell_s(self.forward_s(model, gmacs))
+
+    def fits(self, cost: float) -> bool:
+        """Whether a cell predicted to take `cost` seconds still fits the budget (and takes at
+        most a quarter of it: one mispredicted giant cannot overrun the budget by much)."""
         if self.budget_s is None:
             return True
-        cost = self.cell_s(self.forward_s(*cell))
-        if cost > self.max_cell_share * self.budget_s:  # one mispredicted giant would overrun the budget
-            return False
-        cheaper = sum(c for c in (self.cell_s(self.forward_s(*r)) for r in remaining) if c <= cost)
-        return cost + cheaper <= self.budget_s - (time.perf_counter() - self.start)
+        left = self.budget_s - (time.perf_counter() - self.start)
+        return cost <= min(left, self.max_cell_share * self.budget_s)
 
     def observe(self, model: str, gmacs: float, forward_s: float) -> None:
         if gmacs > 0:
@@ -145,29 +151,18 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list[int], gmacs: d
     fmt = torch.channels_last if cuda else torch.contiguous_format
     label, threads = device_label(dev), torch.get_num_threads()
     plan = _Planner(budget_s, single_pass_s, cell_budget_s, latency, prior_s_per_gmac=1e-4 if cuda else 0.02)
-    # size-major: every model at 224, then every model at the next size, ... so that when the
-    # budget runs out, it is the largest sizes that are estimated, for every model alike
-    todo = [(name, r) for r in resolutions for name in configs]
+    # the cell with the fastest predicted forward first (re-predicted after every measurement):
+    # each model runs at increasing sizes; when the budget ends, the slowest cells are left
+    todo = {(name, r) for name in configs for r in resolutions}
     models: dict = {}  # built on first use, once per model
-    stopped: set = set()  # models with a size that did not fit: their larger sizes do not either
-    too_dear = math.inf  # nor does any cell predicted to cost as much as one that did not fit
     out, done = {}, done0
     while todo:
-        name, r = todo.pop(0)
+        name, r = min(todo, key=lambda c: (plan.forward_s(c[0], gmacs[c]), c[1]))
+        if not plan.fits(plan.cost_s(name, gmacs[(name, r)])):
+            break
+        todo.remove((name, r))
         g = gmacs[(name, r)]
         row: dict = dict(device=label, threads=threads, dtype=dtype)
-        cost = plan.cell_s(plan.forward_s(name, g))
-        if name in stopped or cost >= too_dear or not plan.fits(
-                (name, g), [(n, gmacs[(n, rr)]) for n, rr in todo if n not in stopped]):
-            stopped.add(name)
-            too_dear = min(too_dear, cost)
-            models.pop(name, None)
-            row["latency_est_ms"] = plan.forward_s(name, g) * 1e3
-            out[(name, r)] = row
-            done += 1
-            if progress:
-                progress(done, total, f"{name} @ {r}: skipped (budget)")
-            continue
         if name not in models:
             models[name] = build_model(configs[name], seed=0).eval().to(dev, memory_format=fmt)
             if dev.type == "cpu" and memory:
@@ -180,7 +175,7 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list[int], gmacs: d
                                   else cpu_forward_peak_mb(model, r, batch, dtype))
         if latency:
             kw = dict(min_repeats=1, max_repeats=1) if single else dict(
-                min_repeats=3, max_repeats=30, budget_s=cell_budget_s)
+                min_repeats=plan.min_repeats(plan.forward_s(name, g)), max_repeats=30, budget_s=cell_budget_s)
             warmup = 0 if single or memory else 1
             if single and memory and cuda:
                 torch.cuda.synchronize(dev)
@@ -202,6 +197,12 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list[int], gmacs: d
             progress(done, total, f"{name} @ {r}: {time.perf_counter() - t0:.1f}s")
         if not any(n == name for n, _ in todo):
             del models[name]
+    for name, r in sorted(todo, key=lambda c: (list(configs).index(c[0]), c[1])):  # did not fit
+        out[(name, r)] = dict(device=label, threads=threads, dtype=dtype,
+                              latency_est_ms=plan.forward_s(name, gmacs[(name, r)]) * 1e3)
+        done += 1
+        if progress:
+            progress(done, total, f"{name} @ {r}: estimated (budget)")
     return out
 
 
