@@ -44,7 +44,6 @@ import platform
 import queue
 import re
 import socket
-import sys
 import tempfile
 import time
 import warnings
