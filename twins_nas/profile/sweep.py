@@ -106,16 +106,12 @@ class _Planner:
             rate = self.prior_s_per_gmac
         return gmacs * rate
 
-    def min_repeats(self, t: float) -> int:
-        """Timed passes at least: 3, fewer where 3 would exceed the cell budget."""
-        return max(1, min(3, int(self.cell_budget_s / t))) if t > 0 else 3
-
     def cell_s(self, t: float) -> float:
         """Seconds that measuring a cell with single-forward time `t` will take."""
         if not self.latency or t >= self.single_pass_s:
             return t
-        timed = max(self.min_repeats(t), min(math.ceil(self.cell_budget_s / t), 30)) * t if t > 0 else 0
-        return t + timed  # warm-up (the memory pass) + timed passes
+        timed = max(3, min(math.ceil(self.cell_budget_s / t), 30)) * t if t > 0 else 0
+        return t + timed  # warm-up (the memory pass) + at least 3 timed passes
 
     def cost_s(self, model: str, gmacs: float) -> float:
         return self.cell_s(self.forward_s(model, gmacs))
@@ -175,7 +171,7 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list[int], gmacs: d
                                   else cpu_forward_peak_mb(model, r, batch, dtype))
         if latency:
             kw = dict(min_repeats=1, max_repeats=1) if single else dict(
-                min_repeats=plan.min_repeats(plan.forward_s(name, g)), max_repeats=30, budget_s=cell_budget_s)
+                min_repeats=3, max_repeats=30, budget_s=cell_budget_s)
             warmup = 0 if single or memory else 1
             if single and memory and cuda:
                 torch.cuda.synchronize(dev)
