@@ -33,26 +33,80 @@ def _loc(loc: tuple) -> str:
     return out
 
 
-def format_validation_error(err: ValidationError, prefix: str = "") -> str:
-    """Turn pydantic's multi-line report into one line per problem (first problem first)."""
+_PAIR_RULES = {  # one rule per field instead of pydantic's report for every union member
+    "window": "must be a pair [m, n] of positive integers (window rows, cols)",
+    "sr_ratio": "must be a positive integer k or a pair [k1, k2] of positive integers",
+}
+_MISSING = object()
+
+
+def _lookup(data: Any, loc: tuple) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return data
+
+
+def _fields_at(loc: tuple) -> Optional[list]:
+    """The valid field names of the mapping at `loc` (for 'unknown field' errors)."""
+    if not loc:
+        return list(ArchConfig.model_fields)
+    if len(loc) == 2 and loc[0] == "stages":
+        return list(StageConfig.model_fields)
+    return None
+
+
+def _json(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def format_validation_error(err: ValidationError, prefix: str = "", data: Any = None) -> str:
+    """Turn pydantic's multi-line report into one line: `field=value: rule` per problem,
+    joined by '; ' (first problem first). `data` (the validated input) lets a pair field
+    such as `window` be reported with its whole value."""
+    errors = err.errors()
+    locs = [tuple(e["loc"]) for e in errors]
     msgs = []
-    for e in err.errors():
+    for e, loc in zip(errors, locs):
+        if any(len(o) > len(loc) and o[:len(loc)] == loc for o in locs):
+            continue  # a container whose item has its own error (pydantic adds e.g. 'too short' after dropping it)
         msg = e["msg"]
         for strip in ("Value error, ", "Assertion failed, "):
             if msg.startswith(strip):
                 msg = msg[len(strip):]
-        path = _loc(e["loc"])
+        kind = e["type"]
+        pair_at = next((i for i, part in enumerate(loc) if part in _PAIR_RULES and i == 2 and loc[0] == "stages"), None)
+        if pair_at is not None and kind != "value_error":
+            loc = loc[:pair_at + 1]
+            value = _lookup(data, loc) if data is not None else _MISSING
+            msg, kind = _PAIR_RULES[loc[-1]], "pair"
+            given = "" if value is _MISSING else "=" + _json(value)
+        else:
+            given = "=" + _json(e.get("input")) if "input" in e and not isinstance(e.get("input"), dict) else ""
+        path = _loc(loc)
         if prefix:
             path = prefix + ("." + path if path and not path.startswith("[") else path)
-        if path and e["type"] != "value_error":
-            given = e.get("input")
-            given_s = json.dumps(given) if isinstance(given, (int, float, str, list, bool, type(None))) else repr(given)
-            msgs.append(f"{path}={given_s}: {msg}" if e["type"] != "missing" else f"{path}: field required")
-        elif path:
-            msgs.append(f"{path}: {msg}")
+        if kind == "extra_forbidden":
+            valid = _fields_at(tuple(e["loc"])[:-1])
+            msgs.append(f"{path}: unknown field" + (f"; valid fields: {', '.join(valid)}" if valid else ""))
+        elif kind == "missing":
+            msgs.append(f"{path}: field required")
+        elif kind == "too_short" and tuple(e["loc"]) == ("stages",):
+            msgs.append(f"{path}{given}: at least one stage is required")
+        elif kind == "tuple_type":
+            msgs.append(f"{path}{given}: must be a list")
+        elif kind in ("model_type", "dict_type"):
+            msgs.append(f"{path}{given}: must be an object (a mapping of field names to values)")
+        elif kind == "value_error" or not path:
+            msgs.append(f"{path}: {msg}" if path else msg)
         else:
-            msgs.append(msg)
-    return "; ".join(msgs)
+            msgs.append(f"{path}{given}: {msg}")
+    return "; ".join(dict.fromkeys(m.replace("\n", " ") for m in msgs))
 
 
 class StageConfig(BaseModel):
@@ -116,7 +170,7 @@ class ArchConfig(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as err:
-            raise ConfigError(format_validation_error(err)) from None
+            raise ConfigError(format_validation_error(err, data=data)) from None
 
     @model_validator(mode="after")
     def _cross_field(self) -> "ArchConfig":

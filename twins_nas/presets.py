@@ -79,8 +79,11 @@ def to_timm_kwargs(cfg: ArchConfig) -> dict:
             no(f"stages[{i}].sr_ratio={s.sr_ratio} is not a single k")
         if s.subsample != "conv" and s.sr_pair != (1, 1) and "G" in s.pattern:
             no(f"stages[{i}].subsample={s.subsample!r} (timm has only 'conv')")
+    # timm's PatchEmbed asserts that its nominal img_size divides by every patch size (it is not
+    # used in forward): the smallest multiple of the total reduction that is >= 224.
+    red = st[0].patch_size * 2 ** (len(st) - 1)
     kw = dict(
-        patch_size=st[0].patch_size, in_chans=cfg.in_chans, num_classes=cfg.num_classes,
+        img_size=red * -(-224 // red), patch_size=st[0].patch_size, in_chans=cfg.in_chans, num_classes=cfg.num_classes,
         embed_dims=[s.embed_dim for s in st], num_heads=[s.num_heads for s in st],
         mlp_ratios=[s.mlp_ratio for s in st], depths=[s.depth for s in st],
         sr_ratios=[s.sr_pair[0] for s in st], wss=wss, drop_path_rate=cfg.drop_path_rate)
