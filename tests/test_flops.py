@@ -17,7 +17,6 @@ from twins_nas.profile.flops import SDPA, ZERO_COST_OPS, _fvcore, sdpa_flop_jit
 # Paper, Table 1/2: GMACs at 224 x 224, attention matmuls included.
 PAPER_GMACS = {"twins-pcpvt-s": 3.83, "twins-pcpvt-b": 6.68, "twins-pcpvt-l": 9.84,
                "twins-svt-s": 2.94, "twins-svt-b": 8.59, "twins-svt-l": 15.15}
-FAST = ("twins-pcpvt-s", "twins-svt-s")  # all-GSA and LSA/GSA; the others are marked slow
 
 
 class Unsupported(logging.Handler):
@@ -49,7 +48,7 @@ def traced_224():
     return get
 
 
-@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in PAPER_GMACS])
+@pytest.mark.parametrize("name", PAPER_GMACS)
 def test_presets_match_the_paper(name, traced_224):
     rep, warned = traced_224(name, warnings=True)
     assert not warned  # every op fvcore does not know is a deliberate zero-cost op
