@@ -1,7 +1,7 @@
 """Proxy fidelity: does the default (cheap) proxy rank architectures like a longer one?
 
 Draws N architectures uniformly from a search space (default search_spaces/svt.yaml), keeping
-only those that meet the space's params_m / gflops constraints (closed-form estimate below),
+only those that meet the space's params_m / gflops constraints (the closed-form cost model the search uses),
 trains each with the space's proxy settings and with an 8x longer budget, and prints Kendall's
 tau and Spearman's rho between the two accuracy rankings (scipy.stats).
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 import time
@@ -29,65 +28,17 @@ from pathlib import Path
 import torch
 
 from twins_nas.config import ArchConfig
-from twins_nas.models.twins import lsa_window
+from twins_nas.search.objective import cheap_metrics
 from twins_nas.search.data import load_proxy_data
 from twins_nas.search.proxy_train import train_proxy
 from twins_nas.search.space import SearchSpace, load_space
 
 
-def params_m(cfg: ArchConfig) -> float:
-    """Exact parameter count (millions) of `Twins(cfg)`, in closed form."""
-    n, c_in, b = 0, cfg.in_chans, int(cfg.qkv_bias)
-    for s in cfg.stages:
-        c, hid = s.embed_dim, s.mlp_hidden
-        n += c_in * s.patch_size ** 2 * c + c + 2 * c  # patch embedding conv + LayerNorm
-        n += (10 * c) if cfg.peg else 0  # PEG: depthwise 3x3 + bias
-        for kind in s.block_types:
-            n += 4 * c + 2 * c * hid + hid + c + c * c + c  # norms, MLP, output projection
-            if kind == "L":
-                n += 3 * c * c + 3 * c * b
-            else:
-                n += 3 * c * c + 3 * c * b
-                k1, k2 = s.sr_pair
-                if (k1, k2) != (1, 1):
-                    n += 2 * c + {"conv": c * c * k1 * k2 + c, "dwconv": c * k1 * k2 + c * c + c,
-                                  "avgpool": 0}[s.subsample]
-        c_in = c
-    n += 2 * c_in + (c_in * cfg.num_classes + cfg.num_classes if cfg.num_classes else 0)
-    return n / 1e6
-
-
-def gmacs(cfg: ArchConfig, resolution: int) -> float:
-    """Closed-form multiply-adds (G) of the network, attention matmuls included."""
-    macs, c_in = 0, cfg.in_chans
-    for s, (h, w) in zip(cfg.stages, cfg.stage_sizes(resolution)):
-        n, c = h * w, s.embed_dim
-        macs += n * c_in * s.patch_size ** 2 * c + n * c * 9  # patch embedding, PEG
-        for kind in s.block_types:
-            macs += 2 * n * c * s.mlp_hidden + n * c * c  # MLP, output projection
-            if kind == "L":
-                m, k = lsa_window(s.window, (h, w))
-                tokens = math.ceil(h / m) * m * math.ceil(w / k) * k  # padded map
-                macs += n * 3 * c * c + 2 * tokens * m * k * c
-            else:
-                k1, k2 = s.sr_pair
-                kv = math.ceil(h / k1) * math.ceil(w / k2)
-                if (k1, k2) != (1, 1):
-                    macs += {"conv": kv * c * c * k1 * k2, "dwconv": kv * c * (k1 * k2 + c),
-                             "avgpool": 0}[s.subsample]
-                macs += n * c * c + kv * 2 * c * c + 2 * n * kv * c
-        c_in = c
-    return (macs + c_in * cfg.num_classes) / 1e9
-
-
 def feasible(space: SearchSpace, cfg: ArchConfig) -> bool:
-    figures = {}
+    """The space's closed-form constraints (params_m, gflops), exactly as the search checks them."""
+    figures = cheap_metrics(cfg, space.resolution)
     for metric, bound in space.constraints.items():
-        if metric == "params_m":
-            figures[metric] = params_m(cfg)
-        elif metric == "gflops":
-            figures[metric] = gmacs(cfg, space.resolution)
-        else:
+        if metric not in figures:
             continue  # measured figures (latency, throughput, ...) are not checked here
         v = figures[metric]
         if (bound.max is not None and v > bound.max) or (bound.min is not None and v < bound.min):
@@ -142,11 +93,11 @@ def main(argv: list[str] | None = None) -> None:
         rs = train_proxy(cfg, short, data_s, seed=args.seed)
         rl = train_proxy(cfg, long, data_l, seed=args.seed)
         rows.append(dict(index=i, depths=cfg.depths, dims=cfg.embed_dims, patterns=[s.pattern for s in cfg.stages],
-                         params_m=round(params_m(cfg), 2), gmacs=round(gmacs(cfg, space.resolution), 3),
+                         **{k: round(v, 3) for k, v in cheap_metrics(cfg, space.resolution).items() if k != "params"},
                          short_acc=rs.accuracy, long_acc=rl.accuracy, short_s=round(rs.seconds, 2),
                          long_s=round(rl.seconds, 2), config=cfg.to_dict()))
         print(f"[{i + 1:2d}/{len(archs)}] depths={cfg.depths} dims={cfg.embed_dims} "
-              f"{rows[-1]['params_m']:5.1f}M {rows[-1]['gmacs']:.2f}G  short {rs.accuracy:.4f} ({rs.seconds:4.1f}s)"
+              f"{rows[-1]['params_m']:5.1f}M {rows[-1]['gflops']:.2f}G  short {rs.accuracy:.4f} ({rs.seconds:4.1f}s)"
               f"  long {rl.accuracy:.4f} ({rl.seconds:5.1f}s)", flush=True)
     short_acc = [r["short_acc"] for r in rows]
     long_acc = [r["long_acc"] for r in rows]

@@ -251,7 +251,7 @@ class Twins(nn.Module):
         for s in cfg.stages:
             self.patch_embeds.append(PatchEmbed(prev, s.embed_dim, s.patch_size))
             prev = s.embed_dim
-        dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths), device="cpu").tolist()  # also under a meta device
         self.blocks = nn.ModuleList()
         cur = 0
         for s in cfg.stages:
