@@ -77,19 +77,19 @@ def search(
     trials: int = typer.Option(50, "--trials", "-n",
                                help="Finished trials wanted in the study, in total: a second run continues "
                                     "up to this number."),
-    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name [default: the space's name]."),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default: the space's name)."),
     storage: Optional[str] = typer.Option(
         None, "--storage",
         help="Optuna storage URL (sqlite:///x.db, postgresql://...) or a journal file (*.journal / *.log) for "
-             "several processes [default: OUT/study.db, or OUT/study.journal with --workers > 1]."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder [default: reports/STUDY-NAME]."),
+             "several processes (default: OUT/study.db, or OUT/study.journal with --workers > 1)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: reports/STUDY-NAME)."),
     device: Optional[str] = typer.Option(
         None, "--device", help="auto | cpu | cuda | cuda:N | mps, for timing and proxy training "
-                               "[default: the space's measure.device, auto = CUDA when present]."),
+                               "(default: the space's measure.device; auto = CUDA when present)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the sampler and every trial's proxy training."),
     workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes sharing the storage."),
     threads: Optional[int] = typer.Option(None, "--threads",
-                                          help="torch CPU threads per worker [default: CPU cores // workers]."),
+                                          help="torch CPU threads per worker (default: CPU cores // workers)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials this many seconds after the start (running ones finish)."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe | nsga2 | nsga3 | gp | random."),
     overrides: List[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
@@ -166,7 +166,7 @@ def export(
     study: str = typer.Option(..., "--study", help="Study name (the search's --study-name, by default the space name)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the report files."),
     storage: Optional[str] = typer.Option(
-        None, "--storage", help="Storage URL or journal file [default: OUT/study.db or OUT/study.journal]."),
+        None, "--storage", help="Storage URL or journal file (default: OUT/study.db or OUT/study.journal)."),
     pick: str = typer.Option("knee", "--pick", help=_PICK_HELP),
     png: bool = typer.Option(True, "--png/--no-png", help="Also write pareto.png (needs a Chromium)."),
 ) -> None:
