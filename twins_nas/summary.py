@@ -11,7 +11,7 @@ def summarize(cfg: ArchConfig, resolution: int) -> dict:
     pstage = analytic_params(cfg, by_stage=True)
     rows = []
     for i, (s, size) in enumerate(zip(cfg.stages, sizes)):
-        has_l, has_g = "L" in s.pattern, "G" in s.pattern
+        has_l, has_g = "L" in s.block_types, "G" in s.block_types  # the blocks that exist (LG at depth 1 is L)
         win = "-"
         if has_l:
             eff = lsa_window(s.window, size)
