@@ -80,7 +80,7 @@ def format_validation_error(err: ValidationError, prefix: str = "", data: Any = 
             if msg.startswith(strip):
                 msg = msg[len(strip):]
         kind = e["type"]
-        pair_at = next((i for i, part in enumerate(loc) if part in _PAIR_RULES and i == 2 and loc[0] == "stages"), None)
+        pair_at = 2 if len(loc) > 2 and loc[0] == "stages" and loc[2] in _PAIR_RULES else None  # stages[i].window/sr_ratio
         if pair_at is not None and kind != "value_error":
             loc = loc[:pair_at + 1]
             value = _lookup(data, loc) if data is not None else _MISSING
