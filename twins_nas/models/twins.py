@@ -89,6 +89,25 @@ class LocallyGroupedAttn(nn.Module):
         return self.proj(x.reshape(B, N, C))
 
 
+class TokenConv(nn.Conv2d):
+    """A conv whose kernel equals its stride (non-overlapping k1 x k2 cells), run on the
+    (B, H, W, C) token map as patchify + one GEMM. Same parameters (and names) and the same
+    result as `nn.Conv2d` on the (B, C, H, W) map, up to float summation order.
+
+    The tokens are already channels-last, so the patches are one cheap copy, while the conv
+    would convert the layout and, in training, run a slower backward: on CPU (2 threads,
+    batch 8) the GSA sub-sampling of PCPVT stage 3 (320 channels, k = 2) takes 11.7 ms
+    forward + backward this way against 21.8 ms as a conv.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C), H, W multiples of k -> (B, H/k1*W/k2, C_out)
+        B, H, W, C = x.shape
+        k1, k2 = self.kernel_size
+        x = x.reshape(B, H // k1, k1, W // k2, k2, C).permute(0, 1, 3, 2, 4, 5).reshape(B, -1, k1 * k2 * C)
+        w = self.weight.permute(0, 2, 3, 1).reshape(self.out_channels, k1 * k2 * C)  # (C_out, k1*k2*C), same order
+        return F.linear(x, w, self.bias)
+
+
 class SeparableConv(nn.Module):
     """Depthwise k x k strided conv followed by a pointwise 1x1 conv."""
 
@@ -116,7 +135,7 @@ class GlobalSubSampleAttn(nn.Module):
         self.proj = nn.Linear(dim, dim)
         if self.sr_ratio != (1, 1):
             if subsample == "conv":
-                self.sr = nn.Conv2d(dim, dim, self.sr_ratio, stride=self.sr_ratio)
+                self.sr = TokenConv(dim, dim, self.sr_ratio, stride=self.sr_ratio)
             elif subsample == "dwconv":
                 self.sr = SeparableConv(dim, self.sr_ratio)
             elif subsample == "avgpool":
@@ -135,11 +154,17 @@ class GlobalSubSampleAttn(nn.Module):
         if self.sr is not None:
             H, W = size
             k1, k2 = self.sr_ratio
-            x = x.transpose(1, 2).view(B, C, H, W)
             pad_b, pad_r = (-H) % k1, (-W) % k2
-            if (pad_b or pad_r) and self.subsample != "avgpool":  # avgpool's ceil_mode averages real cells only
-                x = F.pad(x, (0, pad_r, 0, pad_b))
-            x = self.sr(x).flatten(2).transpose(1, 2)  # (B, ceil(H/k1)*ceil(W/k2), C)
+            if self.subsample == "conv":  # TokenConv: on the (B, H, W, C) tokens
+                x = x.reshape(B, H, W, C)
+                if pad_b or pad_r:
+                    x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+                x = self.sr(x)  # (B, ceil(H/k1)*ceil(W/k2), C)
+            else:
+                x = x.transpose(1, 2).view(B, C, H, W)
+                if (pad_b or pad_r) and self.subsample != "avgpool":  # avgpool's ceil_mode averages real cells only
+                    x = F.pad(x, (0, pad_r, 0, pad_b))
+                x = self.sr(x).flatten(2).transpose(1, 2)  # (B, ceil(H/k1)*ceil(W/k2), C)
             x = self.norm(x)
         kv = self.kv(x).view(B, -1, 2, h, hd).permute(2, 0, 3, 1, 4)  # (2, B, h, M, hd)
         k, v = kv.unbind(0)
@@ -147,14 +172,71 @@ class GlobalSubSampleAttn(nn.Module):
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
 
+class _MlpTrainFn(torch.autograd.Function):
+    """fc1 -> GELU -> fc2 with autograd, for a large hidden activation on CPU (see `Mlp`).
+
+    The plain graph keeps fc1's output h and GELU's output a (rows x hidden each) and makes two
+    more tensors of that size in backward (the gradients of a and h). Here only h is kept: a is
+    made and used a chunk of rows at a time (forward: fc2 per chunk; backward: fc2's weight
+    gradient per chunk, GELU recomputed), and GELU's backward writes over the gradient of a,
+    which this function made itself. Same maths; two hidden-sized tensors fewer per block.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2, step: int):  # x (R, C) -> (R, C_out)
+        h = F.linear(x, w1, b1)  # (R, hidden), kept for backward
+        out = x.new_empty(x.shape[0], w2.shape[0])
+        for i in range(0, x.shape[0], step):
+            torch.addmm(b2, F.gelu(h[i:i + step]), w2.t(), out=out[i:i + step])
+        ctx.save_for_backward(x, h, w1, w2)
+        ctx.step = step
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):  # every step is per chunk of rows: no hidden-sized tensor is made
+        x, h, w1, w2 = ctx.saved_tensors
+        need_x, need_w1, need_b1, need_w2, need_b2, _ = ctx.needs_input_grad
+        grad_out = grad_out.contiguous()
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w1 = torch.zeros_like(w1) if need_w1 else None
+        grad_b1 = w1.new_zeros(w1.shape[0]) if need_b1 else None
+        grad_w2 = torch.zeros_like(w2) if need_w2 else None
+        for i in range(0, x.shape[0], ctx.step):
+            rows = slice(i, i + ctx.step)
+            go, hc = grad_out[rows], h[rows]
+            if need_w2:
+                grad_w2.addmm_(go.t(), F.gelu(hc))
+            if need_x or need_w1 or need_b1:
+                grad_h = go @ w2  # (chunk, hidden): the gradient of a, then in place that of h
+                torch.ops.aten.gelu_backward.grad_input(grad_h, hc, grad_input=grad_h)
+                if need_x:
+                    torch.mm(grad_h, w1, out=grad_x[rows])
+                if need_w1:
+                    grad_w1.addmm_(grad_h.t(), x[rows])
+                if need_b1:
+                    grad_b1 += grad_h.sum(0)
+        grad_b2 = grad_out.sum(0) if need_b2 else None
+        return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None
+
+
 class Mlp(nn.Module):
     """fc1 -> GELU -> fc2 (timm's `Mlp`, same parameter names).
 
-    Without autograd (inference) on a CPU, a large hidden activation (mlp_ratio times wider
-    than the tokens: 51 MB per block in PCPVT-S stage 1 at batch 8) is computed in chunks of
-    tokens instead: each chunk stays cache-sized and reuses freed heap rather than faulting in
-    fresh pages. Rows are independent, so the result is the same; those MLPs run ~1.3-1.4x
-    faster. Small activations go in one pass (chunks of few rows would slow the GEMMs).
+    On a CPU, a large hidden activation (mlp_ratio times wider than the tokens: 51 MB per
+    block in PCPVT-S stage 1 at batch 8) is never made whole where it need not be: fresh
+    tensors that large come from the OS page by page, and writing them costs more than the
+    GELU itself (a GELU into fresh memory: 29 ms; into reused memory: 9 ms). So:
+
+    * inference: fc1, GELU and fc2 run on chunks of rows; each chunk stays cache-sized and
+      reuses freed heap (those MLPs run ~1.3-1.4x faster);
+    * training (fp32, no autocast): `_MlpTrainFn` keeps fc1's output only and makes GELU's
+      output chunk by chunk, in forward and again in backward.
+
+    Rows are independent, so the result is the same as the plain path up to float summation
+    order. Small activations, other devices and autocast take the plain path. The chunked
+    paths call fc1/fc2's weights directly: forward hooks on `fc1`/`fc2` fire once per chunk
+    in inference and not at all in the training path.
     """
 
     chunk_elems = 1 << 20  # hidden activations per chunk (4 MiB in fp32); chunked above 4x that
@@ -167,10 +249,16 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, hidden = x.shape[:-1].numel(), self.fc1.out_features
-        if torch.is_grad_enabled() or x.device.type != "cpu" or rows * hidden <= 4 * self.chunk_elems:
+        training = torch.is_grad_enabled()
+        if (x.device.type != "cpu" or rows * hidden <= 4 * self.chunk_elems
+                or (training and torch.is_autocast_enabled("cpu"))):
             return self.fc2(self.act(self.fc1(x)))
         step = math.ceil(rows / math.ceil(rows * hidden / self.chunk_elems))  # even chunks of rows
-        x2d, out = x.reshape(rows, x.shape[-1]), None
+        x2d = x.reshape(rows, x.shape[-1])
+        if training:
+            out = _MlpTrainFn.apply(x2d, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, step)
+            return out.view(*x.shape[:-1], -1)
+        out = None
         for i in range(0, rows, step):
             y = self.fc2(self.act(self.fc1(x2d[i:i + step])))
             if out is None:
