@@ -103,9 +103,16 @@ def test_sdpa_handle_subsampled_and_windowed_by_hand():
     # GSA k = (2, 3): keys = ceil(5/2) * ceil(7/3) = 9
     ops = fvcore_ops(OnMap(GlobalSubSampleAttn(C, heads, (2, 3)), (H, W)), torch.randn(B, N, C))
     assert ops["scaled_dot_product_attention"] == B * heads * N * 9 * hd * 2
-    # LSA 3 x 4 windows: padded to 6 x 8 = 4 windows of 12 tokens; the mask costs nothing
-    ops = fvcore_ops(OnMap(LocallyGroupedAttn(C, heads, (3, 4)), (H, W)), torch.randn(B, N, C))
+    # LSA 3 x 4 windows: padded to 6 x 8 = 4 windows of 12 tokens; the mask costs nothing.
+    # Through SDPA (the handle), and through the explicit matmuls small windows use on CPU
+    lsa = LocallyGroupedAttn(C, heads, (3, 4))
+    lsa.explicit_max_tokens = 0
+    ops = fvcore_ops(OnMap(lsa, (H, W)), torch.randn(B, N, C))
     assert ops["scaled_dot_product_attention"] == B * 4 * heads * 12 * 12 * hd * 2
+    lsa.explicit_max_tokens = 12
+    ops = fvcore_ops(OnMap(lsa, (H, W)), torch.randn(B, N, C))
+    assert "scaled_dot_product_attention" not in ops
+    assert ops["matmul"] == B * 4 * heads * 12 * 12 * hd * 2
 
 
 # ---- behaviour ------------------------------------------------------------------------------

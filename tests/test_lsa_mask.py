@@ -133,10 +133,13 @@ def test_lsa_matches_brute_force(H, W, m, n, heads, head_dim, seed):
     C = heads * head_dim
     mod = make_lsa(C, heads, (m, n), seed)
     x = tokens(2, H, W, C, seed)
-    with torch.no_grad():
-        got, want = mod(x, (H, W)), brute_lsa(mod, x, (H, W))
-    assert got.shape == x.shape
-    assert max_diff(got, want) <= TOL, f"H,W={H},{W} window={m}x{n}: {max_diff(got, want):.3g}"
+    want = brute_lsa(mod, x, (H, W))
+    for path, limit in (("SDPA", 0), ("explicit softmax", 10 ** 9)):  # both ways LSA can attend on CPU
+        mod.explicit_max_tokens = limit
+        with torch.no_grad():
+            got = mod(x, (H, W))
+        assert got.shape == x.shape
+        assert max_diff(got, want) <= TOL, f"{path}: H,W={H},{W} window={m}x{n}: {max_diff(got, want):.3g}"
 
 
 def test_lsa_float32_matches_brute_force():

@@ -3,7 +3,8 @@
 Convention (fvcore's, also the one of the closed-form `analytic_flops`): one fused multiply-add
 counts 1, and only matmul-like ops count: linear, conv (bias ignored), LayerNorm (5 per
 element, fvcore's norm handle) and, through the handle registered here, the two matmuls of
-`scaled_dot_product_attention` (Q·Kᵀ and A·V; fvcore 0.1.5 counts the op as 0). The attention
+`scaled_dot_product_attention` (Q·Kᵀ and A·V; fvcore 0.1.5 counts the op as 0), or the two
+explicit matmuls LSA runs instead on CPU for small windows. The attention
 mask, the softmax and the scaling are not counted, like every other elementwise op (GELU,
 residual adds, padding, average pooling, the final mean).
 
@@ -29,7 +30,8 @@ SDPA = "aten::scaled_dot_product_attention"
 # (residual adds, GELU, the mask fill, index arithmetic), padding, average pooling and
 # the global mean. Registered as "ignored" so fvcore does not warn about them.
 ZERO_COST_OPS = ("aten::add", "aten::add_", "aten::sub", "aten::mul", "aten::div", "aten::neg", "aten::fill_",
-                 "aten::gelu", "aten::pad", "aten::avg_pool2d", "aten::mean", "aten::softmax")
+                 "aten::gelu", "aten::pad", "aten::avg_pool2d", "aten::mean", "aten::softmax",
+                 "aten::masked_fill", "aten::bitwise_not")
 
 
 def sdpa_flop_jit(inputs, outputs) -> int:
@@ -58,7 +60,7 @@ def _category(model: nn.Module, module: str, op: str) -> str:
         if parts[3] == "mlp":
             return "mlp"
         if parts[3] == "attn":
-            if len(parts) == 4 and op == "scaled_dot_product_attention":
+            if len(parts) == 4 and op in ("scaled_dot_product_attention", "matmul"):  # LSA on CPU: explicit
                 attn = model.get_submodule(module)
                 if isinstance(attn, LocallyGroupedAttn):
                     return "lsa_matmul"
