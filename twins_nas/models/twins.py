@@ -264,13 +264,13 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, hidden = x.shape[:-1].numel(), self.fc1.out_features
-        training = torch.is_grad_enabled()
+        with_grad = torch.is_grad_enabled()  # autograd will need a backward (not module.training)
         if (x.device.type != "cpu" or rows * hidden <= 4 * self.chunk_elems
-                or (training and torch.is_autocast_enabled("cpu"))):
+                or (with_grad and torch.is_autocast_enabled("cpu"))):
             return self.fc2(self.act(self.fc1(x)))
         step = math.ceil(rows / math.ceil(rows * hidden / self.chunk_elems))  # even chunks of rows
         x2d = x.reshape(rows, x.shape[-1])
-        if training:
+        if with_grad:
             out = _MlpTrainFn.apply(x2d, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, step)
             return out.view(*x.shape[:-1], -1)
         out = None
