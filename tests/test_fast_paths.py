@@ -101,13 +101,17 @@ def test_small_and_autocast_inputs_take_the_plain_path():
 
 @settings(max_examples=40, deadline=None)
 @given(k1=st.integers(1, 5), k2=st.integers(1, 5), gh=st.integers(1, 4), gw=st.integers(1, 4),
+       cut_h=st.integers(0, 4), cut_w=st.integers(0, 4),
        cin=st.integers(1, 6), cout=st.integers(1, 6), seed=st.integers(0, 2 ** 16))
-def test_token_conv_on_tokens_equals_conv2d_on_the_map(k1, k2, gh, gw, cin, cout, seed):
+def test_token_conv_on_tokens_equals_conv2d_on_the_map(k1, k2, gh, gw, cut_h, cut_w, cin, cout, seed):
+    """Whole cells, and maps cut short of them (zero-padded at the bottom/right, as GSA does)."""
     torch.manual_seed(seed)
     conv = TokenConv(cin, cout, (k1, k2), stride=(k1, k2)).double()
-    x = torch.randn(2, gh * k1, gw * k2, cin, dtype=torch.float64, requires_grad=True)
+    H, W = gh * k1 - min(cut_h, k1 - 1), gw * k2 - min(cut_w, k2 - 1)
+    x = torch.randn(2, H, W, cin, dtype=torch.float64, requires_grad=True)
     out = conv(x)  # (B, gh*gw, cout)
-    ref = F.conv2d(x.permute(0, 3, 1, 2), conv.weight, conv.bias, stride=(k1, k2)).flatten(2).transpose(1, 2)
+    padded = F.pad(x.permute(0, 3, 1, 2), (0, gw * k2 - W, 0, gh * k1 - H))
+    ref = F.conv2d(padded, conv.weight, conv.bias, stride=(k1, k2)).flatten(2).transpose(1, 2)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
     g = torch.randn_like(ref)
     got = torch.autograd.grad(out, [x, conv.weight, conv.bias], g)

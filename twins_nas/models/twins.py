@@ -107,7 +107,8 @@ class LocallyGroupedAttn(nn.Module):
 class TokenConv(nn.Conv2d):
     """A conv whose kernel equals its stride (non-overlapping k1 x k2 cells), run on the
     (B, H, W, C) token map as patchify + one GEMM. Same parameters (and names) and the same
-    result as `nn.Conv2d` on the (B, C, H, W) map, up to float summation order.
+    result as `nn.Conv2d` on the (B, C, H, W) map zero-padded at the bottom/right to whole
+    cells, up to float summation order.
 
     The tokens are already channels-last, so the patches are one cheap copy, while the conv
     would convert the layout and, in training, run a slower backward: on CPU (2 threads,
@@ -115,9 +116,12 @@ class TokenConv(nn.Conv2d):
     forward + backward this way against 21.8 ms as a conv.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C), H, W multiples of k -> (B, H/k1*W/k2, C_out)
-        B, H, W, C = x.shape
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) -> (B, ceil(H/k1)*ceil(W/k2), C_out)
         k1, k2 = self.kernel_size
+        pad_b, pad_r = (-x.shape[1]) % k1, (-x.shape[2]) % k2
+        if pad_b or pad_r:
+            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        B, H, W, C = x.shape
         x = x.reshape(B, H // k1, k1, W // k2, k2, C).permute(0, 1, 3, 2, 4, 5).reshape(B, -1, k1 * k2 * C)
         w = self.weight.permute(0, 2, 3, 1).reshape(self.out_channels, k1 * k2 * C)  # (C_out, k1*k2*C), same order
         return F.linear(x, w, self.bias)
@@ -168,14 +172,10 @@ class GlobalSubSampleAttn(nn.Module):
         q = self.q(x).view(B, N, h, hd).transpose(1, 2)  # (B, h, N, hd)
         if self.sr is not None:
             H, W = size
-            k1, k2 = self.sr_ratio
-            pad_b, pad_r = (-H) % k1, (-W) % k2
-            if self.subsample == "conv":  # TokenConv: on the (B, H, W, C) tokens
-                x = x.reshape(B, H, W, C)
-                if pad_b or pad_r:
-                    x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-                x = self.sr(x)  # (B, ceil(H/k1)*ceil(W/k2), C)
+            if self.subsample == "conv":  # TokenConv: on the (B, H, W, C) tokens, pads itself
+                x = self.sr(x.reshape(B, H, W, C))  # (B, ceil(H/k1)*ceil(W/k2), C)
             else:
+                pad_b, pad_r = (-H) % self.sr_ratio[0], (-W) % self.sr_ratio[1]
                 x = x.transpose(1, 2).view(B, C, H, W)
                 if (pad_b or pad_r) and self.subsample != "avgpool":  # avgpool's ceil_mode averages real cells only
                     x = F.pad(x, (0, pad_r, 0, pad_b))
