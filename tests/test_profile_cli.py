@@ -9,8 +9,9 @@ from twins_nas.cli import app
 from twins_nas.config import ArchConfig
 from twins_nas.presets import get_preset
 from twins_nas.profile import analytic_flops
-from twins_nas.profile.plots import find_chromium, write_report
-from twins_nas.profile.sweep import CATEGORIES
+from twins_nas.browser import find_chromium
+from twins_nas.profile.plots import write_report
+from twins_nas.models.cost_model import CATEGORIES
 
 runner = CliRunner()
 

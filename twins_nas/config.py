@@ -12,6 +12,8 @@ from typing import Any, Literal, Optional, Tuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
+from .preset_data import PRESETS
+
 SCHEMA_VERSION = 1
 SUBSAMPLE_CHOICES = ("conv", "dwconv", "avgpool")
 _PATTERN_RE = re.compile(r"^[LG]+$")
@@ -109,6 +111,11 @@ def format_validation_error(err: ValidationError, prefix: str = "", data: Any = 
     return "; ".join(dict.fromkeys(m.replace("\n", " ") for m in msgs))
 
 
+def clamp_window(window: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """An LSA window (m, n) clamped to a map of `size` (H, W)."""
+    return min(window[0], size[0]), min(window[1], size[1])
+
+
 class StageConfig(BaseModel):
     """One pyramid stage: a patch embedding followed by `depth` blocks (+ PEG after block 0)."""
 
@@ -142,6 +149,11 @@ class StageConfig(BaseModel):
     def block_types(self) -> list[str]:
         """The block sequence spelled out, e.g. ['L', 'G', 'L'] for pattern LG and depth 3."""
         return [self.pattern[j % len(self.pattern)] for j in range(self.depth)]
+
+    def lsa_window(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The LSA window used on a map of `size` (H, W): the configured (m, n), clamped to
+        the map (a window larger than the map is the whole map)."""
+        return clamp_window(self.window, size)
 
     @property
     def head_dim(self) -> int:
@@ -214,8 +226,11 @@ class ArchConfig(BaseModel):
     # ---- (de)serialisation ------------------------------------------------------------
     @classmethod
     def preset(cls, name: str) -> "ArchConfig":
-        from .presets import get_preset
-        return get_preset(name)
+        """A published model by name (`twins-svt-s`; `twins_svt_s` and upper case work too)."""
+        key = name.lower().replace("_", "-")
+        if key not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        return cls.from_dict(PRESETS[key])
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
@@ -266,7 +281,6 @@ class ArchConfig(BaseModel):
 
 def load_config(name_or_path: str, index: int | None = None) -> ArchConfig:
     """A preset name (`twins-svt-s`) or a path to a JSON file."""
-    from .presets import PRESETS
     if name_or_path in PRESETS:
         return ArchConfig.preset(name_or_path)
     p = Path(name_or_path)

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 from .config import ArchConfig
-from .models.twins import lsa_window
+from .models.cost_model import analytic_flops, analytic_params  # closed form: no model is built
 
 
 def summarize(cfg: ArchConfig, resolution: int) -> dict:
-    from .profile import analytic_flops, analytic_params  # closed form: no model is built
     sizes = cfg.stage_sizes(resolution)
     pstage = analytic_params(cfg, by_stage=True)
     rows = []
@@ -14,7 +13,7 @@ def summarize(cfg: ArchConfig, resolution: int) -> dict:
         has_l, has_g = "L" in s.block_types, "G" in s.block_types  # the blocks that exist (LG at depth 1 is L)
         win = "-"
         if has_l:
-            eff = lsa_window(s.window, size)
+            eff = s.lsa_window(size)
             win = f"{s.window[0]}x{s.window[1]}" + (f" (used {eff[0]}x{eff[1]})" if eff != tuple(s.window) else "")
         k = "-"
         if has_g:

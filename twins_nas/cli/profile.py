@@ -7,9 +7,16 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+import torch
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..config import ArchConfig
+from ..hardware import check_dtype_name
+from ..presets import PRESETS, get_preset, global_reference
+from ..profile.latency import resolve_device
+from ..profile.sweep import default_resolutions, profile_sweep
 from . import app
 from .common import console, fail, user_errors
 
@@ -34,8 +41,6 @@ def parse_resolutions(text: str) -> list[int]:
 
 
 def _models(presets: List[str], configs: List[Path]) -> dict:
-    from ..config import ArchConfig
-    from ..presets import PRESETS, get_preset, global_reference
     models: dict = {}
 
     def add(name: str, cfg) -> None:
@@ -138,32 +143,24 @@ def profile(
             fail(f"{flag} {value:g}: must be at least {lo}")
     res = parse_resolutions(resolutions) if resolutions is not None else None
     if res is None:
-        from ..profile.sweep import default_resolutions
         res = default_resolutions(resolution)
-    if dtype not in ("fp32", "bf16", "fp16"):
-        fail(f"--dtype {dtype!r}: choose fp32, bf16 or fp16")
-    from ..profile.latency import resolve_device
     try:
+        check_dtype_name(dtype)
         dev = resolve_device(device)
     except ValueError as e:
-        fail(str(e))
+        fail(f"--{e}")
     models = _models(preset, config)
     for name, cfg in models.items():
         cfg.stage_sizes(res[0])  # one line if the smallest size is too small for a model
     if threads:
-        import torch
         torch.set_num_threads(threads)
     out_dir = out or Path("reports") / f"profile-{res[-1]}"
     if (latency or memory) and dev.type == "cpu":
-        import torch
         note = _busy_note(torch.get_num_threads())
         if note:
             console.print(f"[yellow]note:[/] {note}")
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from ..profile.plots import complexity_figure, write_report
-    from ..profile.sweep import profile_sweep
+    from ..profile.plots import complexity_figure, write_report  # heavy import (plotly): see README
     with Progress(TextColumn("[bold]profile[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console, transient=True) as bar:
         task = bar.add_task("", total=None)

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List, Tuple, Union
 
 from ..config import ArchConfig, StageConfig
-from .twins import lsa_window
 
 Size = Tuple[int, int]
 Resolution = Union[int, Size]
@@ -104,7 +103,7 @@ def lsa_flops(B: int, size: Size, stage: StageConfig) -> Dict[str, int]:
     proj on the N real tokens: N*C*C.
     """
     (H, W), C = size, stage.embed_dim
-    m, n = lsa_window(stage.window, size)
+    m, n = stage.lsa_window(size)
     Hp, Wp = math.ceil(H / m) * m, math.ceil(W / n) * n
     N = H * W
     return {"attn_qkv": B * N * C * 3 * C,

@@ -37,7 +37,7 @@ ZERO_COST_OPS = ("aten::add", "aten::add_", "aten::sub", "aten::mul", "aten::div
 def sdpa_flop_jit(inputs, outputs) -> int:
     """fvcore handle for `scaled_dot_product_attention(q, k, v, ...)`:
     q (..., Lq, E), k (..., Lk, E), v (..., Lk, Ev) -> Q·Kᵀ: (...)*Lq*Lk*E, A·V: (...)*Lq*Lk*Ev."""
-    from fvcore.nn.jit_handles import get_shape
+    from fvcore.nn.jit_handles import get_shape  # heavy import: see README
     q, k, v = (get_shape(x) for x in inputs[:3])
     batch = math.prod(q[:-2])
     lq, lk = q[-2], k[-2]
@@ -99,7 +99,7 @@ def _fvcore():
     loss function with torch.jit.script, which torch deprecates: that warning is not ours."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
-        from fvcore.nn import FlopCountAnalysis
+        from fvcore.nn import FlopCountAnalysis  # heavy import: see README
     return FlopCountAnalysis
 
 

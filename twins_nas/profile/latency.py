@@ -19,8 +19,10 @@ import torch
 import torch.nn as nn
 
 from ..config import ArchConfig
+from ..models import build_model
+from ..hardware import DEVICE_NAMES, check_device_name, check_dtype_name
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # keys: hardware.DTYPE_NAMES
 
 
 @dataclass
@@ -50,13 +52,10 @@ def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
     'cuda', 'cuda:N' and 'mps'; raises ValueError with one readable line otherwise."""
     if isinstance(device, torch.device):
         device = str(device)
-    name = str(device).strip().lower()
+    name = check_device_name(str(device)).strip().lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"device={device!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    dev = torch.device(name)
     if dev.type == "cpu":
         return dev
     if dev.type == "cuda":
@@ -70,13 +69,11 @@ def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
         if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
             raise ValueError(f"device={device!r}: MPS is not available here")
         return dev
-    raise ValueError(f"device={device!r} is not supported: use auto, cpu, cuda, cuda:N or mps")
+    raise ValueError(f"device={device!r} is not supported: use {DEVICE_NAMES}")
 
 
 def resolve_dtype(dtype: str) -> torch.dtype:
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}: choose one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    return DTYPES[check_dtype_name(dtype)]
 
 
 def device_label(device: torch.device) -> str:
@@ -99,7 +96,6 @@ def autocast_context(device: torch.device, dtype: str):
 def _as_model(model_or_cfg: Union[nn.Module, ArchConfig, dict, str]) -> nn.Module:
     if isinstance(model_or_cfg, nn.Module):
         return model_or_cfg
-    from ..models import build_model
     return build_model(model_or_cfg, seed=0)
 
 

@@ -31,8 +31,9 @@ from typing import Iterable, Optional, Union
 import torch
 import torch.nn as nn
 
-from ..config import ArchConfig
-from .latency import autocast_context, resolve_device, resolve_dtype
+from ..config import ArchConfig, load_config
+from ..models import build_model
+from .latency import _as_model, autocast_context, resolve_device, resolve_dtype
 
 MIB = 2 ** 20
 _STATUS = "/proc/self/status"
@@ -143,7 +144,6 @@ def _child_main() -> None:
     job = json.load(sys.stdin)
     torch.set_num_threads(job["threads"])
     if "config" in job:
-        from ..models import build_model
         model = build_model(ArchConfig.from_dict(job["config"]), seed=0)
     else:
         model = torch.load(job["module_path"], weights_only=False)
@@ -169,7 +169,6 @@ def measure_peak_memory_many(
     resolve_dtype(dtype)
     res = sorted({int(r) for r in resolutions})
     if dev.type != "cpu":
-        from .latency import _as_model
         model = _as_model(model_or_cfg).to(dev)
         was_training = model.training
         model.eval()
@@ -192,7 +191,6 @@ def measure_peak_memory_many(
             out = _run_child(dict(job, module_path=path), timeout)
     else:
         if not isinstance(cfg, ArchConfig):
-            from ..config import load_config
             cfg = ArchConfig.from_dict(cfg) if isinstance(cfg, dict) else load_config(cfg)
         out = _run_child(dict(job, config=cfg.to_dict()), timeout)
     return {int(k): float(v) for k, v in out.items()}

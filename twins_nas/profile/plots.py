@@ -19,15 +19,16 @@ No LaTeX anywhere (MathJax would be fetched from the network); the HTML embeds p
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from pathlib import Path
 from typing import Optional
 
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
+
+from ..browser import find_chromium
 
 PANELS = {  # file stem -> title
     "gmacs": "Compute (GMACs)",
@@ -244,24 +245,6 @@ def panel_figure(df: pd.DataFrame, panel: str, global_model: Optional[str] = Non
     return fig
 
 
-def find_chromium() -> Optional[str]:
-    """The Chromium/Chrome kaleido would drive (BROWSER_PATH, then PATH), or None."""
-    env = os.environ.get("BROWSER_PATH")
-    if env:
-        return env if os.path.isfile(env) and os.access(env, os.X_OK) else None
-    try:
-        from choreographer.browsers.chromium import Chromium
-        path = Chromium.find_browser(skip_local=False)
-        if path and os.path.isfile(path):
-            return path
-    except Exception:  # noqa: BLE001 (an internal API of kaleido's helper; fall back to PATH)
-        pass
-    for exe in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"):
-        if shutil.which(exe):
-            return shutil.which(exe)
-    return None
-
-
 def write_report(df: pd.DataFrame, fig: Optional[go.Figure], out_dir: str | Path, png: bool = True,
                  panels: bool = True) -> dict:
     """Write profile.csv, complexity.html (self-contained, works offline) and, when a Chromium
@@ -286,7 +269,6 @@ def write_report(df: pd.DataFrame, fig: Optional[go.Figure], out_dir: str | Path
                     figs.append(panel_figure(df, p))
                     paths.append(out / f"complexity_{p}.png")
             try:
-                import plotly.io as pio
                 pio.write_images(figs, [str(p) for p in paths], format="png", scale=1,
                                  width=[f.layout.width or 1200 for f in figs],
                                  height=[f.layout.height or 700 for f in figs])

@@ -31,16 +31,19 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Optional
 
+import torch
+
 from ..config import ArchConfig
+from ..models import build_model
+from ..models.cost_model import CATEGORIES, analytic_flops, analytic_params
+from .flops import count_flops
+from .latency import device_label, measure_latency, resolve_device, resolve_dtype
+from .memory import PeakRSS, cpu_forward_peak_mb, cuda_forward_peak_mb, warm_up_cpu
 
 if TYPE_CHECKING:
     import pandas as pd
 
 Progress = Callable[[int, int, str], None]  # (cells done, cells in all, what was just done)
-
-# the categories of FlopReport.by_category, in the order the CSV lists them
-CATEGORIES = ("patch_embed", "peg", "attn_qkv", "attn_q", "attn_kv", "attn_proj", "lsa_matmul", "gsa_matmul",
-              "gsa_subsample", "mlp", "norm", "head")
 
 _LADDER = (224, 320, 448, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048)
 
@@ -65,7 +68,6 @@ def default_resolutions(max_res: int, min_res: int = 224) -> list[int]:
 
 def analytic_row(name: str, cfg: ArchConfig, resolution: int, batch: int = 1, params: Optional[int] = None) -> dict:
     """The closed-form columns of one cell."""
-    from ..models.cost_model import analytic_flops, analytic_params
     rep = analytic_flops(cfg, resolution, batch=batch)
     cats = {c: rep.by_category.get(c, 0) for c in CATEGORIES}
     params = analytic_params(cfg) if params is None else params
@@ -135,12 +137,6 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list[int], gmacs: d
              dtype: str, latency: bool, memory: bool, budget_s: Optional[float], single_pass_s: float,
              cell_budget_s: float, progress: Optional[Progress], done0: int, total: int) -> dict:
     """Forward-pass measurements of every cell that fits the budget: {(model, res): columns}."""
-    import torch
-
-    from ..models import build_model
-    from .latency import device_label, measure_latency, resolve_device, resolve_dtype
-    from .memory import PeakRSS, cuda_forward_peak_mb, cpu_forward_peak_mb, warm_up_cpu
-
     dev = resolve_device(device)
     resolve_dtype(dtype)
     cuda = dev.type == "cuda"
@@ -231,7 +227,6 @@ def profile_sweep(
     memory = latency if memory is None else memory
     measured = latency or memory
     total = len(configs) * len(res) * (2 if measured else 1)
-    from ..models.cost_model import analytic_params
     rows, done = [], 0
     for name, cfg in configs.items():
         cfg.stage_sizes(res[0])  # a one-line ConfigError when the smallest size is too small
@@ -239,7 +234,6 @@ def profile_sweep(
         for r in res:
             row = analytic_row(name, cfg, r, batch, params)
             if fvcore:
-                from .flops import count_flops
                 row["gmacs_fvcore"] = count_flops(cfg, r, batch=batch).total / 1e9
             rows.append(row)
             done += 1
@@ -254,7 +248,7 @@ def profile_sweep(
         m = meas.get((row["model"], row["resolution"]), {})
         for c in MEASURED_COLUMNS:
             row[c] = m.get(c, math.nan if c not in ("device", "dtype") else None)
-    import pandas as pd  # here: `import twins_nas.profile` stays light
+    import pandas as pd  # heavy import: see README
     df = pd.DataFrame(rows)
     if fvcore:  # next to the analytic count
         cols = list(df.columns)
