@@ -152,7 +152,7 @@ INVALID = [
      "stages[3].sr_ratio=[2, 3, 4]: must be a positive integer k or a pair [k1, k2] of positive integers", True),
     ("sr-zero", _stage(3, sr_ratio=0), "stages[3].sr_ratio=0: must be a positive integer k", False),
     ("depth-negative", _stage(1, depth=-1), "stages[1].depth=-1: Input should be greater than 0", True),
-    ("depth-missing", _pop(1, "depth"), "stages[1].depth: field required", True),
+    ("depth-missing", _pop(1, "depth"), "stages[1].depth: required field missing", True),
     ("mlp-zero", _stage(0, mlp_ratio=0), "stages[0].mlp_ratio=0: Input should be greater than 0", True),
     ("stages-empty", lambda d: d.update(stages=[]), "stages=[]: at least one stage is required", True),
     ("stage-not-object", lambda d: d.update(stages=[1]), "stages[0]=1: must be an object", False),

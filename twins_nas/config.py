@@ -12,6 +12,7 @@ from typing import Any, Literal, Optional, Tuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
+from .errors import ConfigError, loc_str, one_line, show_value
 from .preset_data import PRESETS
 
 SCHEMA_VERSION = 1
@@ -19,20 +20,6 @@ SUBSAMPLE_CHOICES = ("conv", "dwconv", "avgpool")
 _PATTERN_RE = re.compile(r"^[LG]+$")
 
 Pair = Tuple[PositiveInt, PositiveInt]
-
-
-class ConfigError(ValueError):
-    """One-line error about invalid config data; the message names the field and the rule."""
-
-
-def _loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
 
 
 _PAIR_RULES = {  # one rule per field instead of pydantic's report for every union member
@@ -60,55 +47,35 @@ def _fields_at(loc: tuple) -> Optional[list]:
     return None
 
 
-def _json(value: Any) -> str:
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-
-
 def format_validation_error(err: ValidationError, prefix: str = "", data: Any = None) -> str:
-    """Turn pydantic's multi-line report into one line: `field=value: rule` per problem,
-    joined by '; ' (first problem first). `data` (the validated input) lets a pair field
-    such as `window` be reported with its whole value."""
-    errors = err.errors()
-    locs = [tuple(e["loc"]) for e in errors]
-    msgs = []
-    for e, loc in zip(errors, locs):
+    """pydantic's report on a config as one line (see `errors.one_line`). `data` (the
+    validated input) lets a pair field such as `window` be reported with its whole value."""
+    locs = [tuple(e["loc"]) for e in err.errors()]
+
+    def special(e: dict, loc: tuple, rule: str) -> Optional[str]:
         if any(len(o) > len(loc) and o[:len(loc)] == loc for o in locs):
-            continue  # a container whose item has its own error (pydantic adds e.g. 'too short' after dropping it)
-        msg = e["msg"]
-        for strip in ("Value error, ", "Assertion failed, "):
-            if msg.startswith(strip):
-                msg = msg[len(strip):]
+            return ""  # a container whose item has its own error (pydantic adds e.g. 'too short' after dropping it)
         kind = e["type"]
-        pair_at = 2 if len(loc) > 2 and loc[0] == "stages" and loc[2] in _PAIR_RULES else None  # stages[i].window/sr_ratio
-        if pair_at is not None and kind != "value_error":
-            loc = loc[:pair_at + 1]
-            value = _lookup(data, loc) if data is not None else _MISSING
-            msg, kind = _PAIR_RULES[loc[-1]], "pair"
-            given = "" if value is _MISSING else "=" + _json(value)
-        else:
-            given = "=" + _json(e.get("input")) if "input" in e and not isinstance(e.get("input"), dict) else ""
-        path = _loc(loc)
+        pair = len(loc) > 2 and loc[0] == "stages" and loc[2] in _PAIR_RULES and kind != "value_error"
+        if pair:
+            loc = loc[:3]  # stages[i].window / sr_ratio reported as a whole
+        path = loc_str(loc)
         if prefix:
             path = prefix + ("." + path if path and not path.startswith("[") else path)
-        if kind == "extra_forbidden":
-            valid = _fields_at(tuple(e["loc"])[:-1])
-            msgs.append(f"{path}: unknown field" + (f"; valid fields: {', '.join(valid)}" if valid else ""))
-        elif kind == "missing":
-            msgs.append(f"{path}: field required")
-        elif kind == "too_short" and tuple(e["loc"]) == ("stages",):
-            msgs.append(f"{path}{given}: at least one stage is required")
-        elif kind == "tuple_type":
-            msgs.append(f"{path}{given}: must be a list")
-        elif kind in ("model_type", "dict_type"):
-            msgs.append(f"{path}{given}: must be an object (a mapping of field names to values)")
-        elif kind == "value_error" or not path:
-            msgs.append(f"{path}: {msg}" if path else msg)
-        else:
-            msgs.append(f"{path}{given}: {msg}")
-    return "; ".join(dict.fromkeys(m.replace("\n", " ") for m in msgs))
+        if pair:
+            value = _lookup(data, loc) if data is not None else _MISSING
+            given = "" if value is _MISSING else "=" + show_value(value)
+            return f"{path}{given}: {_PAIR_RULES[loc[2]]}"
+        given = f"={show_value(e['input'])}" if "input" in e and not isinstance(e["input"], dict) else ""
+        if kind == "too_short" and loc == ("stages",):
+            return f"{path}{given}: at least one stage is required"
+        if kind == "tuple_type":
+            return f"{path}{given}: must be a list"
+        if kind in ("model_type", "dict_type"):
+            return f"{path}{given}: must be an object (a mapping of field names to values)"
+        return None
+
+    return one_line(err, _fields_at, special, prefix=prefix, noun="field")
 
 
 def clamp_window(window: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
