@@ -27,7 +27,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from twins_nas.models import build_model
+from twins_nas.models import build_model, fast_paths_enabled
 from twins_nas.presets import PRESETS, TIMM_NAMES, get_preset
 from twins_nas.profile.latency import Timer, autocast_context, resolve_device
 
@@ -84,7 +84,7 @@ def interleaved(fns: dict, repeats: int, iters: int, timer) -> dict:
         fns[n]()
     for r in range(repeats):
         for n in (names if r % 2 == 0 else names[::-1]):
-            times[n].append(timer(lambda: [fns[n]() for _ in range(iters)]) / iters)
+            times[n].append(timer(lambda n=n: [fns[n]() for _ in range(iters)]) / iters)
     return {n: statistics.median(t) for n, t in times.items()}
 
 
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     where = torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)"
     print(f"# {where}, {dtype}, batch {batch}, {args.resolution}px, {args.repeats} interleaved repeats x {iters} "
           f"iters, {'CPU' if isinstance(timer, CpuClock) else 'wall'} clock, torch {torch.__version__}, "
-          f"timm {timm.__version__}")
+          f"timm {timm.__version__}, fast paths {'on' if fast_paths_enabled() else 'off (TWINS_NAS_FAST_PATHS)'}")
     hdr = f"{'model':15s} {'fwd ours':>9s} {'fwd timm':>9s} {'ratio':>6s}"
     if not args.no_train:
         hdr += f" {'train ours':>10s} {'train timm':>10s} {'ratio':>6s}"

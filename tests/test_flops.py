@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from twins_nas import ArchConfig, ConfigError, build_model, get_preset
 from twins_nas.models.cost_model import CATEGORIES
+from twins_nas.models.kernels import fast_paths
 from twins_nas.models.twins import GlobalSubSampleAttn, LocallyGroupedAttn
 from twins_nas.profile import analytic_flops, count_flops
 from twins_nas.profile.flops import SDPA, ZERO_COST_OPS, _fvcore, sdpa_flop_jit
@@ -106,11 +107,11 @@ def test_sdpa_handle_subsampled_and_windowed_by_hand():
     # LSA 3 x 4 windows: padded to 6 x 8 = 4 windows of 12 tokens; the mask costs nothing.
     # Through SDPA (the handle), and through the explicit matmuls small windows use on CPU
     lsa = LocallyGroupedAttn(C, heads, (3, 4))
-    lsa.explicit_max_tokens = 0
-    ops = fvcore_ops(OnMap(lsa, (H, W)), torch.randn(B, N, C))
+    with fast_paths(False):
+        ops = fvcore_ops(OnMap(lsa, (H, W)), torch.randn(B, N, C))
     assert ops["scaled_dot_product_attention"] == B * 4 * heads * 12 * 12 * hd * 2
-    lsa.explicit_max_tokens = 12
-    ops = fvcore_ops(OnMap(lsa, (H, W)), torch.randn(B, N, C))
+    with fast_paths(True):
+        ops = fvcore_ops(OnMap(lsa, (H, W)), torch.randn(B, N, C))
     assert "scaled_dot_product_attention" not in ops
     assert ops["matmul"] == B * 4 * heads * 12 * 12 * hd * 2
 

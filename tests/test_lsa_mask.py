@@ -9,11 +9,14 @@ written here from the paper's definitions (plain loops and matmuls, float64):
   real tokens for `avgpool`; the strided conv over the cell with zeros outside the map for
   `conv` / `dwconv`; then LayerNorm, then attention.
 
+Both ways LSA attends on a CPU (SDPA, and explicit softmax(QKᵀ)V for small windows) and both
+ways GSA's conv runs (patchify + GEMM, `F.conv2d`) are checked, through the fast-path switch.
 Also: timm's unmasked LSA agrees on divisible maps and differs on padded ones (why we mask).
 """
 from __future__ import annotations
 
 import math
+from unittest import mock
 
 import pytest
 import torch
@@ -24,7 +27,8 @@ from strategies import randomize_
 from timm.models.twins import LocallyGroupedAttn as TimmLSA
 
 import twins_nas.models.twins as twins_mod
-from twins_nas.models import lsa_key_mask
+from twins_nas.models import kernels, lsa_key_mask
+from twins_nas.models.kernels import fast_paths
 from twins_nas.models.twins import GlobalSubSampleAttn, LocallyGroupedAttn
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -134,10 +138,13 @@ def test_lsa_matches_brute_force(H, W, m, n, heads, head_dim, seed):
     mod = make_lsa(C, heads, (m, n), seed)
     x = tokens(2, H, W, C, seed)
     want = brute_lsa(mod, x, (H, W))
-    for path, limit in (("SDPA", 0), ("explicit softmax", 10 ** 9)):  # both ways LSA can attend on CPU
-        mod.explicit_max_tokens = limit
-        with torch.no_grad():
+    for explicit in (False, True):  # both ways LSA can attend on CPU, whatever the window's size
+        with fast_paths(explicit), mock.patch.object(kernels, "EXPLICIT_MAX_TOKENS", 10 ** 9), \
+                mock.patch.object(kernels, "explicit_attention", wraps=kernels.explicit_attention) as spy, \
+                torch.no_grad():
             got = mod(x, (H, W))
+        path = "explicit softmax" if explicit else "SDPA"
+        assert spy.called == explicit, f"{path} expected"
         assert got.shape == x.shape
         assert max_diff(got, want) <= TOL, f"{path}: H,W={H},{W} window={m}x{n}: {max_diff(got, want):.3g}"
 
@@ -266,9 +273,13 @@ def test_gsa_matches_brute_force(H, W, k1, k2, subsample, heads, seed):
     mod = make_gsa(C, heads, (k1, k2), subsample, seed)
     x = tokens(2, H, W, C, seed)
     with torch.no_grad():
-        got, want = mod(x, (H, W)), brute_gsa(mod, x, (H, W))
-    assert got.shape == x.shape
-    assert max_diff(got, want) <= TOL, f"{subsample} H,W={H},{W} k={k1}x{k2}: {max_diff(got, want):.3g}"
+        want = brute_gsa(mod, x, (H, W))
+        for enabled in (True, False):  # conv: patchify + GEMM on the tokens, or F.conv2d on the map
+            with fast_paths(enabled):
+                got = mod(x, (H, W))
+            assert got.shape == x.shape
+            assert max_diff(got, want) <= TOL, \
+                f"{subsample} fast={enabled} H,W={H},{W} k={k1}x{k2}: {max_diff(got, want):.3g}"
 
 
 @pytest.mark.parametrize("subsample", ["conv", "avgpool"])

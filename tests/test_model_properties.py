@@ -1,7 +1,8 @@
 """Properties of the parametric model over random valid configs and input sizes: every
 config builds and runs at any H x W (independently, 32-320 px), each stage map has the size
 the patch embeddings' floors give, nothing is NaN/inf, samples in a batch do not interact,
-and stochastic depth follows timm's rule and trains (backward)."""
+and stochastic depth follows timm's rule and trains (backward); GSA's parameter names per
+sub-sampler (a checkpoint contract)."""
 from __future__ import annotations
 
 import pytest
@@ -12,9 +13,11 @@ from strategies import arch_configs, reduction
 from timm.layers import DropPath, calculate_drop_path_rates
 
 from twins_nas import ArchConfig, build_model
+from twins_nas.models.twins import GlobalSubSampleAttn
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+
 
 def floor_sizes(cfg: ArchConfig, h: int, w: int) -> list[tuple[int, int]]:
     """Stage map sizes computed here: every patch embedding is a conv with kernel = stride = p
@@ -24,6 +27,7 @@ def floor_sizes(cfg: ArchConfig, h: int, w: int) -> list[tuple[int, int]]:
         h, w = h // s.patch_size, w // s.patch_size
         out.append((h, w))
     return out
+
 
 @settings(max_examples=200, **SETTINGS)
 @given(cfg_dict=arch_configs(), h=st.integers(32, 320), w=st.integers(32, 320), seed=st.integers(0, 2 ** 16))
@@ -60,6 +64,7 @@ def test_random_config_runs_at_any_size(cfg_dict, h, w, seed):
     # the second sample alone gives what it gave in the batch: masks/pads/views are per sample
     assert torch.allclose(out1[0], out[1], atol=1e-5, rtol=1e-4), (out1[0] - out[1]).abs().max()
 
+
 @pytest.mark.parametrize("h, w", [(31, 64), (64, 20), (3, 3)])
 def test_input_smaller_than_total_reduction_is_a_clear_error(h, w):
     cfg = ArchConfig.from_dict(dict(stages=[
@@ -67,6 +72,7 @@ def test_input_smaller_than_total_reduction_is_a_clear_error(h, w):
         dict(patch_size=8, embed_dim=8, depth=1, num_heads=1, mlp_ratio=1.0)]))
     with pytest.raises(ValueError, match="smaller than patch_size|too small"):
         build_model(cfg, seed=0)(torch.zeros(1, 3, h, w))
+
 
 @settings(max_examples=40, **SETTINGS)
 @given(cfg_dict=arch_configs(max_stages=3, drop_path=True), h=st.integers(32, 96), w=st.integers(32, 96),
@@ -84,6 +90,7 @@ def test_drop_path_training_runs_backward(cfg_dict, h, w, seed):
     assert not bad, f"NaN/inf gradient in {bad[:5]}"
     assert any(p.grad.abs().sum() > 0 for p in model.parameters())
 
+
 def test_drop_path_rates_follow_timm_rule():
     cfg = ArchConfig.from_dict(dict(drop_path_rate=0.3, stages=[
         dict(patch_size=4, embed_dim=8, depth=d, num_heads=1, mlp_ratio=1.0, window=[2, 2], pattern="LG")
@@ -99,6 +106,7 @@ def test_drop_path_rates_follow_timm_rule():
     assert got == pytest.approx(want)
     assert got[0] == 0.0 and got[-1] == pytest.approx(0.3)
 
+
 def test_drop_path_is_stochastic_in_training_and_off_in_eval():
     cfg = ArchConfig.from_dict(dict(drop_path_rate=0.5, num_classes=4, stages=[
         dict(patch_size=4, embed_dim=8, depth=4, num_heads=2, mlp_ratio=1.0, window=[3, 3], sr_ratio=2,
@@ -111,6 +119,7 @@ def test_drop_path_is_stochastic_in_training_and_off_in_eval():
         eval_outs = [model.eval()(x) for _ in range(2)]
     assert not all(torch.equal(train_outs[0], o) for o in train_outs[1:])
     assert torch.equal(eval_outs[0], eval_outs[1])
+
 
 @pytest.mark.parametrize("seed", [0, 7])
 def test_seed_makes_the_initial_weights_reproducible(seed):
@@ -126,6 +135,7 @@ def test_seed_makes_the_initial_weights_reproducible(seed):
     build_model(cfg, seed=seed)
     assert torch.equal(state, torch.random.get_rng_state()), "seeded build changed the global RNG"
 
+
 def test_param_count_matches_the_closed_form_of_a_tiny_config():
     """A one-stage PCPVT-like config counted by hand from the paper's building blocks."""
     C, p, hidden, k, classes, cin = 8, 4, 16, 2, 3, 3
@@ -139,3 +149,17 @@ def test_param_count_matches_the_closed_form_of_a_tiny_config():
     head = 2 * C + C * classes + classes                 # final norm, classifier
     want = embed + block + peg + head
     assert sum(q.numel() for q in build_model(cfg).parameters()) == want
+
+
+@pytest.mark.parametrize("subsample, names", [
+    ("conv", {"sr.weight": (8, 8, 2, 3), "sr.bias": (8,)}),  # timm's names and Conv2d shapes
+    ("dwconv", {"sr.dw.weight": (8, 1, 2, 3), "sr.pw.weight": (8, 8, 1, 1), "sr.pw.bias": (8,)}),
+    ("avgpool", {}),
+])
+def test_gsa_subsampler_parameter_names(subsample, names):
+    """The state-dict keys of GSA with each sub-sampler are a checkpoint contract: written out
+    here, with the shapes of the convs they hold."""
+    sd = GlobalSubSampleAttn(8, 2, (2, 3), subsample).state_dict()
+    base = {"q.weight": (8, 8), "q.bias": (8,), "kv.weight": (16, 8), "kv.bias": (16,), "proj.weight": (8, 8),
+            "proj.bias": (8,), "norm.weight": (8,), "norm.bias": (8,)}
+    assert {k: tuple(v.shape) for k, v in sd.items()} == {**base, **names}

@@ -1,6 +1,7 @@
 """The six presets against independent truth: timm's `twins_*` models (weights, state-dict
 contract, outputs) and the parameter counts of the Twins paper / reference doc; and
-`to_timm_kwargs` against timm's own constructor, for the presets and random configs."""
+`to_timm_kwargs` against timm's own constructor, for the presets and random configs. Outputs
+are compared with the CPU fast paths on (the default) and off."""
 from __future__ import annotations
 
 import pytest
@@ -11,6 +12,7 @@ from strategies import random_weights_, randomize_, shapes, timm_expressible
 from timm.models.twins import Twins as TimmTwins
 
 from twins_nas import ArchConfig, ConfigError, Twins, build_model, get_preset, to_timm_kwargs
+from twins_nas.models.kernels import fast_paths
 from twins_nas.presets import TIMM_NAMES
 
 # Parameters in millions as published (Twins paper, Table 1/2; = timm's counts, 1000 classes).
@@ -60,13 +62,14 @@ def test_state_dict_keys_and_shapes_equal_timm(pair):
     assert list(a) == list(b), f"{name}: same keys in another order"
 
 
-@pytest.mark.parametrize("resolution", [224, 448])
-def test_timm_weights_load_strictly_and_give_timm_outputs(pair, resolution):
+@pytest.mark.parametrize("resolution, fast", [(224, True), (448, True), (224, False)],
+                         ids=["224", "448", "224-fast-paths-off"])
+def test_timm_weights_load_strictly_and_give_timm_outputs(pair, resolution, fast):
     name, ours, ref = pair
     result = ours.load_state_dict(ref.state_dict(), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     x = torch.randn(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(resolution))
-    with torch.inference_mode():
+    with torch.inference_mode(), fast_paths(fast):
         want, got = ref(x), ours(x)
     assert got.shape == want.shape == (1, 1000)
     diff = (got - want).abs().max().item()

@@ -1,3 +1,4 @@
-from .twins import Twins, build_model, lsa_key_mask, lsa_window
+from .kernels import fast_paths, fast_paths_enabled, set_fast_paths
+from .twins import Twins, build_model, lsa_key_mask
 
-__all__ = ["Twins", "build_model", "lsa_key_mask", "lsa_window"]
+__all__ = ["Twins", "build_model", "lsa_key_mask", "fast_paths", "fast_paths_enabled", "set_fast_paths"]

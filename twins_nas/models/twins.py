@@ -15,6 +15,8 @@ L/G `pattern`; a PEG (depthwise 3x3 conv + residual) follows the first block of 
   k = 1 is plain global attention.
 
 Module and parameter names match timm's, so the six presets load timm checkpoints as-is.
+The CPU fast paths (chunked MLP, explicit-softmax LSA for small windows, GSA's conv as
+patchify + GEMM) live in `kernels.py`, with the switch that turns them off.
 """
 from __future__ import annotations
 
@@ -25,14 +27,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ArchConfig, StageConfig
+from ..config import ArchConfig, StageConfig, clamp_window, load_config
+from .kernels import TokenConv, fast_mlp, window_attention
 
 Size = Tuple[int, int]
-
-
-def lsa_window(window: Size, size: Size) -> Size:
-    """The LSA window actually used on a map of `size`: clamped to the map."""
-    return min(window[0], size[0]), min(window[1], size[1])
 
 
 def lsa_key_mask(size: Size, window: Size, device=None) -> Optional[torch.Tensor]:
@@ -57,13 +55,9 @@ def _windows(x: torch.Tensor, m: int, n: int) -> torch.Tensor:
 class LocallyGroupedAttn(nn.Module):
     """LSA: multi-head self-attention inside non-overlapping m x n windows.
 
-    On a CPU, windows of up to `explicit_max_tokens` tokens attend with explicit matmuls and
-    softmax instead of SDPA, whose CPU kernel is made for long sequences: for 7 x 7 windows
-    this module's forward + backward takes 64 ms instead of 72 ms (SVT-B stage 3, batch 8,
-    2 threads). Same result; padded keys get -inf, so exactly zero attention, either way.
+    softmax(q kᵀ / sqrt(d)) v per window and head (`kernels.window_attention`); the keys a
+    map's padding adds get -inf, so exactly zero attention.
     """
-
-    explicit_max_tokens = 64
 
     def __init__(self, dim: int, num_heads: int, window: Size, qkv_bias: bool = True):
         super().__init__()
@@ -78,7 +72,7 @@ class LocallyGroupedAttn(nn.Module):
         B, N, C = x.shape
         H, W = size
         h, hd = self.num_heads, C // self.num_heads
-        m, n = lsa_window(self.window, size)
+        m, n = clamp_window(self.window, size)
         pad_b, pad_r = (-H) % m, (-W) % n
         Hp, Wp = H + pad_b, W + pad_r
         gh, gw = Hp // m, Wp // n
@@ -89,58 +83,56 @@ class LocallyGroupedAttn(nn.Module):
         # (B*gh*gw, m*n, 3C) -> q, k, v: (B*gh*gw, h, m*n, hd) strided views, no copy
         q, k, v = qkv.view(B * gh * gw, m * n, 3, h, hd).permute(2, 0, 3, 1, 4).unbind(0)
         mask = lsa_key_mask(size, (m, n), x.device)
-        if mask is not None:  # padded keys get exactly zero attention
+        if mask is not None:  # (gh*gw, m*n) -> (B*gh*gw, 1, 1, m*n): the same for every sample and head
             mask = mask.view(1, gh * gw, 1, 1, m * n).expand(B, -1, -1, -1, -1).reshape(B * gh * gw, 1, 1, m * n)
-        if x.device.type == "cpu" and m * n <= self.explicit_max_tokens:
-            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B*gh*gw, h, m*n, m*n)
-            if mask is not None:
-                attn = attn.masked_fill(~mask, float("-inf"))
-            x = attn.softmax(dim=-1) @ v
-        else:
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B*gh*gw, h, m*n, hd)
+        x = window_attention(q, k, v, mask, self.scale)  # (B*gh*gw, h, m*n, hd)
+        # windows back to the map: (B*gh*gw, h, m*n, hd) -> (B, gh, gw, m, n, C) -> (B, gh, m, gw, n, C)
         x = x.transpose(1, 2).reshape(B, gh, gw, m, n, C).transpose(2, 3).reshape(B, Hp, Wp, C)
         if pad_b or pad_r:
             x = x[:, :H, :W, :]
         return self.proj(x.reshape(B, N, C))
 
 
-class TokenConv(nn.Conv2d):
-    """A conv whose kernel equals its stride (non-overlapping k1 x k2 cells), run on the
-    (B, H, W, C) token map as patchify + one GEMM. Same parameters (and names) and the same
-    result as `nn.Conv2d` on the (B, C, H, W) map zero-padded at the bottom/right to whole
-    cells, up to float summation order.
+# GSA sub-samplers: forward(x (B, N, C) tokens of an H x W map, size (H, W)) -> (B, M, C), one
+# token per k1 x k2 cell, cells row-major, M = ceil(H/k1) * ceil(W/k2). Each pads the map at the
+# bottom/right to whole cells itself. `conv` is `kernels.TokenConv` (a strided conv on tokens).
 
-    The tokens are already channels-last, so the patches are one cheap copy, while the conv
-    would convert the layout and, in training, run a slower backward: on CPU (2 threads,
-    batch 8) the GSA sub-sampling of PCPVT stage 3 (320 channels, k = 2) takes 11.7 ms
-    forward + backward this way against 21.8 ms as a conv.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) -> (B, ceil(H/k1)*ceil(W/k2), C_out)
-        k1, k2 = self.kernel_size
-        pad_b, pad_r = (-x.shape[1]) % k1, (-x.shape[2]) % k2
-        if pad_b or pad_r:
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        B, H, W, C = x.shape
-        x = x.reshape(B, H // k1, k1, W // k2, k2, C).permute(0, 1, 3, 2, 4, 5).reshape(B, -1, k1 * k2 * C)
-        w = self.weight.permute(0, 2, 3, 1).reshape(self.out_channels, k1 * k2 * C)  # (C_out, k1*k2*C), same order
-        return F.linear(x, w, self.bias)
-
-
-class SeparableConv(nn.Module):
-    """Depthwise k x k strided conv followed by a pointwise 1x1 conv."""
+class SeparableConvSubsample(nn.Module):
+    """`dwconv`: depthwise k1 x k2 strided conv (no bias), then a pointwise 1x1 conv; zero padding."""
 
     def __init__(self, dim: int, kernel: Size):
         super().__init__()
         self.dw = nn.Conv2d(dim, dim, kernel, stride=kernel, groups=dim, bias=False)
         self.pw = nn.Conv2d(dim, dim, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pw(self.dw(x))
+    def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
+        B, N, C = x.shape
+        H, W = size
+        k1, k2 = self.dw.kernel_size
+        x = x.transpose(1, 2).view(B, C, H, W)
+        pad_b, pad_r = (-H) % k1, (-W) % k2
+        if pad_b or pad_r:  # zeros, as a conv's own padding would add
+            x = F.pad(x, (0, pad_r, 0, pad_b))
+        return self.pw(self.dw(x)).flatten(2).transpose(1, 2)
+
+
+class AvgPoolSubsample(nn.Module):
+    """`avgpool`: the mean of every k1 x k2 cell; a cell cut by the border averages its real
+    tokens only (`ceil_mode`: no padding enters the mean). No parameters."""
+
+    def __init__(self, kernel: Size):
+        super().__init__()
+        self.kernel = tuple(kernel)
+
+    def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
+        B, N, C = x.shape
+        x = x.transpose(1, 2).view(B, C, *size)
+        return F.avg_pool2d(x, self.kernel, stride=self.kernel, ceil_mode=True).flatten(2).transpose(1, 2)
 
 
 class GlobalSubSampleAttn(nn.Module):
-    """GSA: queries from every token, keys/values from a k1 x k2 sub-sampled map."""
+    """GSA: queries from every token, keys/values from one token per k1 x k2 cell (the
+    sub-sampler, then LayerNorm). k = (1, 1): plain global attention, no sub-sampler."""
 
     def __init__(self, dim: int, num_heads: int, sr_ratio: Size = (1, 1), subsample: str = "conv",
                  qkv_bias: bool = True):
@@ -154,11 +146,11 @@ class GlobalSubSampleAttn(nn.Module):
         self.proj = nn.Linear(dim, dim)
         if self.sr_ratio != (1, 1):
             if subsample == "conv":
-                self.sr = TokenConv(dim, dim, self.sr_ratio, stride=self.sr_ratio)
+                self.sr = TokenConv(dim, dim, self.sr_ratio)
             elif subsample == "dwconv":
-                self.sr = SeparableConv(dim, self.sr_ratio)
+                self.sr = SeparableConvSubsample(dim, self.sr_ratio)
             elif subsample == "avgpool":
-                self.sr = nn.AvgPool2d(self.sr_ratio, stride=self.sr_ratio, ceil_mode=True)
+                self.sr = AvgPoolSubsample(self.sr_ratio)
             else:
                 raise ValueError(f"subsample={subsample!r}: choose conv, dwconv or avgpool")
             self.norm = nn.LayerNorm(dim)
@@ -171,90 +163,20 @@ class GlobalSubSampleAttn(nn.Module):
         h, hd = self.num_heads, C // self.num_heads
         q = self.q(x).view(B, N, h, hd).transpose(1, 2)  # (B, h, N, hd)
         if self.sr is not None:
-            H, W = size
-            if self.subsample == "conv":  # TokenConv: on the (B, H, W, C) tokens, pads itself
-                x = self.sr(x.reshape(B, H, W, C))  # (B, ceil(H/k1)*ceil(W/k2), C)
-            else:
-                pad_b, pad_r = (-H) % self.sr_ratio[0], (-W) % self.sr_ratio[1]
-                x = x.transpose(1, 2).view(B, C, H, W)
-                if (pad_b or pad_r) and self.subsample != "avgpool":  # avgpool's ceil_mode averages real cells only
-                    x = F.pad(x, (0, pad_r, 0, pad_b))
-                x = self.sr(x).flatten(2).transpose(1, 2)  # (B, ceil(H/k1)*ceil(W/k2), C)
-            x = self.norm(x)
+            x = self.norm(self.sr(x, size))  # (B, M, C), M = ceil(H/k1) * ceil(W/k2)
         kv = self.kv(x).view(B, -1, 2, h, hd).permute(2, 0, 3, 1, 4)  # (2, B, h, M, hd)
         k, v = kv.unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v)
+        x = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, hd)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
-
-
-class _MlpTrainFn(torch.autograd.Function):
-    """fc1 -> GELU -> fc2 with autograd, for a large hidden activation on CPU (see `Mlp`).
-
-    The plain graph keeps fc1's output h and GELU's output a (rows x hidden each) and makes two
-    more tensors of that size in backward (the gradients of a and h). Here only h is kept: a is
-    made and used a chunk of rows at a time (forward: fc2 per chunk; backward: fc2's weight
-    gradient per chunk, GELU recomputed), and GELU's backward writes over the gradient of a,
-    which this function made itself. Same maths; two hidden-sized tensors fewer per block.
-    """
-
-    @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2, step: int):  # x (R, C) -> (R, C_out)
-        h = F.linear(x, w1, b1)  # (R, hidden), kept for backward
-        out = x.new_empty(x.shape[0], w2.shape[0])
-        for i in range(0, x.shape[0], step):
-            torch.addmm(b2, F.gelu(h[i:i + step]), w2.t(), out=out[i:i + step])
-        ctx.save_for_backward(x, h, w1, w2)
-        ctx.step = step
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):  # every step is per chunk of rows: no hidden-sized tensor is made
-        x, h, w1, w2 = ctx.saved_tensors
-        need_x, need_w1, need_b1, need_w2, need_b2, _ = ctx.needs_input_grad
-        grad_out = grad_out.contiguous()
-        grad_x = torch.empty_like(x) if need_x else None
-        grad_w1 = torch.zeros_like(w1) if need_w1 else None
-        grad_b1 = w1.new_zeros(w1.shape[0]) if need_b1 else None
-        grad_w2 = torch.zeros_like(w2) if need_w2 else None
-        for i in range(0, x.shape[0], ctx.step):
-            rows = slice(i, i + ctx.step)
-            go, hc = grad_out[rows], h[rows]
-            if need_w2:
-                grad_w2.addmm_(go.t(), F.gelu(hc))
-            if need_x or need_w1 or need_b1:
-                grad_h = go @ w2  # (chunk, hidden): the gradient of a, then in place that of h
-                torch.ops.aten.gelu_backward.grad_input(grad_h, hc, grad_input=grad_h)
-                if need_x:
-                    torch.mm(grad_h, w1, out=grad_x[rows])
-                if need_w1:
-                    grad_w1.addmm_(grad_h.t(), x[rows])
-                if need_b1:
-                    grad_b1 += grad_h.sum(0)
-        grad_b2 = grad_out.sum(0) if need_b2 else None
-        return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None
 
 
 class Mlp(nn.Module):
     """fc1 -> GELU -> fc2 (timm's `Mlp`, same parameter names).
 
-    On a CPU, a large hidden activation (mlp_ratio times wider than the tokens: 51 MB per
-    block in PCPVT-S stage 1 at batch 8) is never made whole where it need not be: fresh
-    tensors that large come from the OS page by page, and writing them costs more than the
-    GELU itself (a GELU into fresh memory: 29 ms; into reused memory: 9 ms). So:
-
-    * inference: fc1, GELU and fc2 run on chunks of rows; each chunk stays cache-sized and
-      reuses freed heap (those MLPs run ~1.3-1.4x faster);
-    * training (fp32, no autocast): `_MlpTrainFn` keeps fc1's output only and makes GELU's
-      output chunk by chunk, in forward and again in backward.
-
-    Rows are independent, so the result is the same as the plain path up to float summation
-    order. Small activations, other devices and autocast take the plain path. The chunked
-    paths call fc1/fc2's weights directly: forward hooks on `fc1`/`fc2` fire once per chunk
-    in inference and not at all in the training path.
+    On a CPU a large hidden activation takes `kernels.fast_mlp`: the same maths (exact GELU, as
+    `act`) on chunks of rows; see there for when it applies and what it does to forward hooks
+    on fc1/fc2.
     """
-
-    chunk_elems = 1 << 20  # hidden activations per chunk (4 MiB in fp32); chunked above 4x that
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
@@ -263,29 +185,14 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows, hidden = x.shape[:-1].numel(), self.fc1.out_features
-        with_grad = torch.is_grad_enabled()  # autograd will need a backward (not module.training)
-        if (x.device.type != "cpu" or rows * hidden <= 4 * self.chunk_elems
-                or (with_grad and torch.is_autocast_enabled("cpu"))):
-            return self.fc2(self.act(self.fc1(x)))
-        step = math.ceil(rows / math.ceil(rows * hidden / self.chunk_elems))  # even chunks of rows
-        x2d = x.reshape(rows, x.shape[-1])
-        if with_grad:
-            out = _MlpTrainFn.apply(x2d, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, step)
-            return out.view(*x.shape[:-1], -1)
-        out = None
-        for i in range(0, rows, step):
-            y = self.fc2(self.act(self.fc1(x2d[i:i + step])))
-            if out is None:
-                out = y.new_empty(rows, y.shape[-1])
-            out[i:i + step] = y
-        return out.view(*x.shape[:-1], -1)
+        out = fast_mlp(x, self.fc1, self.fc2)  # None where no fast path applies
+        return out if out is not None else self.fc2(self.act(self.fc1(x)))
 
 
 def _drop_path(p: float) -> nn.Module:
     if p <= 0:
         return nn.Identity()
-    from timm.layers import DropPath  # imported here: see Twins._init_weights
+    from timm.layers import DropPath  # heavy import: see README
     return DropPath(p)
 
 
@@ -368,8 +275,8 @@ class Twins(nn.Module):
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:  # as timm
-        # imported when a model is built, not with this module: timm pulls in all its models and
-        # torchvision (1-3 s), which commands that only use the cost model should not pay for
+        # heavy import: see README (timm pulls in all its models and torchvision; commands that
+        # only use the cost model should not pay for it, so it is imported when a model is built)
         from timm.layers import trunc_normal_
         if isinstance(m, nn.Linear):
             trunc_normal_(m.weight, std=0.02)
@@ -378,8 +285,8 @@ class Twins(nn.Module):
         elif isinstance(m, nn.LayerNorm):
             nn.init.zeros_(m.bias)
             nn.init.ones_(m.weight)
-        elif isinstance(m, nn.Conv2d):
-            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+        elif isinstance(m, (nn.Conv2d, TokenConv)):  # TokenConv holds a (groups = 1) conv's weight
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // getattr(m, "groups", 1)
             m.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
             if m.bias is not None:
                 m.bias.data.zero_()
@@ -415,7 +322,6 @@ def build_model(cfg: ArchConfig | dict | str, seed: int | None = None) -> Twins:
     """Build the network for a config (an ArchConfig, its dict, a preset name or a JSON path).
     With `seed`, the initial weights are reproducible."""
     if isinstance(cfg, str):
-        from ..config import load_config
         cfg = load_config(cfg)
     elif isinstance(cfg, dict):
         cfg = ArchConfig.from_dict(cfg)
