@@ -1,7 +1,7 @@
 """Proxy fidelity: does the default (cheap) proxy rank architectures like a longer one?
 
 Draws N architectures uniformly from a search space (default search_spaces/svt.yaml), keeping
-only those that meet the space's params_m / gflops constraints (the closed-form cost model the search uses),
+only those that meet the space's params_m / gmacs constraints (the closed-form cost model the search uses),
 trains each with the space's proxy settings and with an 8x longer budget, and prints Kendall's
 tau and Spearman's rho between the two accuracy rankings (scipy.stats).
 
@@ -28,14 +28,14 @@ from pathlib import Path
 import torch
 
 from twins_nas.config import ArchConfig
-from twins_nas.search.objective import cheap_metrics, constraint_values
 from twins_nas.search.data import load_proxy_data
+from twins_nas.search.objective import cheap_metrics, constraint_values
 from twins_nas.search.proxy_train import train_proxy
 from twins_nas.search.space import SearchSpace, load_space
 
 
 def feasible(space: SearchSpace, cfg: ArchConfig) -> bool:
-    """The space's closed-form constraints (params_m, gflops), checked exactly as the search
+    """The space's closed-form constraints (params_m, gmacs), checked exactly as the search
     checks them; bounds on measured figures (latency, throughput, ...) are not checked here."""
     violations = constraint_values(cheap_metrics(cfg, space.resolution), space.constraints)
     return all(v <= 0 for v in violations.values())
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
                          short_acc=rs.accuracy, long_acc=rl.accuracy, short_s=round(rs.seconds, 2),
                          long_s=round(rl.seconds, 2), config=cfg.to_dict()))
         print(f"[{i + 1:2d}/{len(archs)}] depths={cfg.depths} dims={cfg.embed_dims} "
-              f"{rows[-1]['params_m']:5.1f}M {rows[-1]['gflops']:.2f}G  short {rs.accuracy:.4f} ({rs.seconds:4.1f}s)"
+              f"{rows[-1]['params_m']:5.1f}M {rows[-1]['gmacs']:.2f}G  short {rs.accuracy:.4f} ({rs.seconds:4.1f}s)"
               f"  long {rl.accuracy:.4f} ({rl.seconds:5.1f}s)", flush=True)
     short_acc = [r["short_acc"] for r in rows]
     long_acc = [r["long_acc"] for r in rows]

@@ -11,7 +11,7 @@ import torch
 from twins_nas.config import ConfigError
 from twins_nas.search import data as data_mod
 from twins_nas.search.data import balanced_split, load_proxy_data
-from twins_nas.search.space import ProxySettings
+from twins_nas.search.settings import ProxySettings
 
 HAVE_FMNIST = (data_mod.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file()
 
@@ -67,8 +67,8 @@ def test_load_from_data_root_shapes_dtypes_and_cache(tmp_path):
 
 def test_same_seed_same_subset(tmp_path):
     write_idx(tmp_path)
-    a = data_mod._load.__wrapped__("fashion-mnist", str(tmp_path), 16, 40, 20, 7)
-    b = data_mod._load.__wrapped__("fashion-mnist", str(tmp_path), 16, 40, 20, 7)
+    a = data_mod._load_cached.__wrapped__("fashion-mnist", str(tmp_path), 16, 40, 20, 7)
+    b = data_mod._load_cached.__wrapped__("fashion-mnist", str(tmp_path), 16, 40, 20, 7)
     assert torch.equal(a.train_x, b.train_x) and torch.equal(a.val_y, b.val_y)
     assert a.train_x.shape[-2:] == (16, 16)
 

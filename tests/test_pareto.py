@@ -8,8 +8,7 @@ import pytest
 
 from twins_nas.config import ConfigError
 from twins_nas.search.objective import constraint_keys, constraint_values, trial_seed
-from twins_nas.search.pareto import (NoMatch, hypervolume_history, knee_index, parse_pick, pareto_mask,
-                                     select)
+from twins_nas.search.pareto import NoMatch, hypervolume_history, knee_index, pareto_mask, parse_pick, select
 from twins_nas.search.space import Bound
 
 MAXMAX = {"accuracy": "maximize", "throughput": "maximize"}
@@ -45,14 +44,20 @@ def test_knee_is_the_balanced_point():
     ("max accuracy where throughput>=500", "max", "accuracy", [("throughput", ">=", 500.0)]),
     ("best accuracy where throughput >= 5e2 and params_m<20", "best", "accuracy",
      [("throughput", ">=", 500.0), ("params_m", "<", 20.0)]),
-    ("min latency_ms where accuracy>=0.8, gflops<=3", "min", "latency_ms",
-     [("accuracy", ">=", 0.8), ("gflops", "<=", 3.0)]),
+    ("min latency_ms where accuracy>=0.8, gmacs<=3", "min", "latency_ms",
+     [("accuracy", ">=", 0.8), ("gmacs", "<=", 3.0)]),
     ("knee where accuracy>0.5", "knee", None, [("accuracy", ">", 0.5)]),
 ])
 def test_parse_pick_valid(text, kind, metric, conds):
     r = parse_pick(text)
     assert (r.kind, r.metric) == (kind, metric)
     assert [(c.metric, c.op, c.value) for c in r.conditions] == conds
+
+
+def test_parse_pick_takes_the_legacy_metric_name_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="'gflops' is now called 'gmacs'"):
+        r = parse_pick("min gflops where gflops<=3")
+    assert r.metric == "gmacs" and [c.metric for c in r.conditions] == ["gmacs"]
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -111,6 +116,14 @@ def test_constraint_values_relative_violation():
     assert constraint_values({"params_m": 10.0}, cons) == {"params_m<=30": pytest.approx(-2 / 3),
                                                            "throughput>=200": 0.0, "throughput<=1000": 0.0}
     assert all(not math.isnan(x) for x in v.values())
+
+
+def test_constraint_keys_keep_the_name_a_study_recorded():
+    cons = {"gmacs": Bound(max=4), "params_m": Bound(max=30)}
+    assert constraint_keys(cons) == ["gmacs<=4", "params_m<=30"]
+    names = {"gmacs": "gflops"}  # a study made before the rename
+    assert constraint_keys(cons, names) == ["gflops<=4", "params_m<=30"]
+    assert list(constraint_values({"gmacs": 5.0, "params_m": 3.0}, cons, names)) == ["gflops<=4", "params_m<=30"]
 
 
 def test_trial_seed_is_deterministic_and_differs():

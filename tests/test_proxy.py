@@ -7,7 +7,7 @@ import torch
 from twins_nas.config import ArchConfig
 from twins_nas.search.data import ProxyData
 from twins_nas.search.proxy_train import ProxyDiverged, proxy_arch, train_proxy
-from twins_nas.search.space import ProxySettings
+from twins_nas.search.settings import ProxySettings
 
 SMALL = ProxySettings(train_samples=256, val_samples=128, epochs=1, batch_size=64, resolution=32)
 

@@ -4,9 +4,11 @@ trials, constraint-rejected trials, the exact-N fallback, and one-line input err
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -17,15 +19,20 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from twins_nas import build_model
+from twins_nas.browser import find_chromium
 from twins_nas.cli import app
 from twins_nas.config import ArchConfig
 from twins_nas.search import objective as objective_mod
+from twins_nas.search import trials as trials_mod
 from twins_nas.search.data import load_proxy_data
-from twins_nas.search.export import find_chromium
-from twins_nas.search.objective import STATUS_INFEASIBLE, Evaluator, MeasureBudget
+from twins_nas.search.objective import Evaluator
+from twins_nas.search.provenance import resolve_search_device
 from twins_nas.search.proxy_train import ProxyDiverged
+from twins_nas.search.sampler import make_sampler
+from twins_nas.search.settings import MeasureBudget
 from twins_nas.search.space import load_space, space_from_dict
-from twins_nas.search.study import count_trials, fail_dead_trials, owner_attrs, run_worker
+from twins_nas.search.storage import existing_storage_file, resolve_storage
+from twins_nas.search.trials import STATUS_INFEASIBLE, count_trials, fail_dead_trials, owner_attrs, run_worker
 
 runner = CliRunner()
 
@@ -34,8 +41,10 @@ name: tiny
 resolution: 64
 num_classes: 10
 stages:
-  - {patch_size: 4, depth: [1, 2], embed_dim: [16, 32], head_dim: 16, mlp_ratio: [2, 4], window: [2, 4], sr_ratio: [1, 2], pattern: [LG, G]}
-  - {patch_size: 2, depth: [1, 2], embed_dim: [32, 48], head_dim: 16, mlp_ratio: 2, window: 2, sr_ratio: 1, pattern: [LG, G]}
+  - {patch_size: 4, depth: [1, 2], embed_dim: [16, 32], head_dim: 16, mlp_ratio: [2, 4], window: [2, 4],
+     sr_ratio: [1, 2], pattern: [LG, G]}
+  - {patch_size: 2, depth: [1, 2], embed_dim: [32, 48], head_dim: 16, mlp_ratio: 2, window: 2, sr_ratio: 1,
+     pattern: [LG, G]}
 objectives: {accuracy: maximize, throughput: maximize}
 constraints: {params_m: {max: 5}}
 measure: {batch_size: 1}
@@ -152,7 +161,7 @@ def test_pareto_json_loads_every_entry(e2e):
 def test_trials_csv_has_every_trial_and_the_time_breakdown(e2e):
     df = pd.read_csv(e2e["out"] / "trials.csv")
     assert len(df) == 4 and set(df["state"]) == {"COMPLETE"}
-    for col in ("accuracy", "throughput", "latency_ms", "params_m", "gflops", "seconds_build", "seconds_profile",
+    for col in ("accuracy", "throughput", "latency_ms", "params_m", "gmacs", "seconds_build", "seconds_profile",
                 "seconds_train", "seconds_eval", "seconds_total", "epoch_accuracies", "on_front", "picked",
                 "param.s0.depth", "worker", "depths"):
         assert col in df.columns, col
@@ -345,10 +354,9 @@ def test_workers_wait_for_running_trials_and_lowest_numbers_win(tmp_path, monkey
     assert len(study.trials) == 2 and fail_dead_trials(study) == []
     # a process that does not share the lock and counted before the foreign trial started:
     # its own trial has a larger number, so it gives up (surplus) instead of overshooting N
-    import twins_nas.search.study as study_mod
-    real_count = study_mod.count_trials
+    real_count = trials_mod.count_trials
     lies = iter([True])
-    monkeypatch.setattr(study_mod, "count_trials",
+    monkeypatch.setattr(trials_mod, "count_trials",
                         lambda s: dict(real_count(s), running=0) if next(lies, False) else real_count(s))
     assert run_worker(study, ev, 2, lock, deadline=time.time() + 1.5).status == "timeout"
     surplus = study.trials[2]
@@ -386,7 +394,6 @@ def test_early_stop_prunes_a_trial_far_below_its_peers(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["nsga2", "nsga3", "gp", "random"])
 def test_every_sampler_runs_a_constrained_study(tmp_path, name):
-    from twins_nas.search.study import make_sampler
     space = load_space(write_space(tmp_path), ["proxy.epochs=1", "proxy.train_samples=100", "proxy.val_samples=50"])
     study = optuna.create_study(directions=list(space.objectives.values()), sampler=make_sampler(name, 0, 2))
     ev = Evaluator(space=space, data=load_proxy_data(space.proxy), budget=MeasureBudget(budget_s=0.02))
@@ -467,3 +474,75 @@ def test_space_dump_round_trips_for_workers_and_export():
     space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "svt.yaml")
     again = space_from_dict(space.model_dump(mode="json"), source=space.source)
     assert again.hash == space.hash and again.size() == space.size()
+
+
+# ---- storage rule, and studies made when gmacs was called gflops --------------------------------
+def test_search_and_export_take_the_same_storage_file(tmp_path):
+    (tmp_path / "study.db").write_bytes(b"")
+    (tmp_path / "study.journal").write_text("")
+    assert existing_storage_file(tmp_path) == tmp_path / "study.journal"
+    assert resolve_storage(None, tmp_path, workers=1) == f"journal:{(tmp_path / 'study.journal').resolve()}"
+    assert existing_storage_file(tmp_path / "nothing") is None
+
+
+def _legacy_names(d: dict) -> dict:
+    return {k.replace("gmacs", "gflops"): v for k, v in d.items()}
+
+
+def test_a_study_made_before_the_rename_continues_with_its_names(tmp_path):
+    text = TINY.replace("constraints: {params_m: {max: 5}}", "constraints: {params_m: {max: 5}, gmacs: {max: 5}}")
+    space_file, out = write_space(tmp_path, text), tmp_path / "out"
+    args = ["search", "--space", str(space_file), "--no-png", "--set", "proxy.epochs=1", *FAST]
+    assert runner.invoke(app, args + ["--out", str(tmp_path / "first"), "--trials", "1"]).exit_code == 0
+    # the same study as it was recorded before the rename: space hash, constraints, metrics, keys
+    first = load(tmp_path / "first").trials[0]
+    study = load(tmp_path / "first")
+    out.mkdir()
+    legacy = optuna.create_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}",
+                                 directions=["maximize", "maximize"])
+    for k, v in study.user_attrs.items():
+        legacy.set_user_attr(k, v)
+    legacy.set_user_attr("space_hash", load_space(space_file, ["proxy.epochs=1"]).legacy_hash)
+    legacy.set_user_attr("constraints", _legacy_names(study.user_attrs["constraints"]))
+    legacy.add_trial(optuna.trial.create_trial(
+        values=first.values, params=first.params, distributions=first.distributions,
+        user_attrs=dict(first.user_attrs, metrics=_legacy_names(first.user_attrs["metrics"])),
+        constraints=_legacy_names(first.constraints)))
+    r = runner.invoke(app, args + ["--out", str(out), "--trials", "2"])
+    assert r.exit_code == 0, r.output
+    assert "2/2 trials finished" in r.stdout
+    old, new = load(out).trials
+    assert set(old.constraints) == set(new.constraints) == {"params_m<=5", "gflops<=5"}  # one set of keys
+    df = pd.read_csv(out / "trials.csv")
+    assert "gflops" not in df.columns and df["gmacs"].notna().all()
+    assert df.loc[0, "gmacs"] == pytest.approx(first.user_attrs["metrics"]["gmacs"])
+    meta = json.loads((out / "best_config.json").read_text())["meta"]
+    assert "gmacs" in meta["metrics"] and set(meta["constraints"]) == {"params_m", "gmacs"}
+
+
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
+
+
+@pytest.mark.skipif(not (REPORTS / "svt-200" / "study.db").is_file(), reason="the committed study is not here")
+def test_the_committed_svt_study_still_exports_and_resumes(tmp_path):
+    out = tmp_path / "svt-200"
+    out.mkdir()
+    shutil.copy(REPORTS / "svt-200" / "study.db", out / "study.db")  # never the committed file itself
+    r = runner.invoke(app, ["export", "--study", "svt", "--storage", str(out / "study.db"), "--out",
+                            str(tmp_path / "export"), "--no-png"])
+    assert r.exit_code == 0, r.output
+    assert "picked trial 114 (knee)" in r.stdout and "gmacs 1.188" in r.stdout
+    df = pd.read_csv(tmp_path / "export" / "trials.csv")
+    assert len(df) == 200 and df["gmacs"].notna().all() and "gflops" not in df.columns
+    # resume: the space file may still say gflops; the study was timed on another CPU, so say it was this one
+    study = optuna.load_study(study_name="svt", storage=f"sqlite:///{out / 'study.db'}")
+    study.set_user_attr("measure", dict(study.user_attrs["measure"], device=resolve_search_device("cpu")[1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "svt.yaml")
+    assert study.user_attrs["space_hash"] == space.legacy_hash
+    r = runner.invoke(app, ["search", "--space", str(REPORTS.parent / "search_spaces" / "svt.yaml"), "--trials",
+                            "200", "--out", str(out), "--device", "cpu", "--no-png"])
+    assert r.exit_code == 0, r.output
+    assert "200/200 trials finished" in r.stdout and "picked trial 114" in r.stdout
+    assert states(load(out, "svt")) == {"COMPLETE": 200}

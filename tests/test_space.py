@@ -1,35 +1,47 @@
 """Search spaces: YAML validation, one-line errors, overrides, sampling, size, membership."""
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import random
 import textwrap
+import warnings
 from pathlib import Path
 
 import optuna
 import pytest
+import typer
 import yaml
 
+from twins_nas.cli.common import user_errors
 from twins_nas.config import ArchConfig, ConfigError
 from twins_nas.search.space import SearchSpace, load_space, space_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = ROOT / "search_spaces"
 
-ISSUE_YAML = """\
+# the SVT space as the documentation spells it out (written out here, so that editing the
+# committed search_spaces/svt.yaml does not change what these tests check)
+SVT_EXAMPLE = """\
 name: svt
 resolution: 224          # input size at which params, GMACs and throughput are measured
 num_classes: 1000        # classifier size of the measured full-size model
 stages:                  # one mapping per stage; a list is a choice, a scalar is fixed
-  - {patch_size: 4, depth: [1, 2, 3], embed_dim: [48, 64, 96], head_dim: 32, mlp_ratio: [3, 4], window: [[7, 7], [8, 8], [7, 14]], sr_ratio: [4, 8], pattern: [LG, LLG, L]}
-  - {patch_size: 2, depth: [1, 2, 3], embed_dim: [96, 128, 192], head_dim: 32, mlp_ratio: [3, 4], window: [[7, 7], [14, 7]], sr_ratio: [2, 4], pattern: [LG, LLG]}
-  - {patch_size: 2, depth: [6, 8, 10, 12], embed_dim: [192, 256, 320], head_dim: 32, mlp_ratio: [3, 4], window: [[7, 7]], sr_ratio: [1, 2], pattern: [LG, LLG, LGG]}
-  - {patch_size: 2, depth: [2, 4], embed_dim: [384, 512], head_dim: 32, mlp_ratio: [3, 4], window: [[7, 7]], sr_ratio: 1, pattern: [LG, G]}
+  - {patch_size: 4, depth: [1, 2, 3], embed_dim: [48, 64, 96], head_dim: 32, mlp_ratio: [3, 4],
+     window: [[7, 7], [8, 8], [7, 14]], sr_ratio: [4, 8], pattern: [LG, LLG, L]}
+  - {patch_size: 2, depth: [1, 2, 3], embed_dim: [96, 128, 192], head_dim: 32, mlp_ratio: [3, 4],
+     window: [[7, 7], [14, 7]], sr_ratio: [2, 4], pattern: [LG, LLG]}
+  - {patch_size: 2, depth: [6, 8, 10, 12], embed_dim: [192, 256, 320], head_dim: 32, mlp_ratio: [3, 4],
+     window: [[7, 7]], sr_ratio: [1, 2], pattern: [LG, LLG, LGG]}
+  - {patch_size: 2, depth: [2, 4], embed_dim: [384, 512], head_dim: 32, mlp_ratio: [3, 4],
+     window: [[7, 7]], sr_ratio: 1, pattern: [LG, G]}
 subsample: [conv, dwconv, avgpool]
 objectives: {accuracy: maximize, throughput: maximize}
-constraints: {params_m: {max: 30}, gflops: {max: 4.0}}
+constraints: {params_m: {max: 30}, gmacs: {max: 4.0}}
 measure: {batch_size: 8}
-proxy: {dataset: fashion-mnist, resolution: 32, width_mult: 0.25, train_samples: 6000, epochs: 2, batch_size: 128, lr: 0.001}
+proxy: {dataset: fashion-mnist, resolution: 32, width_mult: 0.25, train_samples: 6000, epochs: 2,
+        batch_size: 128, lr: 0.001}
 """
 
 TINY = dict(
@@ -43,9 +55,9 @@ TINY = dict(
 
 
 @pytest.fixture
-def issue_file(tmp_path):
+def svt_file(tmp_path):
     p = tmp_path / "svt.yaml"
-    p.write_text(ISSUE_YAML)
+    p.write_text(SVT_EXAMPLE)
     return p
 
 
@@ -55,13 +67,13 @@ def write(tmp_path, data) -> Path:
     return p
 
 
-def test_issue_yaml_validates_as_written(issue_file):
-    space = load_space(issue_file)
+def test_svt_example_validates_as_written(svt_file):
+    space = load_space(svt_file)
     assert space.name == "svt" and space.resolution == 224 and len(space.stages) == 4
     assert space.stages[0].window == [(7, 7), (8, 8), (7, 14)]
     assert space.objectives == {"accuracy": "maximize", "throughput": "maximize"}
-    assert space.constraints["gflops"].max == 4.0
-    assert space.source == str(issue_file)
+    assert space.constraints["gmacs"].max == 4.0
+    assert space.source == str(svt_file)
     assert space.contains(ArchConfig.preset("twins-svt-s"))
 
 
@@ -98,7 +110,7 @@ def assert_one_line(err: ConfigError, *needles: str) -> str:
 
 
 def mutate(**changes):
-    data = yaml.safe_load(ISSUE_YAML)
+    data = yaml.safe_load(SVT_EXAMPLE)
     for path, value in changes.items():
         node = data
         keys = path.split("__")
@@ -117,7 +129,7 @@ def mutate(**changes):
     (mutate(unknownkey=1), ["unknownkey: unknown key", "valid keys: name, "]),
     (mutate(stages__1__windw=7), ["stages[1].windw: unknown key", "valid keys:", "window"]),
     (mutate(proxy__epoch=3), ["proxy.epoch: unknown key", "epochs"]),
-    (mutate(constraints__gflops={"maxx": 3}), ["constraints.gflops.maxx: unknown key", "max"]),
+    (mutate(constraints__gmacs={"maxx": 3}), ["constraints.gmacs.maxx: unknown key", "max"]),
     # wrong type
     (mutate(resolution="big"), ["resolution=\"big\"", "integer"]),
     (mutate(stages__0__depth=["two"]), ["stages[0].depth[0]=\"two\"", "integer"]),
@@ -135,7 +147,9 @@ def mutate(**changes):
     (mutate(objectives={"acc": "maximize"}), ["objectives.acc: unknown metric", "accuracy, throughput"]),
     (mutate(objectives={"accuracy": "max"}), ["objectives.accuracy=\"max\"", "'maximize' or 'minimize'"]),
     (mutate(proxy__dataset="mnist"), ["proxy.dataset='mnist'", "fashion-mnist, cifar10"]),
-    (mutate(constraints__gflops={}), ["constraints.gflops: give min and/or max"]),
+    (mutate(constraints__gmacs={}), ["constraints.gmacs: give min and/or max"]),
+    (mutate(measure__dtype="fp64"), ["measure.dtype='fp64': valid dtypes are fp32, bf16, fp16"]),
+    (mutate(measure__device="tpu"), ["measure.device='tpu': valid devices are auto, cpu, cuda, cuda:N, mps"]),
     # cross-field rules
     (mutate(stages__0__window=KeyError), ["stages[0].window: required because pattern choice LG, LLG, L"]),
     (mutate(stages__0__head_dim=KeyError), ["stages[0]: give exactly one of head_dim"]),
@@ -163,9 +177,6 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 
 def test_cli_maps_config_error_to_exit_code_2(tmp_path):
-    from twins_nas.cli.common import user_errors
-    import typer
-
     @user_errors
     def cmd():
         load_space(tmp_path / "missing.yaml")
@@ -174,19 +185,19 @@ def test_cli_maps_config_error_to_exit_code_2(tmp_path):
     assert e.value.exit_code == 2
 
 
-def test_overrides(issue_file):
-    base = load_space(issue_file)
-    space = load_space(issue_file, ["proxy.epochs=1", "stages.2.depth=[6,8]", "constraints.gflops.max=3",
+def test_overrides(svt_file):
+    base = load_space(svt_file)
+    space = load_space(svt_file, ["proxy.epochs=1", "stages.2.depth=[6,8]", "constraints.gmacs.max=3",
                                     "stages[0].window='7x7'", "constraints.latency_ms.max=50",
                                     "objectives.params_m=minimize", "measure.device=cpu"])
     assert space.proxy.epochs == 1 and space.stages[2].depth == [6, 8]
-    assert space.constraints["gflops"].max == 3 and space.constraints["params_m"].max == 30
+    assert space.constraints["gmacs"].max == 3 and space.constraints["params_m"].max == 30
     assert space.constraints["latency_ms"].max == 50 and space.objectives["params_m"] == "minimize"
     assert space.stages[0].window == [(7, 7)] and space.measure.device == "cpu"
     assert space.hash != base.hash
-    assert load_space(issue_file).hash == base.hash
+    assert load_space(svt_file).hash == base.hash
     # data_root does not change the hash: where the data lives is not part of the search
-    assert load_space(issue_file, ["proxy.data_root=/somewhere"]).hash == base.hash
+    assert load_space(svt_file, ["proxy.data_root=/somewhere"]).hash == base.hash
 
 
 @pytest.mark.parametrize("override, needles", [
@@ -199,14 +210,14 @@ def test_overrides(issue_file):
     ("proxy.epochs=0", ["proxy.epochs=0", "greater than or equal to 1"]),
     ("stages.1.pattern=[LG, LXG]", ["stages[1].pattern=\"LXG\""]),
 ])
-def test_bad_override_fails_clearly(issue_file, override, needles):
+def test_bad_override_fails_clearly(svt_file, override, needles):
     with pytest.raises(ConfigError) as e:
-        load_space(issue_file, [override])
-    assert_one_line(e.value, str(issue_file) + ": ", *needles)
+        load_space(svt_file, [override])
+    assert_one_line(e.value, str(svt_file) + ": ", *needles)
 
 
-def test_sample_with_random_sampler_roundtrips(issue_file):
-    space = load_space(issue_file)
+def test_sample_with_random_sampler_roundtrips(svt_file):
+    space = load_space(svt_file)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()
@@ -226,8 +237,8 @@ def test_sample_with_random_sampler_roundtrips(issue_file):
     assert isinstance(trial.params["s0.window"], str)
 
 
-def test_config_from_params_rejects_bad_params(issue_file):
-    space = load_space(issue_file)
+def test_config_from_params_rejects_bad_params(svt_file):
+    space = load_space(svt_file)
     params = space.params_of(ArchConfig.preset("twins-svt-s"))
     with pytest.raises(ConfigError, match="s0.depth=7 is not a choice"):
         space.config_from_params(dict(params, **{"s0.depth": 7}))
@@ -235,8 +246,8 @@ def test_config_from_params_rejects_bad_params(issue_file):
         space.config_from_params({k: v for k, v in params.items() if k != "s1.depth"})
 
 
-def test_contains_rejects_outsiders(issue_file):
-    space = load_space(issue_file)
+def test_contains_rejects_outsiders(svt_file):
+    space = load_space(svt_file)
     svt = ArchConfig.preset("twins-svt-s")
     assert not space.contains(ArchConfig.preset("twins-pcpvt-s"))
     assert not space.contains(ArchConfig.preset("twins-svt-b"))
@@ -316,3 +327,47 @@ def test_dumped_space_validates_again_with_the_same_hash():
         space = load_space(p)
         again = space_from_dict(space.model_dump(mode="json"))
         assert again.hash == space.hash and again.size() == space.size()
+
+
+# ---- the legacy metric name gflops (now gmacs) ------------------------------------------------
+LEGACY_WARNING = r"metric 'gflops' is now called 'gmacs' \(it holds GMACs\); 'gflops' will be removed"
+MAX_THROUGHPUT = "objectives: {accuracy: maximize, throughput: maximize}"
+
+
+def test_gflops_is_read_as_gmacs_with_a_warning(tmp_path):
+    legacy = write(tmp_path, SVT_EXAMPLE.replace("gmacs: {max: 4.0}", "gflops: {max: 4.0}").replace(
+        MAX_THROUGHPUT, "objectives: {accuracy: maximize, gflops: minimize}"))
+    with pytest.warns(DeprecationWarning, match=LEGACY_WARNING):
+        space = load_space(legacy)
+    assert list(space.constraints) == ["params_m", "gmacs"] and space.objectives["gmacs"] == "minimize"
+    # the same space written with the new name is the same space
+    new = write(tmp_path, SVT_EXAMPLE.replace(MAX_THROUGHPUT, "objectives: {accuracy: maximize, gmacs: minimize}"))
+    assert load_space(new).hash == space.hash
+
+
+def test_legacy_hash_is_the_hash_spelled_with_gflops(svt_file):
+    space = load_space(svt_file)
+    d = space.model_dump(mode="json", exclude={"proxy": {"data_root"}})
+    d["constraints"] = {("gflops" if k == "gmacs" else k): v for k, v in d["constraints"].items()}
+    old = hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert space.legacy_hash == old != space.hash
+    plain = load_space(svt_file, ["constraints={params_m: {max: 30}}"])
+    assert plain.legacy_hash == plain.hash  # nothing renamed: one hash
+
+
+@pytest.mark.parametrize("override", ["constraints.gflops.max=3", "constraints.gmacs.max=3"])
+@pytest.mark.parametrize("spelling", ["gflops", "gmacs"])
+def test_set_takes_either_name_over_a_file_with_either(tmp_path, spelling, override):
+    path = write(tmp_path, SVT_EXAMPLE.replace("gmacs: {max: 4.0}", f"{spelling}: {{max: 4.0}}"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        space = load_space(path, [override])
+    assert list(space.constraints) == ["params_m", "gmacs"] and space.constraints["gmacs"].max == 3
+
+
+def test_both_names_of_one_metric_are_an_error(tmp_path):
+    path = write(tmp_path, SVT_EXAMPLE.replace("gmacs: {max: 4.0}", "gmacs: {max: 4.0}, gflops: {max: 3}"))
+    with pytest.raises(ConfigError) as e, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        load_space(path)
+    assert_one_line(e.value, "constraints: 'gflops' and 'gmacs' are the same metric; keep 'gmacs'")

@@ -78,6 +78,11 @@ def format_validation_error(err: ValidationError, prefix: str = "", data: Any = 
     return one_line(err, _fields_at, special, prefix=prefix, noun="field")
 
 
+def block_types(pattern: str, depth: int) -> list[str]:
+    """The block sequence of `depth` blocks of an L/G `pattern` repeated, e.g. ['L', 'G', 'L']."""
+    return [pattern[j % len(pattern)] for j in range(depth)]
+
+
 def clamp_window(window: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
     """An LSA window (m, n) clamped to a map of `size` (H, W)."""
     return min(window[0], size[0]), min(window[1], size[1])
@@ -115,7 +120,7 @@ class StageConfig(BaseModel):
     @property
     def block_types(self) -> list[str]:
         """The block sequence spelled out, e.g. ['L', 'G', 'L'] for pattern LG and depth 3."""
-        return [self.pattern[j % len(self.pattern)] for j in range(self.depth)]
+        return block_types(self.pattern, self.depth)
 
     def lsa_window(self, size: tuple[int, int]) -> tuple[int, int]:
         """The LSA window used on a map of `size` (H, W): the configured (m, n), clamped to

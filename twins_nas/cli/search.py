@@ -10,18 +10,27 @@ import typer
 from rich.table import Table
 
 from ..config import ConfigError
-from . import app
+from ..search.data import load_proxy_data
+from ..search.export import export_study
+from ..search.metrics import CHEAP_METRICS, METRICS
+from ..search.objective import cheap_metrics, constraint_values, needed_metrics
+from ..search.pareto import parse_pick
+from ..search.search_settings import SearchSettings
+from ..search.settings import MeasureBudget
+from ..search.space import SearchSpace, load_space
+from ..search.storage import describe_storage, resolve_storage
+from ..search.study import run_search
+from .app import app
 from .common import console, err_console, fail, user_errors
+from .display import SearchDisplay
 
 _PICK_HELP = ("Which config goes to best_config.json: 'knee' (the balanced point of the front, default), "
               "'max accuracy where throughput>=500', 'min latency_ms where accuracy>=0.8 and params_m<=20', "
-              "'best accuracy'. Metrics: accuracy, throughput, latency_ms, gflops, params_m, peak_mem_mb.")
+              f"'best accuracy'. Metrics: {', '.join(METRICS)}.")
+_SHOWN_METRICS = ("accuracy", "throughput", "latency_ms", "params_m", "gmacs")  # in the 'picked trial' line
 
 
-def _dry_run(space, settings, spec: str) -> None:
-    from ..search.objective import cheap_metrics, constraint_values, needed_metrics
-    from ..search.study import describe_storage
-
+def _dry_run(space: SearchSpace, settings: SearchSettings, spec: str) -> None:
     console.print(f"[bold]space[/] {space.name} ({space.source}, sha256 {space.hash[:12]}): "
                   f"[bold]{space.size():,}[/] distinct networks")
     console.print("objectives: " + ", ".join(f"{m} ({d})" for m, d in space.objectives.items()) +
@@ -33,7 +42,7 @@ def _dry_run(space, settings, spec: str) -> None:
     console.print(f"measured at {space.resolution} px, batch {space.measure.batch_size}, {space.measure.dtype}, "
                   f"device {settings.device}; proxy: {p.dataset} {p.train_samples}/{p.val_samples} images at "
                   f"{p.resolution} px, {p.epochs} epoch(s), width x{p.width_mult:g}")
-    cheap = set(space.constraints) <= {"params_m", "gflops"}
+    cheap = set(space.constraints) <= set(CHEAP_METRICS)
     rng = random.Random(settings.seed)
     n, ok = 400, 0
     for _ in range(n):
@@ -48,7 +57,7 @@ def _dry_run(space, settings, spec: str) -> None:
         m = cheap_metrics(cfg, space.resolution)
         viol = {k: v for k, v in constraint_values(m, space.constraints).items() if v > 0}
         t = Table(title=f"sampled config {i + 1} (seed {settings.seed}): {m['params_m']:.2f} M params, "
-                        f"{m['gflops']:.3f} GMACs, " + ("feasible" if not viol else "breaks " + ", ".join(viol)),
+                        f"{m['gmacs']:.3f} GMACs, " + ("feasible" if not viol else "breaks " + ", ".join(viol)),
                   title_justify="left")
         for col in ("stage", "depth", "dim", "heads", "mlp", "pattern", "window", "k", "sub-sample"):
             t.add_column(col, justify="right" if col in ("stage", "depth", "dim", "heads", "mlp") else "left")
@@ -61,7 +70,6 @@ def _dry_run(space, settings, spec: str) -> None:
                       st.subsample if "G" in kinds and st.sr_pair != (1, 1) else "-")
         console.print(t)
     if "accuracy" in needed_metrics(space):
-        from ..search.data import load_proxy_data
         data = load_proxy_data(space.proxy, seed=settings.seed)
         console.print(f"proxy data: {data.name}, {len(data.train_x)} training / {len(data.val_x)} validation "
                       f"images, {data.num_classes} classes")
@@ -90,11 +98,12 @@ def search(
     workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes sharing the storage."),
     threads: Optional[int] = typer.Option(None, "--threads",
                                           help="torch CPU threads per worker (default: CPU cores // workers)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials this many seconds after the start (running ones finish)."),
+    timeout: Optional[float] = typer.Option(
+        None, "--timeout", help="Stop starting trials this many seconds after the start (running ones finish)."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe | nsga2 | nsga3 | gp | random."),
     overrides: List[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
                                         help="Override a field of the space file (repeatable): proxy.epochs=1, "
-                                             "stages.2.depth=[6,8], constraints.gflops.max=3."),
+                                             "stages.2.depth=[6,8], constraints.gmacs.max=3."),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="Validate, print the space size and three sampled configs, and stop."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where the proxy data set lives."),
@@ -110,10 +119,6 @@ def search(
     Writes OUT/best_config.json, pareto.json, trials.csv, pareto.html (+ .png) and keeps the
     study in OUT/study.db: the same command again continues it up to --trials finished trials.
     """
-    from ..search.objective import MeasureBudget
-    from ..search.space import load_space
-    from ..search.study import SearchSettings, resolve_storage, run_search
-
     if not timing_budget > 0:
         raise ConfigError(f"--timing-budget={timing_budget}: must be a positive number of seconds")
 
@@ -129,14 +134,14 @@ def search(
     if dry_run:
         _dry_run(sp, settings, spec)
         return
-    from ..search.study import describe_storage
     console.print(f"[bold]search[/] {name}: space {sp.source} ({sp.size():,} networks), {trials} trials, "
                   f"sampler {sampler}, {workers} worker(s), storage {describe_storage(spec)}")
     try:
-        res = run_search(sp, settings, console=err_console)
+        res = run_search(sp, settings, progress=lambda study: SearchDisplay(err_console, study, sp, trials),
+                         status=err_console.status)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     for note in res.notes:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     c = res.counts
@@ -146,8 +151,7 @@ def search(
     if best.is_file():
         meta = json.loads(best.read_text()).get("meta", {})
         m = meta.get("metrics", {})
-        shown = ", ".join(f"{k} {m[k]:.4g}" for k in ("accuracy", "throughput", "latency_ms", "params_m", "gflops")
-                          if k in m)
+        shown = ", ".join(f"{k} {m[k]:.4g}" for k in _SHOWN_METRICS if k in m)
         console.print(f"picked trial {meta.get('trial')} ({meta.get('pick')}): {shown}")
     for f in res.files:
         console.print(f"  wrote {f}", highlight=False)
@@ -163,35 +167,25 @@ def search(
 @app.command("export")
 @user_errors
 def export(
-    study: str = typer.Option(..., "--study", help="Study name (the search's --study-name, by default the space name)."),
+    study: str = typer.Option(..., "--study",
+                              help="Study name (the search's --study-name, by default the space name)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the report files."),
     storage: Optional[str] = typer.Option(
-        None, "--storage", help="Storage URL or journal file (default: OUT/study.db or OUT/study.journal)."),
+        None, "--storage", help="Storage URL or journal file (default: OUT/study.journal or OUT/study.db, the "
+                                "one a search there continues)."),
     pick: str = typer.Option("knee", "--pick", help=_PICK_HELP),
     png: bool = typer.Option(True, "--png/--no-png", help="Also write pareto.png (needs a Chromium)."),
 ) -> None:
     """Rewrite a study's report (best_config.json, pareto.json, trials.csv, pareto.html/png)
     from its storage, e.g. with another --pick."""
-    from ..search.export import export_study
-    from ..search.pareto import parse_pick
-
     parse_pick(pick)
-    if storage is None:
-        for cand in ("study.db", "study.journal"):
-            if (out / cand).is_file():
-                storage = str(out / cand)
-                break
-        else:
-            raise ConfigError(f"--storage not given and neither {out / 'study.db'} nor {out / 'study.journal'} "
-                              f"exists; pass --storage URL_OR_FILE")
     res = export_study(study, out, pick=pick, storage=storage, png=png, strict=True)
     for note in res["notes"]:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     if res["best"] is None:
         fail(f"study {study!r} has no finished feasible trial: nothing to pick")
     m = res["best"]["metrics"]
-    shown = ", ".join(f"{k} {m[k]:.4g}" for k in ("accuracy", "throughput", "latency_ms", "params_m", "gflops")
-                      if k in m)
+    shown = ", ".join(f"{k} {m[k]:.4g}" for k in _SHOWN_METRICS if k in m)
     console.print(f"picked trial {res['best']['trial']} ({pick}): {shown}")
     for f in res["files"]:
         console.print(f"  wrote {f}", highlight=False)

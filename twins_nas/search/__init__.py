@@ -1,8 +1,13 @@
-"""Architecture search: YAML space -> ArchConfig -> proxy accuracy (+ profiler) -> study."""
+"""Architecture search: YAML space -> ArchConfig -> proxy accuracy (+ profiler) -> study -> report."""
 from .data import ProxyData, load_proxy_data
+from .export import export_study
+from .metrics import METRICS
 from .proxy_train import ProxyDiverged, ProxyResult, proxy_arch, train_proxy
-from .space import METRICS, Bound, MeasureSettings, ProxySettings, SearchSpace, StageSpace, load_space
-from .study import SearchSettings, export_study, run_search  # noqa: F401  (study -> report)
+from .search_settings import SearchSettings
+from .settings import MeasureSettings, ProxySettings
+from .space import Bound, SearchSpace, StageSpace, load_space
+from .study import run_search
 
 __all__ = ["METRICS", "Bound", "MeasureSettings", "ProxySettings", "SearchSpace", "StageSpace", "load_space",
-           "ProxyData", "load_proxy_data", "ProxyDiverged", "ProxyResult", "proxy_arch", "train_proxy"]
+           "ProxyData", "load_proxy_data", "ProxyDiverged", "ProxyResult", "proxy_arch", "train_proxy",
+           "SearchSettings", "run_search", "export_study"]

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ConfigError
-from .space import ProxySettings
+from .settings import ProxySettings
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 CACHE_DIR = Path.home() / ".cache" / "twins-nas"
@@ -53,12 +53,12 @@ class ProxyData:
 def load_proxy_data(proxy: ProxySettings, seed: int = 0) -> ProxyData:
     """The proxy data set for these settings (cached per process on the settings that matter
     for the data: data set, root, resolution, sample counts, seed)."""
-    return _load(proxy.dataset, proxy.data_root, proxy.resolution, proxy.train_samples,
+    return _load_cached(proxy.dataset, proxy.data_root, proxy.resolution, proxy.train_samples,
                  proxy.val_samples, seed)
 
 
 @functools.lru_cache(maxsize=4)
-def _load(dataset: str, data_root: Optional[str], resolution: int, train_samples: int,
+def _load_cached(dataset: str, data_root: Optional[str], resolution: int, train_samples: int,
           val_samples: int, seed: int) -> ProxyData:
     if dataset == "fashion-mnist":
         images, labels, num_classes = _fashion_mnist(data_root)
@@ -70,7 +70,7 @@ def _load(dataset: str, data_root: Optional[str], resolution: int, train_samples
         raise ConfigError(f"proxy.dataset={dataset!r}: valid data sets are fashion-mnist, cifar10, "
                           f"cifar100, imagefolder:PATH")
     tr, va = balanced_split(labels, num_classes, train_samples, val_samples, seed, dataset)
-    return _finish(dataset, num_classes, images[tr], labels[tr], images[va], labels[va], resolution)
+    return _to_tensors(dataset, num_classes, images[tr], labels[tr], images[va], labels[va], resolution)
 
 
 def balanced_split(labels: np.ndarray, num_classes: int, train_samples: int, val_samples: int,
@@ -96,7 +96,7 @@ def balanced_split(labels: np.ndarray, num_classes: int, train_samples: int, val
     return np.sort(tr), np.sort(va)  # data-set order; the training loop shuffles
 
 
-def _finish(name: str, num_classes: int, train_x: np.ndarray, train_y: np.ndarray,
+def _to_tensors(name: str, num_classes: int, train_x: np.ndarray, train_y: np.ndarray,
             val_x: np.ndarray, val_y: np.ndarray, resolution: int) -> ProxyData:
     """uint8 (N, H, W[, C]) -> float32 (N, C, R, R), normalized with the training mean/std."""
     def prep(x: np.ndarray) -> torch.Tensor:
@@ -146,7 +146,7 @@ def _fashion_mnist(data_root: Optional[str]) -> tuple[np.ndarray, np.ndarray, in
         if img and lab:
             return _read_idx(img), _read_idx(lab), 10
     try:
-        from torchvision.datasets import FashionMNIST
+        from torchvision.datasets import FashionMNIST  # heavy import (torchvision): see README
         FashionMNIST(str(CACHE_DIR), train=True, download=True)
     except Exception as e:  # no network, proxy, disk full, ...
         looked = ", ".join(str(f) for f in folders)
@@ -159,7 +159,7 @@ def _fashion_mnist(data_root: Optional[str]) -> tuple[np.ndarray, np.ndarray, in
 
 # ---- CIFAR ------------------------------------------------------------------------------
 def _cifar(dataset: str, data_root: Optional[str]) -> tuple[np.ndarray, np.ndarray, int]:
-    from torchvision.datasets import CIFAR10, CIFAR100
+    from torchvision.datasets import CIFAR10, CIFAR100  # heavy import (torchvision): see README
     cls, num_classes = (CIFAR10, 10) if dataset == "cifar10" else (CIFAR100, 100)
     roots = ([Path(data_root).expanduser()] if data_root else []) + [CACHE_DIR]
     for root in roots:
@@ -181,8 +181,8 @@ def _cifar(dataset: str, data_root: Optional[str]) -> tuple[np.ndarray, np.ndarr
 
 # ---- ImageFolder ------------------------------------------------------------------------
 def _imagefolder(path: str, resolution: int, train_samples: int, val_samples: int, seed: int) -> ProxyData:
-    from torchvision.datasets import ImageFolder
-    from torchvision.transforms import functional as TF
+    from torchvision.datasets import ImageFolder  # heavy import (torchvision): see README
+    from torchvision.transforms import functional as TF  # heavy import (torchvision): see README
     root = Path(path).expanduser()
     if (root / "train").is_dir():
         root = root / "train"
@@ -204,4 +204,4 @@ def _imagefolder(path: str, resolution: int, train_samples: int, val_samples: in
             out[n] = np.asarray(img)
         return out
 
-    return _finish(f"imagefolder:{path}", num_classes, decode(tr), labels[tr], decode(va), labels[va], resolution)
+    return _to_tensors(f"imagefolder:{path}", num_classes, decode(tr), labels[tr], decode(va), labels[va], resolution)

@@ -24,8 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Union
@@ -34,13 +32,17 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from ..browser import find_chromium
 from ..config import SCHEMA_VERSION, ArchConfig, ConfigError
-from .objective import STATUS_OK
-from .pareto import NoMatch, hypervolume_history, knee_index, parse_pick, pareto_mask, select
-from .space import METRICS
+from .metrics import METRICS, canonical_metric, rename_legacy, trial_metrics
+from .optuna_compat import storage_url
+from .pareto import NoMatch, hypervolume_history, knee_index, pareto_mask, parse_pick, select
+from .provenance import library_versions
+from .storage import describe_storage, existing_storage_file, open_storage, resolve_storage, storage_file
+from .trials import STATUS_OK, count_trials
 
 METRIC_LABELS = {"accuracy": "proxy accuracy (%)", "throughput": "throughput (images/s)",
-                 "latency_ms": "latency (ms per batch)", "gflops": "GMACs", "params_m": "parameters (M)",
+                 "latency_ms": "latency (ms per batch)", "gmacs": "GMACs", "params_m": "parameters (M)",
                  "peak_mem_mb": "peak memory (MiB)"}
 SECONDS = ("build", "profile", "train", "eval", "total")
 
@@ -48,7 +50,6 @@ SECONDS = ("build", "profile", "train", "eval", "total")
 # ---- reading the study ----------------------------------------------------------------------------
 def load_study_for_export(study_name: str, storage: str) -> optuna.Study:
     """Load a study for export; one-line ConfigError when it is not there."""
-    from .study import describe_storage, open_storage
     st = open_storage(storage)
     try:
         return optuna.load_study(study_name=study_name, storage=st, sampler=optuna.samplers.RandomSampler())
@@ -62,7 +63,7 @@ def _objectives(study: optuna.Study) -> dict[str, str]:
     obj = study.user_attrs.get("objectives")
     if not obj:
         raise ConfigError(f"study {study.study_name!r} was not made by twins-nas search (no objectives recorded)")
-    return {m: d for m, d in obj}
+    return {canonical_metric(m, warn=False): d for m, d in obj}
 
 
 def _feasible(t: optuna.trial.FrozenTrial) -> bool:
@@ -70,13 +71,7 @@ def _feasible(t: optuna.trial.FrozenTrial) -> bool:
         all(v <= 0 for v in t.constraints.values())
 
 
-def _versions() -> dict:
-    from .study import library_versions
-    return library_versions()
-
-
 def _common_meta(study: optuna.Study, storage: Optional[str]) -> dict:
-    from .study import count_trials, describe_storage
     ua = study.user_attrs
     space = ua.get("space") or {}
     proxy = {k: v for k, v in (space.get("proxy") or {}).items() if k != "data_root"}
@@ -86,13 +81,13 @@ def _common_meta(study: optuna.Study, storage: Optional[str]) -> dict:
         "storage": describe_storage(storage) if storage else None,
         "space": {"name": ua.get("space_name"), "file": ua.get("space_source"), "sha256": ua.get("space_hash")},
         "objectives": dict(_objectives(study)),
-        "constraints": ua.get("constraints", {}),
+        "constraints": rename_legacy(ua.get("constraints", {})),
         "seed": ua.get("seed"),
         "sampler": ua.get("sampler"),
         "device": ua.get("measure", {}),
         "proxy": proxy,
         "trials": count_trials(study),
-        "versions": _versions(),
+        "versions": library_versions(),
         "search_versions": ua.get("versions", {}),
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -106,12 +101,12 @@ def _clean_metrics(m: dict) -> dict:
 def trials_frame(study: optuna.Study, front: set[int] = frozenset(), picked: Optional[int] = None,
                  knee: Optional[int] = None) -> pd.DataFrame:
     trials = study.get_trials(deepcopy=False)
-    metric_cols = [m for m in METRICS if any(m in t.user_attrs.get("metrics", {}) for t in trials)]
+    metrics = [trial_metrics(t) for t in trials]
+    metric_cols = [m for m in METRICS if any(m in tm for tm in metrics)]
     param_cols = sorted({p for t in trials for p in t.params}, key=_param_order)
     rows = []
-    for t in trials:
+    for t, m in zip(trials, metrics):
         ua = t.user_attrs
-        m = ua.get("metrics", {})
         sec = ua.get("seconds", {})
         cfg = ua.get("config") or {}
         stages = cfg.get("stages") or []
@@ -164,8 +159,8 @@ def _axes(objectives: dict[str, str]) -> tuple[Optional[str], str]:
 
 def pareto_figure(df: pd.DataFrame, objectives: dict[str, str], presets: dict, hv: list[float],
                   title: str):
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go  # heavy import (plotly): see README
+    from plotly.subplots import make_subplots  # heavy import (plotly): see README
 
     x, y = _axes(objectives)
     df = df.copy()
@@ -251,27 +246,22 @@ def pareto_figure(df: pd.DataFrame, objectives: dict[str, str], presets: dict, h
     return fig
 
 
-def find_chromium() -> Optional[str]:
-    env = os.environ.get("BROWSER_PATH")
-    if env:
-        return env if os.path.isfile(env) and os.access(env, os.X_OK) else None
-    for exe in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"):
-        if shutil.which(exe):
-            return shutil.which(exe)
-    return None
-
-
 # ---- the export ------------------------------------------------------------------------------------
 def export_study(study: Union[optuna.Study, str], out_dir: Union[str, Path], pick: str = "knee",
                  storage: Optional[str] = None, png: bool = True, strict: bool = True) -> dict:
     """Write best_config.json, pareto.json, trials.csv, pareto.html (+ .png) for a study
-    (an `optuna.Study`, or a study name with `storage`). With `strict`, a `pick` rule no
+    (an `optuna.Study`, or a study name with `storage`; without one, the storage file a search
+    left in `out_dir`, see `storage.existing_storage_file`). With `strict`, a `pick` rule no
     trial satisfies raises ConfigError; otherwise the knee is taken and a note says so.
     Returns {"files": [...], "notes": [...], "best": {"trial", "metrics"} or None}."""
-    from .study import resolve_storage, storage_file
     if isinstance(study, str):
         if storage is None:
-            raise ConfigError("export: give the storage of the study")
+            found = existing_storage_file(Path(out_dir))
+            if found is None:
+                out = Path(out_dir)
+                raise ConfigError(f"--storage not given and neither {out / 'study.db'} nor {out / 'study.journal'} "
+                                  f"exists; pass --storage URL_OR_FILE")
+            storage = str(found)
         spec = resolve_storage(storage, Path(out_dir))
         path = storage_file(spec)
         if path is not None and not path.is_file():
@@ -285,10 +275,10 @@ def export_study(study: Union[optuna.Study, str], out_dir: Union[str, Path], pic
     notes: list[str] = []
     if storage is None:
         with contextlib.suppress(Exception):
-            storage = _storage_spec_of(study)
+            storage = storage_url(study)
 
     feasible = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
-    rows = [dict(t.user_attrs.get("metrics", {})) for t in feasible]
+    rows = [trial_metrics(t) for t in feasible]
     front_idx, knee, picked = [], None, None
     if feasible:
         mask = pareto_mask(rows, objectives)
@@ -313,12 +303,12 @@ def export_study(study: Union[optuna.Study, str], out_dir: Union[str, Path], pic
     if feasible:
         first, direction = next(iter(objectives.items()))
         order = sorted(front_idx, key=lambda i: rows[i][first], reverse=direction == "maximize")
-        hv = hypervolume_history([t.user_attrs.get("metrics") if _feasible(t) else None
+        hv = hypervolume_history([trial_metrics(t) if _feasible(t) else None
                                   for t in study.get_trials(deepcopy=False)], objectives)
         t = feasible[picked]
         cfg = ArchConfig.from_dict(t.user_attrs["config"])
         note = [n for n in notes if n.startswith("--pick")]
-        best = {"trial": t.number, "metrics": _clean_metrics(t.user_attrs.get("metrics", {}))}
+        best = {"trial": t.number, "metrics": _clean_metrics(rows[picked])}
         meta = dict(common, kind="best_config", pick=rule.text if not note else "knee", pick_note=note[0] if note
                     else None, trial=t.number, on_front=picked in front_idx, knee=picked == knee,
                     metrics=best["metrics"], seconds=t.user_attrs.get("seconds", {}),
@@ -330,7 +320,7 @@ def export_study(study: Union[optuna.Study, str], out_dir: Union[str, Path], pic
         for i in order:
             tt = feasible[i]
             d = ArchConfig.from_dict(tt.user_attrs["config"]).to_dict()
-            d["meta"] = {"trial": tt.number, "metrics": _clean_metrics(tt.user_attrs.get("metrics", {})),
+            d["meta"] = {"trial": tt.number, "metrics": _clean_metrics(rows[i]),
                          "knee": i == knee, "picked": i == picked, "params": tt.params,
                          "seconds": tt.user_attrs.get("seconds", {}),
                          "epoch_accuracies": tt.user_attrs.get("epoch_accuracies", [])}
@@ -347,7 +337,9 @@ def export_study(study: Union[optuna.Study, str], out_dir: Union[str, Path], pic
     df.to_csv(out / "trials.csv", index=False)
     files.append(out / "trials.csv")
 
-    fig = pareto_figure(df, objectives, study.user_attrs.get("presets") or {}, hv,
+    presets = {name: rename_legacy(row) if isinstance(row, dict) else row
+               for name, row in (study.user_attrs.get("presets") or {}).items()}
+    fig = pareto_figure(df, objectives, presets, hv,
                         title=f"{study.study_name}: {len(df)} trials, {len(front_idx)} on the front "
                               f"(space {common['space']['name']}, {common['device'].get('device', '')})")
     fig.write_html(out / "pareto.html", include_plotlyjs=True, full_html=True)
@@ -364,15 +356,3 @@ def export_study(study: Union[optuna.Study, str], out_dir: Union[str, Path], pic
                 notes.append(f"pareto.png not written ({msg})")
     return {"files": [str(f) for f in files], "notes": notes, "best": best}
 
-
-def _storage_spec_of(study: optuna.Study) -> Optional[str]:
-    """Best effort: the storage URL / journal path of a loaded study (for the report)."""
-    st = study._storage
-    for obj in (st, getattr(st, "_backend", None), getattr(getattr(st, "_backend", None), "_backend", None)):
-        if obj is None:
-            continue
-        if getattr(obj, "url", None):
-            return str(obj.url)
-        if getattr(obj, "_file_path", None):
-            return f"journal:{obj._file_path}"
-    return None

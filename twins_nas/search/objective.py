@@ -1,8 +1,8 @@
 """The objective of one trial: sampled config -> metrics -> constraints -> objective values.
 
-Metrics (names as in the space file):
+Metrics (names as in the space file; see `twins_nas.search.metrics`):
 
-* ``params_m`` (parameters, millions) and ``gflops`` (analytic GMACs at the space's
+* ``params_m`` (parameters, millions) and ``gmacs`` (analytic GMACs at the space's
   resolution, attention matmuls included): closed form, always computed (microseconds);
 * ``throughput`` (images/s) and ``latency_ms`` (median forward pass of a batch): the
   full-size model built and timed at the space's resolution, ``measure.batch_size``,
@@ -15,9 +15,12 @@ Metrics (names as in the space file):
 
 Constraints go through Optuna's ``trial.set_constraint`` (one key per bound, e.g.
 ``params_m<=30``; value = relative violation, <= 0 when satisfied; a bound whose metric was
-never measured gets 0). They are checked in order of cost: the closed-form ones before any
-model is built, the timed ones before training. A config that breaks one is never trained
-(nor timed, when the closed form already breaks it): the trial COMPLETES at once with the
+never measured gets 0). Optuna's GP sampler reads the constraint values of every trial in
+order, so every trial of a study gets the same keys: a study made when ``gmacs`` was called
+``gflops`` keeps ``gflops<=...`` (`Evaluator.constraint_names`). The constraints are checked
+in order of cost: the closed-form ones before any model is built, the timed ones before
+training. A config that breaks one is never trained (nor timed, when the closed form already
+breaks it): the trial COMPLETES at once with the
 violation recorded and *penalised* objective values (0 for a maximised metric that was not
 measured, the worst value seen so far for a minimised one, the measured value otherwise), so
 every sampler (TPE, NSGA-II/III, GP) learns where the feasible region is. Such a trial has
@@ -39,39 +42,27 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 import optuna
 import torch
 
 from ..config import ArchConfig
-from ..models.cost_model import analytic_flops, analytic_params
+from ..models.cost_model import analytic_gmacs, analytic_params
+from ..models.twins import Twins
+from ..profile.latency import LatencyReport, measure_latency
+from ..profile.memory import measure_peak_memory
 from .data import ProxyData
+from .metrics import CHEAP_METRICS, MEMORY_METRICS, TIMED_METRICS, trial_metrics
 from .proxy_train import train_proxy
+from .settings import MeasureBudget
 from .space import Bound, SearchSpace
-
-CHEAP_METRICS = ("params_m", "gflops")
-TIMED_METRICS = ("throughput", "latency_ms")
-MEMORY_METRICS = ("peak_mem_mb",)
-PROXY_METRICS = ("accuracy",)
+from .trials import STATUS_INFEASIBLE, STATUS_OK
 
 EARLY_STOP_MIN_PEERS = 8
 EARLY_STOP_QUANTILE = 0.10
 EARLY_STOP_MARGIN = 0.05
-
-STATUS_OK, STATUS_INFEASIBLE, STATUS_PRUNED, STATUS_FAILED = "ok", "infeasible", "pruned", "failed"
-
-
-@dataclass(frozen=True)
-class MeasureBudget:
-    """How hard the full-size model is timed (see `measure_latency`): passes stop once the
-    relative IQR is <= 5% or `budget_s` seconds are spent, after at least `min_repeats`."""
-
-    warmup: int = 1
-    min_repeats: int = 3
-    max_repeats: int = 30
-    budget_s: float = 1.0
 
 
 def needed_metrics(space: SearchSpace) -> set[str]:
@@ -83,29 +74,36 @@ def needed_metrics(space: SearchSpace) -> set[str]:
 
 
 def cheap_metrics(cfg: ArchConfig, resolution: int) -> dict[str, float]:
+    """The closed-form metrics: parameters (count and millions) and GMACs."""
     params = analytic_params(cfg)
-    return {"params": int(params), "params_m": params / 1e6, "gflops": analytic_flops(cfg, resolution).total / 1e9}
+    return {"params": int(params), "params_m": params / 1e6, "gmacs": analytic_gmacs(cfg, resolution)}
 
 
-def constraint_keys(constraints: dict[str, Bound]) -> list[str]:
+def constraint_keys(constraints: dict[str, Bound], names: Optional[Mapping[str, str]] = None) -> list[str]:
+    """The constraint key of every bound, e.g. ``params_m<=30`` (`names`: metric -> the name
+    the keys use, where a study keeps a legacy one)."""
+    names = names or {}
     keys = []
     for metric, b in constraints.items():
         if b.min is not None:
-            keys.append(f"{metric}>={b.min:g}")
+            keys.append(f"{names.get(metric, metric)}>={b.min:g}")
         if b.max is not None:
-            keys.append(f"{metric}<={b.max:g}")
+            keys.append(f"{names.get(metric, metric)}<={b.max:g}")
     return keys
 
 
-def constraint_values(metrics: dict[str, float], constraints: dict[str, Bound]) -> dict[str, float]:
-    """Relative violation per bound (<= 0: satisfied; a bound on an unmeasured metric: 0)."""
+def constraint_values(metrics: dict[str, float], constraints: dict[str, Bound],
+                      names: Optional[Mapping[str, str]] = None) -> dict[str, float]:
+    """Relative violation per bound (<= 0: satisfied; a bound on an unmeasured metric: 0),
+    keyed as `constraint_keys`."""
+    names = names or {}
     out = {}
     for metric, b in constraints.items():
         v = metrics.get(metric)
         for side, limit in (("min", b.min), ("max", b.max)):
             if limit is None:
                 continue
-            key = f"{metric}{'>=' if side == 'min' else '<='}{limit:g}"
+            key = f"{names.get(metric, metric)}{'>=' if side == 'min' else '<='}{limit:g}"
             if v is None:
                 out[key] = 0.0
                 continue
@@ -119,7 +117,6 @@ def timing_model(cfg: ArchConfig) -> torch.nn.Module:
     initialisation, which costs about 6 s for Twins-SVT-L on 2 CPU cores; 0.7 s this way), then
     given real CPU storage filled with small uniform noise, which runs exactly the same kernels
     at the same speed (no zeros or denormals). Never train or evaluate this model."""
-    from ..models.twins import Twins
     with torch.device("meta"):
         model = Twins(cfg)
     model = model.to_empty(device="cpu")
@@ -130,6 +127,16 @@ def timing_model(cfg: ArchConfig) -> torch.nn.Module:
     return model
 
 
+def time_model(model_or_cfg: Union[ArchConfig, torch.nn.Module], space: SearchSpace, device: str,
+               budget: MeasureBudget) -> LatencyReport:
+    """Time the full-size network (a config is built with `timing_model`) at the space's
+    resolution, `measure.batch_size` and `measure.dtype` on `device`, within `budget`."""
+    model = timing_model(model_or_cfg) if isinstance(model_or_cfg, ArchConfig) else model_or_cfg
+    return measure_latency(model, space.resolution, space.measure.batch_size, device=device,
+                           dtype=space.measure.dtype, warmup=budget.warmup, min_repeats=budget.min_repeats,
+                           max_repeats=budget.max_repeats, budget_s=budget.budget_s)
+
+
 def trial_seed(seed: int, number: int) -> int:
     """The proxy-training seed of trial `number` (derived from the study seed)."""
     return (int(seed) * 1_000_003 + int(number)) % (2 ** 31 - 1)
@@ -138,7 +145,9 @@ def trial_seed(seed: int, number: int) -> int:
 @dataclass
 class Evaluator:
     """Callable objective `evaluator(trial) -> list of objective values` (in the order of
-    `space.objectives`). Load the data and build one per process."""
+    `space.objectives`). Load the data and build one per process. `constraint_names` maps a
+    metric to the name its constraint keys use in the study, where that is a legacy one
+    (`metrics.recorded_spellings`)."""
 
     space: SearchSpace
     data: Optional[ProxyData]
@@ -146,6 +155,7 @@ class Evaluator:
     seed: int = 0
     budget: MeasureBudget = field(default_factory=MeasureBudget)
     early_stop: bool = True
+    constraint_names: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.needed = needed_metrics(self.space)
@@ -153,12 +163,13 @@ class Evaluator:
             raise ValueError("the space has an accuracy objective/constraint: proxy data is required")
 
     # ---- the stages ------------------------------------------------------------------------
-    def _check(self, trial: optuna.Trial, metrics: dict) -> dict[str, float]:
-        viol = constraint_values(metrics, self.space.constraints)
+    def _broken(self, metrics: dict) -> dict[str, float]:
+        """The bounds `metrics` break so far (a bound on a metric not measured yet holds)."""
+        viol = constraint_values(metrics, self.space.constraints, self.constraint_names)
         return {k: v for k, v in viol.items() if v > 0}
 
     def _finish_constraints(self, trial: optuna.Trial, metrics: dict) -> dict[str, float]:
-        viol = constraint_values(metrics, self.space.constraints)
+        viol = constraint_values(metrics, self.space.constraints, self.constraint_names)
         for key, v in viol.items():
             trial.set_constraint(key, v)
         broken = {k: v for k, v in viol.items() if v > 0}
@@ -173,7 +184,7 @@ class Evaluator:
             elif direction == "maximize":
                 values.append(0.0)
             else:
-                seen = [t.user_attrs.get("metrics", {}).get(metric) for t in
+                seen = [trial_metrics(t).get(metric) for t in
                         trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
                 seen = [v for v in seen if v is not None and math.isfinite(v)]
                 values.append(max(seen) if seen else 1e6)
@@ -220,7 +231,7 @@ class Evaluator:
         sec["profile"] += time.perf_counter() - t
         trial.set_user_attr("metrics", metrics)
 
-        broken = self._check(trial, metrics)
+        broken = self._broken(metrics)
         model = None
         try:
             if not broken and self.needed & set(TIMED_METRICS + MEMORY_METRICS):
@@ -228,26 +239,21 @@ class Evaluator:
                 model = timing_model(cfg)
                 sec["build"] += time.perf_counter() - t
                 if self.needed & set(TIMED_METRICS):
-                    from ..profile.latency import measure_latency
                     t = time.perf_counter()
-                    rep = measure_latency(model, space.resolution, space.measure.batch_size, device=self.device,
-                                          dtype=space.measure.dtype, warmup=self.budget.warmup,
-                                          min_repeats=self.budget.min_repeats, max_repeats=self.budget.max_repeats,
-                                          budget_s=self.budget.budget_s)
+                    rep = time_model(model, space, self.device, self.budget)
                     sec["profile"] += time.perf_counter() - t
                     metrics.update(throughput=float(rep.throughput), latency_ms=float(rep.median_ms),
                                    latency_iqr_ms=float(rep.iqr_ms))
                     trial.set_user_attr("metrics", metrics)
-                    broken = self._check(trial, metrics)
+                    broken = self._broken(metrics)
                 if not broken and "peak_mem_mb" in self.needed:
-                    from ..profile.memory import measure_peak_memory
                     t = time.perf_counter()
                     metrics["peak_mem_mb"] = float(measure_peak_memory(
                         model, space.resolution, space.measure.batch_size, device=self.device,
                         dtype=space.measure.dtype))
                     sec["profile"] += time.perf_counter() - t
                     trial.set_user_attr("metrics", metrics)
-                    broken = self._check(trial, metrics)
+                    broken = self._broken(metrics)
         finally:
             del model  # freed here (no reference cycles); gc.collect() would cost ~0.1 s a trial
             save_seconds()

@@ -28,18 +28,16 @@ from typing import Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..config import ConfigError
-from .space import METRICS
+from .metrics import METRICS, NATURAL, canonical_metric
+from .optuna_compat import hypervolume
 
 REFERENCE = 1.1  # hypervolume reference point in scaled objective space (worst seen = 1)
-
-# the direction a metric naturally has, for `best METRIC` on a metric that is not an objective
-NATURAL = {"accuracy": "maximize", "throughput": "maximize", "latency_ms": "minimize", "gflops": "minimize",
-           "params_m": "minimize", "peak_mem_mb": "minimize"}
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq, "=": operator.eq,
 }
-_COND_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_COND_RE = re.compile(rf"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|=|>|<)\s*({_NUMBER})\s*$")
 PICK_HELP = ("knee | max METRIC | min METRIC | best METRIC, optionally followed by "
              "'where METRIC>=X [and METRIC<=Y ...]'")
 
@@ -121,6 +119,7 @@ class PickRule:
 
 
 def _check_metric(name: str, text: str) -> str:
+    name = canonical_metric(name)
     if name not in METRICS:
         raise ConfigError(f"--pick {text!r}: unknown metric {name!r}; valid metrics: {', '.join(METRICS)}")
     return name
@@ -203,8 +202,6 @@ def hypervolume_history(points: Sequence[Optional[Mapping[str, float]]],
                         objectives: Mapping[str, str]) -> list[float]:
     """Hypervolume of the points seen so far, after each entry of `points` (trial order; None
     for a trial that gave no feasible point). See the module docstring for the scaling."""
-    from optuna._hypervolume import compute_hypervolume
-
     valid = [p for p in points if p is not None]
     if not valid:
         return [0.0] * len(points)
@@ -222,6 +219,6 @@ def hypervolume_history(points: Sequence[Optional[Mapping[str, float]]],
             if not np.any(np.all(front <= scaled, axis=1)):  # not weakly dominated: the HV grows
                 keep = ~np.all(scaled <= front, axis=1)
                 front = np.vstack([front[keep], scaled])
-                hv = float(compute_hypervolume(front, ref, assume_pareto=True))
+                hv = hypervolume(front, ref)
         out.append(hv)
     return out

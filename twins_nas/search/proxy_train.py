@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from ..config import ArchConfig
 from ..models.twins import Twins
 from .data import ProxyData
-from .space import ProxySettings
+from .settings import ProxySettings
 
 EVAL_BATCH = 1000
 
@@ -82,8 +82,9 @@ def _proxy_patches(patches: list[int], resolution: int) -> list[int]:
     return patches
 
 
-def _fit(v: int, size: int) -> int:
-    """`v` clamped to `size` and rounded down to a divisor of it (so windows / k tile the map)."""
+def _divisor_at_most(v: int, size: int) -> int:
+    """The largest divisor of `size` that is at most `v`: a window side or ratio k that tiles
+    a map side of `size`."""
     v = min(v, size)
     while size % v:
         v -= 1
@@ -99,10 +100,11 @@ def proxy_arch(cfg: ArchConfig, proxy: ProxySettings, num_classes: int, in_chans
         h, w = h // patch, w // patch
         head_dim = max(proxy.min_head_dim, round(s.head_dim * proxy.width_mult))
         heads = max(1, round(s.embed_dim * proxy.width_mult / head_dim))
-        k1, k2 = _fit(s.sr_pair[0], h), _fit(s.sr_pair[1], w)
+        k1, k2 = _divisor_at_most(s.sr_pair[0], h), _divisor_at_most(s.sr_pair[1], w)
+        window = None if s.window is None else (_divisor_at_most(s.window[0], h), _divisor_at_most(s.window[1], w))
         stages.append(dict(
             patch_size=patch, embed_dim=heads * head_dim, depth=s.depth, num_heads=heads,
-            mlp_ratio=s.mlp_ratio, window=None if s.window is None else (_fit(s.window[0], h), _fit(s.window[1], w)),
+            mlp_ratio=s.mlp_ratio, window=window,
             sr_ratio=k1 if k1 == k2 else (k1, k2), subsample=s.subsample, pattern=s.pattern))
     name = f"{cfg.name}-proxy" if cfg.name else None
     return ArchConfig(name=name, stages=stages, num_classes=num_classes, in_chans=in_chans,

@@ -16,6 +16,11 @@ categorical choice is a JSON primitive, and decoded by `config_from_params`.
 
 Every error is a one-line `ConfigError` naming the file, the key path, the bad value and
 what would be valid, e.g. ``x.yaml: stages[1].pattern='LXG': letters must be L or G``.
+
+Metric names (objectives, constraints) are those of `twins_nas.search.metrics`; the legacy
+``gflops`` is accepted for ``gmacs`` (in the file and in `--set` overrides) with a
+DeprecationWarning. The ``measure:`` and ``proxy:`` sections are `MeasureSettings` and
+`ProxySettings` (`twins_nas.search.settings`).
 """
 from __future__ import annotations
 
@@ -27,19 +32,27 @@ import math
 import random
 import re
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Sequence, Union, get_args
+from typing import Any, Callable, Literal, Optional, Sequence, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from ..config import SUBSAMPLE_CHOICES, ArchConfig, ConfigError
+from ..config import SUBSAMPLE_CHOICES, ArchConfig, ConfigError, block_types
+from ..errors import loc_str, one_line
+from .metrics import CURRENT_TO_LEGACY, LEGACY_NAMES, METRICS, Metric, canonical_metric
+from .settings import MeasureSettings, ProxySettings
 
-Metric = Literal["accuracy", "throughput", "latency_ms", "gflops", "params_m", "peak_mem_mb"]
-METRICS: tuple[str, ...] = get_args(Metric)
 Direction = Literal["maximize", "minimize"]
 Subsample = Literal["conv", "dwconv", "avgpool"]
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH")
 Pair = tuple[int, int]
 
 _PAIR_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
@@ -92,8 +105,24 @@ def _heads(embed_dim: int, head_dim: int) -> int:
     return max(1, embed_dim // head_dim)
 
 
-def _block_types(pattern: str, depth: int) -> tuple[str, ...]:
-    return tuple(pattern[j % len(pattern)] for j in range(depth))
+def _kinds(pattern: str, depth: int) -> tuple[str, ...]:
+    """The block sequence of a pattern at a depth, hashable (see `config.block_types`)."""
+    return tuple(block_types(pattern, depth))
+
+
+def _canonical_metric_keys(mapping: Any, where: str) -> Any:
+    """A metric-keyed mapping with legacy metric names renamed (each with a warning); a
+    ValueError when both spellings of one metric are given."""
+    if not isinstance(mapping, dict):
+        return mapping
+    out: dict = {}
+    for key, value in mapping.items():
+        name = canonical_metric(key)
+        if name in out:
+            old, new = (key, name) if key in LEGACY_NAMES else (CURRENT_TO_LEGACY[name], name)
+            raise ValueError(f"{where}: {old!r} and {new!r} are the same metric; keep {new!r}")
+        out[name] = value
+    return out
 
 
 # ---- the space ----------------------------------------------------------------------------
@@ -196,55 +225,6 @@ class Bound(_Strict):
         return self
 
 
-class MeasureSettings(_Strict):
-    """How the full-size model is measured (throughput, latency, peak memory)."""
-
-    batch_size: StrictInt = Field(default=8, ge=1)
-    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
-    device: str = Field(default="auto", description="auto (cuda if available), cpu, cuda, cuda:N, mps")
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", v):
-            raise ValueError(f"={v!r}: valid devices are auto, cpu, cuda, cuda:N, mps")
-        return v
-
-
-class ProxySettings(_Strict):
-    """Proxy training: a width-scaled copy of the sampled architecture trained briefly at a
-    low resolution on an in-memory data set (see `twins_nas.search.proxy_train`).
-
-    `train_samples` training images (a fixed class-balanced subset of the training set) for
-    `epochs` passes; top-1 accuracy on `val_samples` held-out training images (class-balanced,
-    disjoint from the training subset). The test set is never used. Frozen (hashable), so a
-    data set loaded for these settings can be cached."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    dataset: str = Field(default="fashion-mnist",
-                         description="fashion-mnist, cifar10, cifar100 or imagefolder:PATH")
-    data_root: Optional[str] = Field(default=None, description="where to look for the data set first")
-    resolution: StrictInt = Field(default=32, ge=8)
-    width_mult: float = Field(default=0.25, gt=0, le=4)
-    min_head_dim: StrictInt = Field(default=8, ge=1, description="proxy heads are at least this wide")
-    train_samples: StrictInt = Field(default=6000, ge=1)
-    val_samples: StrictInt = Field(default=2000, ge=1)
-    epochs: StrictInt = Field(default=2, ge=1)
-    batch_size: StrictInt = Field(default=256, ge=1)
-    lr: float = Field(default=2e-3, gt=0)
-    weight_decay: float = Field(default=0.05, ge=0)
-    warmup_epochs: float = Field(default=0.5, ge=0, description="linear warm-up length (fractions allowed)")
-    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
-
-    @field_validator("dataset")
-    @classmethod
-    def _dataset(cls, v: str) -> str:
-        if v in DATASETS[:3] or (v.startswith("imagefolder:") and len(v) > len("imagefolder:")):
-            return v
-        raise ValueError(f"={v!r}: valid data sets are {', '.join(DATASETS)}")
-
-
 class SearchSpace(_Strict):
     """A validated search space. Build one with `load_space(path, overrides)`."""
 
@@ -261,6 +241,16 @@ class SearchSpace(_Strict):
     proxy: ProxySettings = ProxySettings()
 
     _source: str = PrivateAttr(default="<memory>")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_metric_names(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for key in ("objectives", "constraints"):
+                if key in data:
+                    data[key] = _canonical_metric_keys(data[key], key)
+        return data
 
     @field_validator("subsample", mode="before")
     @classmethod
@@ -297,8 +287,16 @@ class SearchSpace(_Strict):
     def hash(self) -> str:
         """sha256 (hex) of the canonical JSON of the validated space, overrides included;
         `proxy.data_root` is left out (where the data lives does not change the search)."""
+        return _digest(self.model_dump(mode="json", exclude={"proxy": {"data_root"}}))
+
+    @property
+    def legacy_hash(self) -> str:
+        """`hash` as it was before metrics were renamed (``gmacs`` was ``gflops``): what a study
+        made then recorded. The same as `hash` when the space names no renamed metric."""
         d = self.model_dump(mode="json", exclude={"proxy": {"data_root"}})
-        return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        for key in ("objectives", "constraints"):
+            d[key] = {CURRENT_TO_LEGACY.get(m, m): v for m, v in d[key].items()}
+        return _digest(d)
 
     # ---- sampling ------------------------------------------------------------------------
     def _assign(self, pick: Callable[[str, list], Any]) -> ArchConfig:
@@ -318,7 +316,7 @@ class SearchSpace(_Strict):
                 heads = choose(p + "num_heads", st.num_heads)
             mlp = choose(p + "mlp_ratio", st.mlp_ratio)
             pattern = choose(p + "pattern", st.pattern)
-            kinds = set(_block_types(pattern, depth))
+            kinds = set(block_types(pattern, depth))
             window = None
             if "L" in pattern:
                 window = choose(p + "window", st.window) if "L" in kinds else st.window[0]
@@ -391,7 +389,7 @@ class SearchSpace(_Strict):
                 w = next((c for c in choices if _heads(w[0], c) == w[1]), None)
             elif name.endswith(".pattern") and w not in choices:  # same blocks, other spelling
                 depth = want[name.split(".")[0] + ".depth"]
-                w = next((c for c in choices if _block_types(c, depth) == _block_types(w, depth)), None)
+                w = next((c for c in choices if _kinds(c, depth) == _kinds(w, depth)), None)
             if w not in choices:
                 raise _Miss
             w = choices[choices.index(w)]
@@ -418,7 +416,7 @@ class SearchSpace(_Strict):
             for patch, depth, dim, h, mlp, pat in itertools.product(
                     st.patch_size, st.depth, st.embed_dim, heads, st.mlp_ratio, st.pattern):
                 nh = _heads(dim, h) if st.head_dim is not None else h
-                kinds = _block_types(pat, depth)
+                kinds = _kinds(pat, depth)
                 windows = st.window if "L" in kinds else [None]
                 srs = st.sr_ratio if "G" in kinds else [None]
                 for w, sr in itertools.product(windows, srs):
@@ -439,6 +437,11 @@ class SearchSpace(_Strict):
             total += math.prod(with_s) - math.prod(
                 len(f) if st.subsample is None else len(keys) for f, keys, st in zip(free, per_stage, self.stages))
         return total
+
+
+def _digest(d: dict) -> str:
+    """sha256 (hex) of the canonical JSON of a dumped space."""
+    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _encode_param(name: str, value: Any) -> Any:
@@ -476,38 +479,19 @@ def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
     return None
 
 
-def _loc_str(loc: Sequence) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
-    return out
-
-
 def format_space_error(err: ValidationError) -> str:
-    """pydantic's report on a space as one line: `key.path=value: problem; valid ...`."""
-    msgs = []
-    for e in err.errors():
-        loc, msg = tuple(e["loc"]), e["msg"]
-        for strip in ("Value error, ", "Assertion failed, "):
-            if msg.startswith(strip):
-                msg = msg[len(strip):]
+    """pydantic's report on a space as one line (see `errors.one_line`): `key.path=value:
+    problem; valid ...`; a bad key of `objectives` / `constraints` lists the metrics."""
+    def special(e: dict, loc: tuple, rule: str) -> Optional[str]:
         if "[key]" in loc:  # a bad dict key: objectives / constraints name metrics
-            path = _loc_str(loc[:loc.index("[key]")])
-            msgs.append(f"{path}: unknown metric; valid metrics: {', '.join(METRICS)}")
-        elif e["type"] == "extra_forbidden":
-            model = _model_at(loc[:-1])
-            valid = f"; valid keys: {', '.join(model.model_fields)}" if model else ""
-            msgs.append(f"{_loc_str(loc)}: unknown key{valid}")
-        elif e["type"] == "missing":
-            msgs.append(f"{_loc_str(loc)}: required key missing")
-        elif e["type"] == "value_error":
-            path = _loc_str(loc)
-            msgs.append(f"{path}{msg}" if msg.startswith("=") else f"{path}: {msg}" if path else msg)
-        else:
-            given = e.get("input")
-            given_s = _fmt(given) if not isinstance(given, dict) else "{...}"
-            msgs.append(f"{_loc_str(loc)}={given_s}: {msg}")
-    return "; ".join(dict.fromkeys(msgs))
+            return f"{loc_str(loc[:loc.index('[key]')])}: unknown metric; valid metrics: {', '.join(METRICS)}"
+        return None
+
+    def valid_at(loc: tuple) -> Optional[list]:
+        model = _model_at(loc)
+        return list(model.model_fields) if model else None
+
+    return one_line(err, valid_at, special, noun="key")
 
 
 def _schema_child(schema: Any, key: str, path: str) -> tuple[Any, Any]:
@@ -523,6 +507,7 @@ def _schema_child(schema: Any, key: str, path: str) -> tuple[Any, Any]:
             return ("dict", None), key
         return {"measure": MeasureSettings, "proxy": ProxySettings}.get(key) if schema is SearchSpace else None, key
     if isinstance(schema, tuple) and schema[0] == "dict":
+        key = canonical_metric(key)
         if key not in METRICS:
             raise ConfigError(f"{path}: unknown metric; valid metrics: {', '.join(METRICS)}")
         return schema[1], key
@@ -550,7 +535,14 @@ def apply_override(data: dict, override: str) -> None:
     node: Any = data
     done: list = []
     for n, part in enumerate(parts):
-        path = f"override {override!r}: " + _loc_str(done + [int(part) if part.lstrip('-').isdigit() else part])
+        path = f"override {override!r}: " + loc_str(done + [int(part) if part.lstrip('-').isdigit() else part])
+        if isinstance(schema, tuple) and schema[0] == "dict" and isinstance(node, dict):
+            try:  # metric names: the file may use a legacy one that this override names anew
+                renamed = _canonical_metric_keys(node, loc_str(done))
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+            node.clear()
+            node.update(renamed)
         schema, addr = _schema_child(schema, part, path)
         last = n == len(parts) - 1
         if isinstance(addr, int):
@@ -588,7 +580,7 @@ def space_from_dict(data: Any, source: str = "<memory>", overrides: Sequence[str
 
 def load_space(path: str | Path, overrides: Sequence[str] = ()) -> SearchSpace:
     """Read and validate a search-space YAML file; `overrides` are `key.path=value` strings
-    (value parsed as YAML): `proxy.epochs=1`, `stages.2.depth=[6,8]`, `constraints.gflops.max=3`.
+    (value parsed as YAML): `proxy.epochs=1`, `stages.2.depth=[6,8]`, `constraints.gmacs.max=3`.
     Every problem raises a one-line `ConfigError` naming the file and the key path."""
     p = Path(path)
     if not p.is_file():

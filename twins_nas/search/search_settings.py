@@ -1,0 +1,49 @@
+"""What `twins-nas search` asks for (`SearchSettings`, checked as it is made)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from ..config import ConfigError
+from .pareto import parse_pick
+from .sampler import SAMPLERS
+from .settings import MeasureBudget
+
+
+@dataclass
+class SearchSettings:
+    """What `twins-nas search` asks for (see its --help)."""
+
+    trials: int
+    study_name: str
+    out_dir: Path
+    storage: Optional[str] = None
+    device: str = "auto"
+    seed: int = 0
+    workers: int = 1
+    timeout: Optional[float] = None
+    sampler: str = "tpe"
+    pick: str = "knee"
+    budget: MeasureBudget = field(default_factory=MeasureBudget)
+    early_stop: bool = True
+    presets: bool = True
+    png: bool = True
+    threads: Optional[int] = None  # torch CPU threads per worker (default: cores // workers)
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        if self.trials < 1:
+            raise ConfigError(f"--trials={self.trials}: must be at least 1")
+        if self.workers < 1:
+            raise ConfigError(f"--workers={self.workers}: must be at least 1")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"--sampler={self.sampler!r}: valid samplers are {', '.join(SAMPLERS)}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads={self.threads}: must be at least 1")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigError(f"--timeout={self.timeout}: must be a positive number of seconds")
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", self.study_name):
+            raise ConfigError(f"--study-name={self.study_name!r}: use letters, digits, '.', '_' and '-'")
+        parse_pick(self.pick)

@@ -1,0 +1,85 @@
+"""Settings of the measurements: how the full-size model is measured (`MeasureSettings`, the
+``measure:`` section of a space file, and `MeasureBudget`, how hard it is timed) and how the
+proxy is trained (`ProxySettings`, the ``proxy:`` section). Plain data: the training, data and
+timing code read these without the YAML schema of a space (`twins_nas.search.space`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+from ..hardware import DEVICE_NAMES, DTYPE_NAMES, check_device_name, check_dtype_name
+
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH")
+
+
+class MeasureSettings(BaseModel):
+    """How the full-size model is measured (throughput, latency, peak memory)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: StrictInt = Field(default=8, ge=1)
+    dtype: str = Field(default="fp32", description=" | ".join(DTYPE_NAMES))
+    device: str = Field(default="auto", description="auto (cuda if available), cpu, cuda, cuda:N, mps")
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, v: str) -> str:
+        try:
+            return check_dtype_name(v)
+        except ValueError:
+            raise ValueError(f"={v!r}: valid dtypes are {', '.join(DTYPE_NAMES)}") from None
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        try:
+            return check_device_name(v)
+        except ValueError:
+            raise ValueError(f"={v!r}: valid devices are {DEVICE_NAMES}") from None
+
+
+class ProxySettings(BaseModel):
+    """Proxy training: a width-scaled copy of the sampled architecture trained briefly at a
+    low resolution on an in-memory data set (see `twins_nas.search.proxy_train`).
+
+    `train_samples` training images (a fixed class-balanced subset of the training set) for
+    `epochs` passes; top-1 accuracy on `val_samples` held-out training images (class-balanced,
+    disjoint from the training subset). The test set is never used. Frozen (hashable), so a
+    data set loaded for these settings can be cached."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = Field(default="fashion-mnist",
+                         description="fashion-mnist, cifar10, cifar100 or imagefolder:PATH")
+    data_root: Optional[str] = Field(default=None, description="where to look for the data set first")
+    resolution: StrictInt = Field(default=32, ge=8)
+    width_mult: float = Field(default=0.25, gt=0, le=4)
+    min_head_dim: StrictInt = Field(default=8, ge=1, description="proxy heads are at least this wide")
+    train_samples: StrictInt = Field(default=6000, ge=1)
+    val_samples: StrictInt = Field(default=2000, ge=1)
+    epochs: StrictInt = Field(default=2, ge=1)
+    batch_size: StrictInt = Field(default=256, ge=1)
+    lr: float = Field(default=2e-3, gt=0)
+    weight_decay: float = Field(default=0.05, ge=0)
+    warmup_epochs: float = Field(default=0.5, ge=0, description="linear warm-up length (fractions allowed)")
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        if v in DATASETS[:3] or (v.startswith("imagefolder:") and len(v) > len("imagefolder:")):
+            return v
+        raise ValueError(f"={v!r}: valid data sets are {', '.join(DATASETS)}")
+
+
+@dataclass(frozen=True)
+class MeasureBudget:
+    """How hard the full-size model is timed (see `measure_latency`): passes stop once the
+    relative IQR is <= 5% or `budget_s` seconds are spent, after at least `min_repeats`."""
+
+    warmup: int = 1
+    min_repeats: int = 3
+    max_repeats: int = 30
+    budget_s: float = 1.0

@@ -1,0 +1,131 @@
+"""Worker processes: with `--workers N` > 1, N spawned processes share the study's storage
+and each runs `trials.run_worker` (the file lock keeps the count exact); the parent refreshes
+the progress display and collects what each worker reports when it stops.
+
+Seeds: worker w of a study that already has T trials seeds its sampler with
+seed + 10007 * w + T (`sampler_seed`; the single process of a one-worker run is worker 0), so
+a resumed run does not replay the first suggestions; each trial's proxy training is seeded
+with `objective.trial_seed(seed, trial.number)`.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing as mp
+import queue
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import optuna
+import torch
+
+from .data import load_proxy_data
+from .objective import Evaluator, needed_metrics
+from .sampler import make_sampler
+from .search_settings import SearchSettings
+from .settings import MeasureBudget
+from .space import SearchSpace, space_from_dict
+from .storage import open_storage
+from .trials import POLL_S, error_line, fail_dead_trials, run_worker
+
+
+def sampler_seed(seed: int, worker: int, existing_trials: int) -> int:
+    """The sampler seed of worker `worker` joining a study of `existing_trials` trials."""
+    return seed + 10007 * worker + existing_trials
+
+
+def quiet_optuna() -> None:
+    """Optuna's per-trial log lines and experimental-feature warnings off."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def prepare_process(threads: int) -> None:
+    """Set up a process that runs trials: its torch CPU threads, and Optuna quiet."""
+    torch.set_num_threads(max(1, threads))
+    quiet_optuna()
+
+
+def make_evaluator(space: SearchSpace, settings: SearchSettings, device: str,
+                   constraint_names: Optional[dict] = None) -> Evaluator:
+    """The objective of this process (with its proxy data, loaded once per process)."""
+    data = load_proxy_data(space.proxy, seed=settings.seed) if "accuracy" in needed_metrics(space) else None
+    return Evaluator(space=space, data=data, device=device, seed=settings.seed, budget=settings.budget,
+                     early_stop=settings.early_stop, constraint_names=dict(constraint_names or {}))
+
+
+def _settings_payload(settings: SearchSettings) -> dict:
+    d = dataclasses.asdict(settings)
+    d["out_dir"] = str(settings.out_dir)
+    d["budget"] = MeasureBudget(**d["budget"])
+    return d
+
+
+def _worker_entry(payload: dict, results: Any) -> None:
+    """Body of a spawned worker process: run trials, then report how it stopped."""
+    wid = payload["worker"]
+    try:
+        prepare_process(payload["threads"])
+        settings = SearchSettings(**payload["settings"])
+        space = space_from_dict(payload["space"], source=payload["space_source"])
+        evaluator = make_evaluator(space, settings, payload["device"], payload["constraint_names"])
+        storage = open_storage(payload["spec"])
+        probe = optuna.load_study(study_name=settings.study_name, storage=storage)
+        seed = sampler_seed(settings.seed, wid, len(probe.get_trials(deepcopy=False)))
+        study = optuna.load_study(study_name=settings.study_name, storage=storage,
+                                  sampler=make_sampler(settings.sampler, seed, settings.trials))
+        res = run_worker(study, evaluator, settings.trials, Path(payload["lock"]), payload["deadline"])
+        results.put({"worker": wid, "status": res.status, "ran": res.ran, "message": res.message})
+    except KeyboardInterrupt:
+        results.put({"worker": wid, "status": "interrupted", "ran": 0, "message": "interrupted"})
+    except BaseException as e:  # noqa: BLE001 (report any crash of the worker to the parent)
+        results.put({"worker": wid, "status": "crashed", "ran": 0, "message": error_line(e)})
+
+
+def run_worker_processes(space: SearchSpace, settings: SearchSettings, spec: str, device: str, threads: int,
+                         lock: Path, deadline: Optional[float], study: optuna.Study,
+                         constraint_names: dict, on_poll: Callable[[], None]) -> tuple[str, str]:
+    """Run `settings.workers` worker processes to the end; (how they stopped, message)."""
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    base = dict(settings=_settings_payload(settings), space=space.model_dump(mode="json"),
+                space_source=space.source, spec=spec, device=device, threads=threads, lock=str(lock),
+                deadline=deadline, constraint_names=constraint_names)
+    procs = [ctx.Process(target=_worker_entry, args=(dict(base, worker=w), results), daemon=False)
+             for w in range(settings.workers)]
+    for p in procs:
+        p.start()
+    reports = []
+    try:
+        while any(p.is_alive() for p in procs):
+            time.sleep(POLL_S)
+            on_poll()
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    reports.append(results.get_nowait())
+        for p in procs:
+            p.join()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                reports.append(results.get(timeout=0.5))
+    except KeyboardInterrupt:  # Ctrl-C reached the workers too: let them record their trials as failed
+        for p in procs:
+            p.join(timeout=10)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=10)
+        raise
+    fail_dead_trials(study)  # a worker that crashed hard leaves its trial RUNNING
+    bad = [r for r in reports if r["status"] in ("crashed", "failing")]
+    if bad:
+        return bad[0]["status"], f"worker {bad[0]['worker']}: {bad[0]['message']}"
+    missing = len(procs) - len(reports)
+    if missing:
+        codes = [p.exitcode for p in procs]
+        return "crashed", f"{missing} worker process(es) died (exit codes {codes})"
+    if any(r["status"] == "timeout" for r in reports):
+        return "timeout", ""
+    return "done", ""
