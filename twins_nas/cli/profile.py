@@ -17,7 +17,7 @@ from ..hardware import check_dtype_name
 from ..presets import PRESETS, get_preset, global_reference
 from ..profile.latency import resolve_device
 from ..profile.sweep import default_resolutions, profile_sweep
-from . import app
+from .app import app
 from .common import console, fail, user_errors
 
 
@@ -150,7 +150,7 @@ def profile(
     except ValueError as e:
         fail(f"--{e}")
     models = _models(preset, config)
-    for name, cfg in models.items():
+    for cfg in models.values():
         cfg.stage_sizes(res[0])  # one line if the smallest size is too small for a model
     if threads:
         torch.set_num_threads(threads)

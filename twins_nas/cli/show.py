@@ -6,7 +6,7 @@ from rich.table import Table
 
 from ..config import load_config
 from ..summary import summarize
-from . import app
+from .app import app
 from .common import console, user_errors
 
 

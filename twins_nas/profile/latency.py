@@ -19,8 +19,8 @@ import torch
 import torch.nn as nn
 
 from ..config import ArchConfig
-from ..models import build_model
 from ..hardware import DEVICE_NAMES, check_device_name, check_dtype_name
+from ..models import build_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # keys: hardware.DTYPE_NAMES
 
