@@ -37,7 +37,8 @@ def main() -> None:
     _fvcore()  # import fvcore (~3 s) before timing anything
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
-    head = f"{'model':<14} {'res':>5} {'GMACs':>9} {'equal':>5} {'analytic':>10} {'fvcore':>9} {'build':>7} {'x faster':>10}"
+    head = (f"{'model':<14} {'res':>5} {'GMACs':>9} {'equal':>5} {'analytic':>10} {'fvcore':>9} {'build':>7} "
+            f"{'x faster':>10}")
     print(head)
     print("-" * len(head))
     for name in args.presets:

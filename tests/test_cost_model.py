@@ -43,7 +43,8 @@ def stages(draw, index: int):
         embed_dim=heads * draw(st.sampled_from([2, 3, 4, 8])), num_heads=heads,
         depth=draw(st.integers(1, 3)), mlp_ratio=draw(st.sampled_from([0.5, 1.0, 1.5, 2.7, 4.0])),
         window=window, sr_ratio=sr, subsample=draw(st.sampled_from(["conv", "dwconv", "avgpool"])),
-        pattern=draw(st.one_of(st.sampled_from(["L", "G", "LG", "GL", "LLG"]), st.from_regex(r"[LG]{1,3}", fullmatch=True))))
+        pattern=draw(st.one_of(st.sampled_from(["L", "G", "LG", "GL", "LLG"]),
+                               st.from_regex(r"[LG]{1,3}", fullmatch=True))))
 
 
 @st.composite

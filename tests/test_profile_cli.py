@@ -5,13 +5,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from twins_nas.browser import find_chromium
 from twins_nas.cli import app
 from twins_nas.config import ArchConfig
+from twins_nas.models.cost_model import CATEGORIES
 from twins_nas.presets import get_preset
 from twins_nas.profile import analytic_flops
-from twins_nas.browser import find_chromium
 from twins_nas.profile.plots import write_report
-from twins_nas.models.cost_model import CATEGORIES
 
 runner = CliRunner()
 
