@@ -471,7 +471,7 @@ def test_dry_run_writes_nothing(tmp_path):
 
 
 def test_space_dump_round_trips_for_workers_and_export():
-    space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "svt.yaml")
+    space = load_space(Path(__file__).resolve().parents[2] / "search_spaces" / "svt.yaml")
     again = space_from_dict(space.model_dump(mode="json"), source=space.source)
     assert again.hash == space.hash and again.size() == space.size()
 
@@ -520,7 +520,7 @@ def test_a_study_made_before_the_rename_continues_with_its_names(tmp_path):
     assert "gmacs" in meta["metrics"] and set(meta["constraints"]) == {"params_m", "gmacs"}
 
 
-REPORTS = Path(__file__).resolve().parents[1] / "reports"
+REPORTS = Path(__file__).resolve().parents[2] / "reports"
 
 
 @pytest.mark.skipif(not (REPORTS / "svt-200" / "study.db").is_file(), reason="the committed study is not here")
@@ -539,7 +539,7 @@ def test_the_committed_svt_study_still_exports_and_resumes(tmp_path):
     study.set_user_attr("measure", dict(study.user_attrs["measure"], device=resolve_search_device("cpu")[1]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "svt.yaml")
+        space = load_space(Path(__file__).resolve().parents[2] / "search_spaces" / "svt.yaml")
     assert study.user_attrs["space_hash"] == space.legacy_hash
     r = runner.invoke(app, ["search", "--space", str(REPORTS.parent / "search_spaces" / "svt.yaml"), "--trials",
                             "200", "--out", str(out), "--device", "cpu", "--no-png"])

@@ -18,7 +18,7 @@ from twins_nas.cli.common import user_errors
 from twins_nas.config import ArchConfig, ConfigError
 from twins_nas.search.space import SearchSpace, load_space, space_from_dict
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPACES = ROOT / "search_spaces"
 
 # the SVT space as the documentation spells it out (written out here, so that editing the
