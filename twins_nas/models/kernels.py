@@ -81,18 +81,18 @@ class _MlpTrainFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2, step: int):  # x (R, C) -> (R, C_out), `step` rows per chunk
+    def forward(ctx, x, w1, b1, w2, b2, rows_per_chunk: int):  # x (R, C) -> (R, C_out)
         h = F.linear(x, w1, b1)  # (R, hidden), kept for backward
         out = x.new_empty(x.shape[0], w2.shape[0])
-        for i in range(0, x.shape[0], step):
-            torch.addmm(b2, F.gelu(h[i:i + step]), w2.t(), out=out[i:i + step])
+        for i in range(0, x.shape[0], rows_per_chunk):
+            torch.addmm(b2, F.gelu(h[i:i + rows_per_chunk]), w2.t(), out=out[i:i + rows_per_chunk])
         ctx.save_for_backward(x, h, w1, w2)
-        ctx.step = step
+        ctx.rows_per_chunk = rows_per_chunk
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):  # every step is per chunk of rows: no hidden-sized tensor is made
+    def backward(ctx, grad_out):  # chunk by chunk of rows: no hidden-sized tensor is made
         x, h, w1, w2 = ctx.saved_tensors
         need_x, need_w1, need_b1, need_w2, need_b2, _ = ctx.needs_input_grad
         grad_out = grad_out.contiguous()
@@ -100,8 +100,8 @@ class _MlpTrainFn(torch.autograd.Function):
         grad_w1 = torch.zeros_like(w1) if need_w1 else None
         grad_b1 = w1.new_zeros(w1.shape[0]) if need_b1 else None
         grad_w2 = torch.zeros_like(w2) if need_w2 else None
-        for i in range(0, x.shape[0], ctx.step):
-            rows = slice(i, i + ctx.step)
+        for i in range(0, x.shape[0], ctx.rows_per_chunk):
+            rows = slice(i, i + ctx.rows_per_chunk)
             go, hc = grad_out[rows], h[rows]
             if need_w2:
                 grad_w2.addmm_(go.t(), F.gelu(hc))
@@ -118,14 +118,14 @@ class _MlpTrainFn(torch.autograd.Function):
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None
 
 
-def _chunked_mlp(x2d: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear, step: int) -> torch.Tensor:
+def _chunked_mlp(x2d: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear, rows_per_chunk: int) -> torch.Tensor:
     """Inference: fc2(GELU(fc1(rows))) a chunk of rows at a time, into one output (R, C_out)."""
     out = None
-    for i in range(0, x2d.shape[0], step):
-        y = fc2(F.gelu(fc1(x2d[i:i + step])))
+    for i in range(0, x2d.shape[0], rows_per_chunk):
+        y = fc2(F.gelu(fc1(x2d[i:i + rows_per_chunk])))
         if out is None:
             out = y.new_empty(x2d.shape[0], y.shape[-1])
-        out[i:i + step] = y
+        out[i:i + rows_per_chunk] = y
     return out
 
 
@@ -145,12 +145,12 @@ def fast_mlp(x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear) -> Optional[torch.
     with_grad = torch.is_grad_enabled()  # autograd will need a backward (not module.training)
     if rows * hidden <= MLP_MIN_CHUNKS * MLP_CHUNK_ELEMS or (with_grad and torch.is_autocast_enabled("cpu")):
         return None
-    step = math.ceil(rows / math.ceil(rows * hidden / MLP_CHUNK_ELEMS))  # even chunks of rows
+    rows_per_chunk = math.ceil(rows / math.ceil(rows * hidden / MLP_CHUNK_ELEMS))  # even chunks
     x2d = x.reshape(rows, x.shape[-1])
     if with_grad:
-        out = _MlpTrainFn.apply(x2d, fc1.weight, fc1.bias, fc2.weight, fc2.bias, step)
+        out = _MlpTrainFn.apply(x2d, fc1.weight, fc1.bias, fc2.weight, fc2.bias, rows_per_chunk)
     else:
-        out = _chunked_mlp(x2d, fc1, fc2, step)
+        out = _chunked_mlp(x2d, fc1, fc2, rows_per_chunk)
     return out.view(*x.shape[:-1], -1)
 
 

@@ -29,8 +29,9 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Optional
+from typing import Callable, Iterable, Mapping, Optional
 
+import pandas as pd
 import torch
 
 from ..config import ArchConfig
@@ -39,9 +40,6 @@ from ..models.cost_model import CATEGORIES, analytic_flops, analytic_params
 from .flops import count_flops
 from .latency import device_label, measure_latency, resolve_device, resolve_dtype
 from .memory import PeakRSS, cpu_forward_peak_mb, cuda_forward_peak_mb, warm_up_cpu
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 Progress = Callable[[int, int, str], None]  # (cells done, cells in all, what was just done)
 
@@ -248,7 +246,6 @@ def profile_sweep(
         m = meas.get((row["model"], row["resolution"]), {})
         for c in MEASURED_COLUMNS:
             row[c] = m.get(c, math.nan if c not in ("device", "dtype") else None)
-    import pandas as pd  # heavy import: see README
     df = pd.DataFrame(rows)
     if fvcore:  # next to the analytic count
         cols = list(df.columns)
