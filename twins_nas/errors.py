@@ -15,6 +15,10 @@ class ConfigError(ValueError):
     """One-line error about invalid input data; the message names the field and the rule."""
 
 
+class RenamedWarning(DeprecationWarning):
+    """Input used a name that has a new one (still accepted); the CLI prints it as a note."""
+
+
 def loc_str(loc: Sequence) -> str:
     """('stages', 2, 'window') -> 'stages[2].window'."""
     out = ""

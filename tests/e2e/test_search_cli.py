@@ -470,6 +470,16 @@ def test_dry_run_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_old_metric_name_is_accepted_with_one_note(tmp_path):
+    space = write_space(tmp_path)
+    r = runner.invoke(app, ["search", "--space", str(space), "--out", str(tmp_path / "out"), "--dry-run",
+                            "--set", "constraints.gflops.max=3", "--pick", "max accuracy where gflops<=3"])
+    assert r.exit_code == 0, r.output
+    notes = [line for line in r.stderr.splitlines() if "'gflops' is now called 'gmacs'" in line]
+    assert len(notes) == 1 and notes[0].startswith("note:")
+    assert "gmacs <= 3" in " ".join(r.stdout.split())
+
+
 def test_space_dump_round_trips_for_workers_and_export():
     space = load_space(Path(__file__).resolve().parents[2] / "search_spaces" / "svt.yaml")
     again = space_from_dict(space.model_dump(mode="json"), source=space.source)

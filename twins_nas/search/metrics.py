@@ -18,6 +18,8 @@ from __future__ import annotations
 import warnings
 from typing import Any, Literal, Mapping, get_args
 
+from ..errors import RenamedWarning
+
 Metric = Literal["accuracy", "throughput", "latency_ms", "gmacs", "params_m", "peak_mem_mb"]
 METRICS: tuple[str, ...] = get_args(Metric)
 
@@ -42,7 +44,7 @@ def canonical_metric(name: str, warn: bool = True) -> str:
         return name
     if warn:
         warnings.warn(f"metric {name!r} is now called {new!r} (it holds GMACs); {name!r} will be removed",
-                      DeprecationWarning, stacklevel=3)
+                      RenamedWarning, stacklevel=3)
     return new
 
 
