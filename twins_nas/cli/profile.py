@@ -130,7 +130,7 @@ def profile(
                                                         "count is exact)."),
     png: bool = typer.Option(True, "--png/--no-png", help="Write complexity.png (needs a Chromium for kaleido)."),
     panels: Optional[bool] = typer.Option(None, "--panels/--no-panels",
-                                          help="Also one PNG per panel (~0.5 s each; default: unless --no-latency)."),
+                                          help="Also one PNG per panel (default: unless --no-latency)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o",
                                        help="Output folder (default: reports/profile-<largest size>/)."),
 ) -> None:

@@ -95,8 +95,9 @@ def _own_counts(by_module_and_op: Dict[str, dict]) -> Dict[Tuple[str, str], int]
 
 
 def _fvcore():
-    """fvcore's FlopCountAnalysis, imported on first use (~3 s). Importing fvcore scripts a
-    loss function with torch.jit.script, which torch deprecates: that warning is not ours."""
+    """fvcore's FlopCountAnalysis, imported on first use (heavy import: see README). Importing
+    fvcore scripts a loss function with torch.jit.script, which torch deprecates: that warning
+    is not ours."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
         from fvcore.nn import FlopCountAnalysis  # heavy import: see README

@@ -114,9 +114,9 @@ def constraint_values(metrics: dict[str, float], constraints: dict[str, Bound],
 
 def timing_model(cfg: ArchConfig) -> torch.nn.Module:
     """The full-size network for timing only: built on the meta device (no truncated-normal
-    initialisation, which costs about 6 s for Twins-SVT-L on 2 CPU cores; 0.7 s this way), then
-    given real CPU storage filled with small uniform noise, which runs exactly the same kernels
-    at the same speed (no zeros or denormals). Never train or evaluate this model."""
+    initialisation, which costs seconds for the large models on a CPU), then given real CPU
+    storage filled with small uniform noise, which runs exactly the same kernels at the same
+    speed (no zeros or denormals). Never train or evaluate this model."""
     with torch.device("meta"):
         model = Twins(cfg)
     model = model.to_empty(device="cpu")
@@ -255,7 +255,7 @@ class Evaluator:
                     trial.set_user_attr("metrics", metrics)
                     broken = self._broken(metrics)
         finally:
-            del model  # freed here (no reference cycles); gc.collect() would cost ~0.1 s a trial
+            del model  # freed here (no reference cycles), so no gc.collect() is needed
             save_seconds()
 
         if broken:
