@@ -1,5 +1,5 @@
 """Every use of Optuna internals in twins-nas, in one place. Optuna has no public API for
-these three things; tests/test_optuna_compat.py checks each against the installed Optuna
+these three things; tests/unit/test_optuna_compat.py checks each against the installed Optuna
 and fails loudly when a release changes them (tested with Optuna 5.0).
 
 * `hypervolume(points, reference)`: Optuna's exact hypervolume (`optuna._hypervolume`);
