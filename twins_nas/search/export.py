@@ -9,7 +9,8 @@
   metrics, knee / picked flags); `ArchConfig.from_json(path, index=i)` reads entry i;
 * ``trials.csv``: one row per trial: number, state, status, metrics, constraint violations,
   seconds spent building / profiling / training / evaluating, per-epoch accuracies, worker,
-  reason of a failure, the sampled parameters and the architecture in short;
+  reason of a failure, the sampled parameters and the architecture in short (and the seconds
+  spent on zero-cost scores, where the space names one);
 * ``pareto.html`` (self-contained, works offline) and ``pareto.png`` when a Chromium is
   present: every trial, accuracy vs throughput (or the study's first two objectives), the
   front and the pick highlighted, the published Twins models' throughput as vertical lines,
@@ -43,8 +44,9 @@ from .trials import STATUS_OK, count_trials
 
 METRIC_LABELS = {"accuracy": "proxy accuracy (%)", "throughput": "throughput (images/s)",
                  "latency_ms": "latency (ms per batch)", "gmacs": "GMACs", "params_m": "parameters (M)",
-                 "peak_mem_mb": "peak memory (MiB)"}
-SECONDS = ("build", "profile", "train", "eval", "total")
+                 "peak_mem_mb": "peak memory (MiB)", "naswot": "NASWOT score (log|det K|)",
+                 "synflow": "SynFlow score (log)"}
+SECONDS = ("build", "profile", "zero_cost", "train", "eval", "total")
 
 
 # ---- reading the study ----------------------------------------------------------------------------
@@ -104,6 +106,8 @@ def trials_frame(study: optuna.Study, front: set[int] = frozenset(), picked: Opt
     metrics = [trial_metrics(t) for t in trials]
     metric_cols = [m for m in METRICS if any(m in tm for tm in metrics)]
     param_cols = sorted({p for t in trials for p in t.params}, key=_param_order)
+    timed = {k for t in trials for k in (t.user_attrs.get("seconds") or {})}
+    seconds = [k for k in SECONDS if k != "zero_cost" or k in timed]  # zero_cost: where a score was named
     rows = []
     for t, m in zip(trials, metrics):
         ua = t.user_attrs
@@ -120,7 +124,7 @@ def trials_frame(study: optuna.Study, front: set[int] = frozenset(), picked: Opt
         row.update({c: m.get(c) for c in metric_cols})
         row["params"] = m.get("params")
         row["violations"] = ";".join(f"{k}:{v:+.3f}" for k, v in viol.items())
-        row.update({f"seconds_{k}": sec.get(k) for k in SECONDS})
+        row.update({f"seconds_{k}": sec.get(k) for k in seconds})
         row["epoch_accuracies"] = ";".join(f"{a:.4f}" for a in ua.get("epoch_accuracies", []))
         row["proxy_seed"] = ua.get("proxy_seed")
         row["depths"] = "-".join(str(s["depth"]) for s in stages)
@@ -134,7 +138,7 @@ def trials_frame(study: optuna.Study, front: set[int] = frozenset(), picked: Opt
         row.update({f"param.{p}": t.params.get(p) for p in param_cols})
         rows.append(row)
     cols = (["number", "state", "status", "feasible", "on_front", "knee", "picked"] + metric_cols +
-            ["params", "violations"] + [f"seconds_{k}" for k in SECONDS] +
+            ["params", "violations"] + [f"seconds_{k}" for k in seconds] +
             ["epoch_accuracies", "proxy_seed", "depths", "embed_dims", "patterns", "datetime_start",
              "datetime_complete", "worker", "reason"] + [f"param.{p}" for p in param_cols])
     return pd.DataFrame(rows, columns=cols)

@@ -6,7 +6,13 @@ naturally has, and the names they had before.
 * ``throughput`` (images/s) and ``latency_ms`` (median forward pass of a batch): the
   full-size model built and timed;
 * ``peak_mem_mb``: peak inference memory beyond the weights;
+* ``naswot`` and ``synflow``: training-free scores of the full-size model at its
+  initialisation (`twins_nas.search.zero_cost`): NASWOT's log|det K| of the activation
+  patterns over a minibatch of proxy images, and SynFlow's log saliency; higher is better;
 * ``accuracy``: validation top-1 of the proxy training.
+
+``accuracy`` and ``naswot`` read the proxy data set (`DATA_METRICS`): a space that names
+either has it loaded.
 
 ``gmacs`` used to be called ``gflops`` (it always held GMACs). A space file or a ``--pick``
 rule may still say ``gflops`` (`canonical_metric` renames it, with a DeprecationWarning), and
@@ -20,17 +26,19 @@ from typing import Any, Literal, Mapping, get_args
 
 from ..errors import RenamedWarning
 
-Metric = Literal["accuracy", "throughput", "latency_ms", "gmacs", "params_m", "peak_mem_mb"]
+Metric = Literal["accuracy", "throughput", "latency_ms", "gmacs", "params_m", "peak_mem_mb", "naswot", "synflow"]
 METRICS: tuple[str, ...] = get_args(Metric)
 
 CHEAP_METRICS = ("params_m", "gmacs")
 TIMED_METRICS = ("throughput", "latency_ms")
 MEMORY_METRICS = ("peak_mem_mb",)
+ZERO_COST_METRICS = ("naswot", "synflow")
 PROXY_METRICS = ("accuracy",)
+DATA_METRICS = ("accuracy", "naswot")  # what needs the proxy data set in memory
 
 # the direction a metric naturally has, for `best METRIC` on a metric that is not an objective
 NATURAL = {"accuracy": "maximize", "throughput": "maximize", "latency_ms": "minimize", "gmacs": "minimize",
-           "params_m": "minimize", "peak_mem_mb": "minimize"}
+           "params_m": "minimize", "peak_mem_mb": "minimize", "naswot": "maximize", "synflow": "maximize"}
 
 LEGACY_NAMES = {"gflops": "gmacs"}  # old name -> current name
 CURRENT_TO_LEGACY = {new: old for old, new in LEGACY_NAMES.items()}

@@ -10,6 +10,11 @@ Metrics (names as in the space file; see `twins_nas.search.metrics`):
   either;
 * ``peak_mem_mb``: peak inference memory beyond the weights (costly on CPU: a fresh
   process); measured only when named;
+* ``naswot`` / ``synflow``: training-free scores of the full-size network built with the
+  study seed (`twins_nas.search.zero_cost`; NASWOT on `zero_cost.NASWOT_BATCH` proxy images
+  resized to the space's resolution, the same images for every trial); computed only when
+  named, after the timed ones and before training, so a constraint on them is a pre-filter
+  that skips the training of a hopeless config;
 * ``accuracy``: validation top-1 of the proxy training (`train_proxy`); measured only when
   named.
 
@@ -18,13 +23,13 @@ Constraints go through Optuna's ``trial.set_constraint`` (one key per bound, e.g
 never measured gets 0). Optuna's GP sampler reads the constraint values of every trial in
 order, so every trial of a study gets the same keys: a study made when ``gmacs`` was called
 ``gflops`` keeps ``gflops<=...`` (`Evaluator.constraint_names`). The constraints are checked
-in order of cost: the closed-form ones before any model is built, the timed ones before
-training. A config that breaks one is never trained (nor timed, when the closed form already
-breaks it): the trial COMPLETES at once with the
-violation recorded and *penalised* objective values (0 for a maximised metric that was not
-measured, the worst value seen so far for a minimised one, the measured value otherwise), so
-every sampler (TPE, NSGA-II/III, GP) learns where the feasible region is. Such a trial has
-``status = "infeasible"``, costs milliseconds, counts toward ``--trials`` like any finished
+in order of cost: the closed-form ones before any model is built, the timed and zero-cost
+ones before training. A config that breaks one is never trained (nor timed, when the closed
+form already breaks it): the trial COMPLETES at once with the violation recorded and
+*penalised* objective values (0 for a maximised metric that was not measured, the worst
+value seen so far for a minimised one, the measured value otherwise), so every sampler (TPE,
+NSGA-II/III, GP) learns where the feasible region is. Such a trial has
+``status = "infeasible"``, is never trained, counts toward ``--trials`` like any finished
 trial and is never on the front or picked.
 
 Early stop: Optuna cannot prune multi-objective studies, so after every proxy epoch but the
@@ -34,8 +39,9 @@ its finished peers at the same epoch (at least 8 of them) raises ``optuna.TrialP
 
 Everything a trial learns goes to its user attributes as soon as it is known (a trial that
 fails half-way keeps what it measured): ``config`` (the full ArchConfig dict), ``metrics``,
-``seconds`` (build / profile / train / eval / total), ``epoch_accuracies``, ``violations``,
-``status``, ``proxy_seed``, and ``fail_reason`` / ``prune_reason`` (written by the caller).
+``seconds`` (build / profile / train / eval / total, and ``zero_cost`` when a zero-cost
+score is named), ``epoch_accuracies``, ``violations``, ``status``, ``proxy_seed``, and
+``fail_reason`` / ``prune_reason`` (written by the caller).
 """
 from __future__ import annotations
 
@@ -54,11 +60,12 @@ from ..models.twins import Twins
 from ..profile.latency import LatencyReport, measure_latency
 from ..profile.memory import measure_peak_memory
 from .data import ProxyData
-from .metrics import CHEAP_METRICS, MEMORY_METRICS, TIMED_METRICS, trial_metrics
+from .metrics import CHEAP_METRICS, DATA_METRICS, MEMORY_METRICS, TIMED_METRICS, ZERO_COST_METRICS, trial_metrics
 from .proxy_train import train_proxy
 from .settings import MeasureBudget
 from .space import Bound, SearchSpace
 from .trials import STATUS_INFEASIBLE, STATUS_OK
+from .zero_cost import NASWOT_BATCH, scoring_batch, zero_cost_scores
 
 EARLY_STOP_MIN_PEERS = 8
 EARLY_STOP_QUANTILE = 0.10
@@ -71,6 +78,11 @@ def needed_metrics(space: SearchSpace) -> set[str]:
     if named & set(TIMED_METRICS):
         named |= set(TIMED_METRICS)  # one timing gives both
     return named | set(CHEAP_METRICS)
+
+
+def needs_proxy_data(space: SearchSpace) -> bool:
+    """Whether this space's trials read the proxy data set (see `metrics.DATA_METRICS`)."""
+    return bool(needed_metrics(space) & set(DATA_METRICS))
 
 
 def cheap_metrics(cfg: ArchConfig, resolution: int) -> dict[str, float]:
@@ -159,8 +171,18 @@ class Evaluator:
 
     def __post_init__(self) -> None:
         self.needed = needed_metrics(self.space)
-        if "accuracy" in self.needed and self.data is None:
-            raise ValueError("the space has an accuracy objective/constraint: proxy data is required")
+        self.zero_cost = [m for m in ZERO_COST_METRICS if m in self.needed]
+        self._images: Optional[torch.Tensor] = None
+        data_metrics = sorted(self.needed & set(DATA_METRICS))
+        if data_metrics and self.data is None:
+            raise ValueError(f"the space names {' and '.join(data_metrics)}: proxy data is required")
+
+    def scoring_images(self) -> Optional[torch.Tensor]:
+        """The minibatch of the zero-cost scores (the same for every trial; made once), or
+        None when no named score reads images."""
+        if self._images is None and self.data is not None and set(self.zero_cost) & set(DATA_METRICS):
+            self._images = scoring_batch(self.data, NASWOT_BATCH, self.space.resolution, self.space.in_chans)
+        return self._images
 
     # ---- the stages ------------------------------------------------------------------------
     def _broken(self, metrics: dict) -> dict[str, float]:
@@ -216,6 +238,8 @@ class Evaluator:
     def __call__(self, trial: optuna.Trial) -> list[float]:
         t_start = time.perf_counter()
         sec = {"build": 0.0, "profile": 0.0, "train": 0.0, "eval": 0.0, "total": 0.0}
+        if self.zero_cost:
+            sec["zero_cost"] = 0.0
 
         def save_seconds() -> None:
             sec["total"] = time.perf_counter() - t_start
@@ -257,6 +281,17 @@ class Evaluator:
         finally:
             del model  # freed here (no reference cycles), so no gc.collect() is needed
             save_seconds()
+
+        if not broken and self.zero_cost:
+            t = time.perf_counter()
+            try:
+                metrics.update(zero_cost_scores(cfg, self.zero_cost, self.scoring_images(), space.resolution,
+                                                seed=self.seed, device=self.device))
+            finally:
+                sec["zero_cost"] += time.perf_counter() - t
+                save_seconds()
+            trial.set_user_attr("metrics", metrics)
+            broken = self._broken(metrics)
 
         if broken:
             self._finish_constraints(trial, metrics)

@@ -34,7 +34,7 @@ from ..presets import PRESETS, get_preset
 from .data import load_proxy_data
 from .export import export_study
 from .metrics import TIMED_METRICS, recorded_spellings
-from .objective import cheap_metrics, needed_metrics, time_model
+from .objective import cheap_metrics, needed_metrics, needs_proxy_data, time_model
 from .provenance import library_versions, resolve_search_device
 from .sampler import make_sampler
 from .search_settings import SearchSettings
@@ -171,7 +171,7 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     spec = resolve_storage(settings.storage, settings.out_dir, settings.workers)
     prepare_process(threads)
-    if "accuracy" in needed_metrics(space):  # a missing data set is an input error, before the study is written
+    if needs_proxy_data(space):  # a missing data set is an input error, before the study is written
         load_proxy_data(space.proxy, seed=settings.seed)  # cached for this process's evaluator
 
     seed = sampler_seed(settings.seed, 0, _existing_trials(spec, settings.study_name))

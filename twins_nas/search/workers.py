@@ -22,7 +22,7 @@ import optuna
 import torch
 
 from .data import load_proxy_data
-from .objective import Evaluator, needed_metrics
+from .objective import Evaluator, needs_proxy_data
 from .sampler import make_sampler
 from .search_settings import SearchSettings
 from .settings import MeasureBudget
@@ -51,7 +51,7 @@ def prepare_process(threads: int) -> None:
 def make_evaluator(space: SearchSpace, settings: SearchSettings, device: str,
                    constraint_names: Optional[dict] = None) -> Evaluator:
     """The objective of this process (with its proxy data, loaded once per process)."""
-    data = load_proxy_data(space.proxy, seed=settings.seed) if "accuracy" in needed_metrics(space) else None
+    data = load_proxy_data(space.proxy, seed=settings.seed) if needs_proxy_data(space) else None
     return Evaluator(space=space, data=data, device=device, seed=settings.seed, budget=settings.budget,
                      early_stop=settings.early_stop, constraint_names=dict(constraint_names or {}))
 
