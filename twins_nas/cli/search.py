@@ -13,7 +13,7 @@ from ..config import ConfigError
 from ..search.data import load_proxy_data
 from ..search.export import export_study
 from ..search.metrics import CHEAP_METRICS, METRICS
-from ..search.objective import cheap_metrics, constraint_values, needed_metrics
+from ..search.objective import cheap_metrics, constraint_values, needs_proxy_data
 from ..search.pareto import parse_pick
 from ..search.search_settings import SearchSettings
 from ..search.settings import MeasureBudget
@@ -50,7 +50,7 @@ def _dry_run(space: SearchSpace, settings: SearchSettings, spec: str) -> None:
         ok += all(v <= 0 for v in constraint_values(m, space.constraints).values())
     if space.constraints:
         console.print(f"closed-form constraints hold for {100 * ok / n:.0f}% of {n} random configs"
-                      + ("" if cheap else " (timed / accuracy constraints are checked during the search)"))
+                      + ("" if cheap else " (timed, zero-cost and accuracy constraints are checked during the search)"))
     rng = random.Random(settings.seed)
     for i in range(3):
         cfg = space.random_config(rng)
@@ -69,7 +69,7 @@ def _dry_run(space: SearchSpace, settings: SearchSettings, spec: str) -> None:
                        f"{st.sr_pair[0]}" if st.sr_pair[0] == st.sr_pair[1] else f"{st.sr_pair[0]}x{st.sr_pair[1]}"),
                       st.subsample if "G" in kinds and st.sr_pair != (1, 1) else "-")
         console.print(t)
-    if "accuracy" in needed_metrics(space):
+    if needs_proxy_data(space):  # the data set is checked before anything is written
         data = load_proxy_data(space.proxy, seed=settings.seed)
         console.print(f"proxy data: {data.name}, {len(data.train_x)} training / {len(data.val_x)} validation "
                       f"images, {data.num_classes} classes")
