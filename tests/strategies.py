@@ -120,3 +120,20 @@ def random_weights_(module, generator) -> None:
                 p.normal_(1.0, 0.1, generator=generator)
             else:
                 p.normal_(0.0, 0.1, generator=generator)
+
+
+# A tiny search space for end-to-end CLI tests: seconds per trial on a CPU.
+TINY_SPACE = """\
+name: tiny
+resolution: 64
+num_classes: 10
+stages:
+  - {patch_size: 4, depth: [1, 2], embed_dim: [16, 32], head_dim: 16, mlp_ratio: [2, 4], window: [2, 4],
+     sr_ratio: [1, 2], pattern: [LG, G]}
+  - {patch_size: 2, depth: [1, 2], embed_dim: [32, 48], head_dim: 16, mlp_ratio: 2, window: 2, sr_ratio: 1,
+     pattern: [LG, G]}
+objectives: {accuracy: maximize, throughput: maximize}
+constraints: {params_m: {max: 5}}
+measure: {batch_size: 1}
+proxy: {resolution: 16, width_mult: 0.5, train_samples: 200, val_samples: 100, epochs: 2, batch_size: 100}
+"""

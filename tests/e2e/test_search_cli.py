@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 from optuna.trial import TrialState
+from strategies import TINY_SPACE
 from typer.testing import CliRunner
 
 from twins_nas import build_model
@@ -36,32 +37,12 @@ from twins_nas.search.trials import STATUS_INFEASIBLE, count_trials, fail_dead_t
 
 runner = CliRunner()
 
-TINY = """\
-name: tiny
-resolution: 64
-num_classes: 10
-stages:
-  - {patch_size: 4, depth: [1, 2], embed_dim: [16, 32], head_dim: 16, mlp_ratio: [2, 4], window: [2, 4],
-     sr_ratio: [1, 2], pattern: [LG, G]}
-  - {patch_size: 2, depth: [1, 2], embed_dim: [32, 48], head_dim: 16, mlp_ratio: 2, window: 2, sr_ratio: 1,
-     pattern: [LG, G]}
-objectives: {accuracy: maximize, throughput: maximize}
-constraints: {params_m: {max: 5}}
-measure: {batch_size: 1}
-proxy: {resolution: 16, width_mult: 0.5, train_samples: 200, val_samples: 100, epochs: 2, batch_size: 100}
-"""
 # time each model for ~20 ms (a few passes), one thread: robust on a shared 2-core machine
 FAST = ["--timing-budget", "0.02", "--threads", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    n = torch.get_num_threads()  # search sets the thread count of this (test) process
-    yield
-    torch.set_num_threads(n)
 
-
-def write_space(folder: Path, text: str = TINY) -> Path:
+def write_space(folder: Path, text: str = TINY_SPACE) -> Path:
     p = folder / "tiny.yaml"
     p.write_text(text)
     return p
@@ -416,13 +397,13 @@ def test_dead_trial_detection(tmp_path):
 
 # ---- input errors ---------------------------------------------------------------------------
 BAD_SPACES = {
-    "unknown key": (TINY.replace("num_classes: 10", "num_classes: 10\ncolour: red"), "colour: unknown key"),
-    "wrong type": (TINY.replace("depth: [1, 2], embed_dim: [16, 32]", "depth: [1, two], embed_dim: [16, 32]"),
+    "unknown key": (TINY_SPACE.replace("num_classes: 10", "num_classes: 10\ncolour: red"), "colour: unknown key"),
+    "wrong type": (TINY_SPACE.replace("depth: [1, 2], embed_dim: [16, 32]", "depth: [1, two], embed_dim: [16, 32]"),
                    "stages[0].depth"),
-    "empty choice list": (TINY.replace("mlp_ratio: [2, 4]", "mlp_ratio: []"), "stages[0].mlp_ratio=[]"),
-    "embed_dim vs head_dim": (TINY.replace("embed_dim: [32, 48]", "embed_dim: [32, 50]"),
+    "empty choice list": (TINY_SPACE.replace("mlp_ratio: [2, 4]", "mlp_ratio: []"), "stages[0].mlp_ratio=[]"),
+    "embed_dim vs head_dim": (TINY_SPACE.replace("embed_dim: [32, 48]", "embed_dim: [32, 50]"),
                               "stages[1].embed_dim=50: not divisible by head_dim=16"),
-    "pattern letter": (TINY.replace("pattern: [LG, G]}", "pattern: [LX, G]}", 1), "stages[0].pattern=\"LX\""),
+    "pattern letter": (TINY_SPACE.replace("pattern: [LG, G]}", "pattern: [LX, G]}", 1), "stages[0].pattern=\"LX\""),
 }
 
 
@@ -500,7 +481,7 @@ def _legacy_names(d: dict) -> dict:
 
 
 def test_a_study_made_before_the_rename_continues_with_its_names(tmp_path):
-    text = TINY.replace("constraints: {params_m: {max: 5}}", "constraints: {params_m: {max: 5}, gmacs: {max: 5}}")
+    text = TINY_SPACE.replace("constraints: {params_m: {max: 5}}", "constraints: {params_m: {max: 5}, gmacs: {max: 5}}")
     space_file, out = write_space(tmp_path, text), tmp_path / "out"
     args = ["search", "--space", str(space_file), "--no-png", "--set", "proxy.epochs=1", *FAST]
     assert runner.invoke(app, args + ["--out", str(tmp_path / "first"), "--trials", "1"]).exit_code == 0

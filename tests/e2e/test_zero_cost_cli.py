@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-import torch
+from strategies import TINY_SPACE
 from typer.testing import CliRunner
 
 from twins_nas.cli import app
@@ -17,32 +17,14 @@ from twins_nas.search import objective as objective_mod
 
 runner = CliRunner()
 
-SPACE = """\
-name: zc
-resolution: 64
-num_classes: 10
-stages:
-  - {patch_size: 4, depth: [1, 2], embed_dim: [16, 32], head_dim: 16, mlp_ratio: [2, 4], window: [2, 4],
-     sr_ratio: [1, 2], pattern: [LG, G]}
-  - {patch_size: 2, depth: [1, 2], embed_dim: [32, 48], head_dim: 16, mlp_ratio: 2, window: 2, sr_ratio: 1,
-     pattern: [LG, G]}
-OBJECTIVES
-measure: {batch_size: 1}
-proxy: {resolution: 16, width_mult: 0.5, train_samples: 200, val_samples: 100, epochs: 1, batch_size: 100}
-"""
 FAST = ["--timing-budget", "0.02", "--threads", "1", "--no-png", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    n = torch.get_num_threads()  # search sets the thread count of this (test) process
-    yield
-    torch.set_num_threads(n)
-
 
 def search(tmp_path: Path, objectives: str, trials: int = 2) -> tuple:
-    space = tmp_path / "zc.yaml"
-    space.write_text(SPACE.replace("OBJECTIVES", objectives))
+    space = tmp_path / "tiny.yaml"
+    space.write_text(TINY_SPACE.replace("objectives: {accuracy: maximize, throughput: maximize}\n"
+                                        "constraints: {params_m: {max: 5}}", objectives))
     out = tmp_path / "out"
     r = runner.invoke(app, ["search", "--space", str(space), "--trials", str(trials), "--out", str(out), *FAST])
     return r, out
@@ -59,7 +41,7 @@ def test_naswot_and_synflow_as_objectives(tmp_path, monkeypatch):
         assert col in df.columns and df[col].notna().all(), col
     assert "accuracy" not in df.columns and (df["seconds_train"] == 0).all()
     assert (df["seconds_zero_cost"] > 0).all() and (df["naswot"] > 0).all()
-    study = optuna.load_study(study_name="zc", storage=f"sqlite:///{out / 'study.db'}")
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
     for t in study.trials:  # the objective values are the recorded scores
         m = t.user_attrs["metrics"]
         assert t.values == [m["naswot"], m["throughput"], m["synflow"]]
@@ -78,6 +60,6 @@ def test_a_naswot_constraint_rejects_configs_before_training(tmp_path, monkeypat
     assert len(df) == 2 and set(df["status"]) == {"infeasible"} and not df["feasible"].any()
     assert df["naswot"].notna().all() and "accuracy" not in df.columns
     assert (df["seconds_train"] == 0).all() and df["reason"].str.contains("naswot>=1e+09 broken", regex=False).all()
-    study = optuna.load_study(study_name="zc", storage=f"sqlite:///{out / 'study.db'}")
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
     for t in study.trials:
         assert t.constraints["naswot>=1e+09"] > 0 and t.values[0] == 0.0  # penalised: accuracy not measured

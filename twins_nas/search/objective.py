@@ -91,36 +91,33 @@ def cheap_metrics(cfg: ArchConfig, resolution: int) -> dict[str, float]:
     return {"params": int(params), "params_m": params / 1e6, "gmacs": analytic_gmacs(cfg, resolution)}
 
 
-def constraint_keys(constraints: dict[str, Bound], names: Optional[Mapping[str, str]] = None) -> list[str]:
-    """The constraint key of every bound, e.g. ``params_m<=30`` (`names`: metric -> the name
-    the keys use, where a study keeps a legacy one)."""
+def _bounds(constraints: dict[str, Bound], names: Optional[Mapping[str, str]] = None):
+    """(metric, key, side, limit) for every bound, in order, e.g. ('params_m', 'params_m<=30',
+    'max', 30.0); `names`: metric -> the name the keys use, where a study keeps a legacy one."""
     names = names or {}
-    keys = []
     for metric, b in constraints.items():
-        if b.min is not None:
-            keys.append(f"{names.get(metric, metric)}>={b.min:g}")
-        if b.max is not None:
-            keys.append(f"{names.get(metric, metric)}<={b.max:g}")
-    return keys
+        for side, op, limit in (("min", ">=", b.min), ("max", "<=", b.max)):
+            if limit is not None:
+                yield metric, f"{names.get(metric, metric)}{op}{limit:g}", side, limit
+
+
+def constraint_keys(constraints: dict[str, Bound], names: Optional[Mapping[str, str]] = None) -> list[str]:
+    """The constraint key of every bound, e.g. ``params_m<=30`` (see `_bounds`)."""
+    return [key for _, key, _, _ in _bounds(constraints, names)]
 
 
 def constraint_values(metrics: dict[str, float], constraints: dict[str, Bound],
                       names: Optional[Mapping[str, str]] = None) -> dict[str, float]:
     """Relative violation per bound (<= 0: satisfied; a bound on an unmeasured metric: 0),
     keyed as `constraint_keys`."""
-    names = names or {}
     out = {}
-    for metric, b in constraints.items():
+    for metric, key, side, limit in _bounds(constraints, names):
         v = metrics.get(metric)
-        for side, limit in (("min", b.min), ("max", b.max)):
-            if limit is None:
-                continue
-            key = f"{names.get(metric, metric)}{'>=' if side == 'min' else '<='}{limit:g}"
-            if v is None:
-                out[key] = 0.0
-                continue
-            excess = (limit - v) if side == "min" else (v - limit)
-            out[key] = float(excess / abs(limit)) if limit != 0 else float(excess)
+        if v is None:
+            out[key] = 0.0
+            continue
+        excess = (limit - v) if side == "min" else (v - limit)
+        out[key] = float(excess / abs(limit)) if limit != 0 else float(excess)
     return out
 
 
