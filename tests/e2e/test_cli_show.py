@@ -3,12 +3,15 @@ paper), JSON input, and bad input as exit code 2 with one line and no traceback.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from twins_nas import build_model, get_preset
 from twins_nas.cli import app
+from twins_nas.config import ArchConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 WIDE = {"COLUMNS": "200"}  # one table row per stage, no wrapped cells
@@ -99,3 +102,43 @@ def test_show_too_small_resolution_is_rejected():
     res = run("twins-svt-s", "--resolution", "16")
     assert res.exit_code == 2
     assert "Traceback" not in res.output
+
+
+SVT_SPACE = str(Path(__file__).resolve().parents[2] / "search_spaces" / "svt.yaml")
+
+
+def _windows(side: int, window: int) -> int:
+    return len(range(0, side, window))  # brute force: window starts along a (padded) side
+
+
+def test_show_proxy_prints_full_size_next_to_the_proxy_and_json_builds_it():
+    res = run("twins-svt-s", "--proxy", SVT_SPACE)
+    assert res.exit_code == 0, res.output
+    rows = stage_rows(res.stdout)
+    assert [r[2] for r in rows.values()] == ["56 -> 16", "28 -> 8", "14 -> 4", "7 -> 2"]   # maps
+    assert [r[4] for r in rows.values()] == ["8 -> 8", "4 -> 4", "2 -> 2", "1 -> 1"]       # windows per side
+    assert [r[8] for r in rows.values()] == ["64 -> 16", "128 -> 32", "256 -> 64", "512 -> 128"]
+    res = run("twins-svt-s", "--proxy", SVT_SPACE, "--json")
+    assert res.exit_code == 0, res.output
+    proxy = ArchConfig(**json.loads(res.stdout))
+    full = get_preset("twins-svt-s")
+    assert proxy.stage_sizes(32) == [(16, 16), (8, 8), (4, 4), (2, 2)] and proxy.in_chans == 1
+    for s, p, (fm, _), (pm, _) in zip(full.stages, proxy.stages, full.stage_sizes(224), proxy.stage_sizes(32)):
+        assert _windows(fm, s.window[0]) == _windows(pm, p.window[0])
+        assert (p.depth, p.pattern, p.subsample) == (s.depth, s.pattern, s.subsample)
+        assert (p.sr_pair == (1, 1)) == (s.sr_pair == (1, 1))   # sub-sampling blocks still sub-sample
+    build_model(proxy)(torch.zeros(1, 1, 32, 32))
+    # --set reaches the space's proxy section
+    res = run("twins-svt-s", "--proxy", SVT_SPACE, "--set", "proxy.resolution=64", "--json")
+    assert ArchConfig(**json.loads(res.stdout)).stage_sizes(64)[0] == (32, 32)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--set", "proxy.resolution=64"], "give --proxy SPACE.yaml too"),
+    (["--proxy", SVT_SPACE, "--set", "proxy.geometri=x"], "proxy.geometri: unknown key"),
+    (["--proxy", "nope.yaml"], "nope.yaml"),
+])
+def test_show_proxy_bad_input_is_one_line(args, says):
+    res = run("twins-svt-s", *args)
+    assert res.exit_code == 2 and says in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output

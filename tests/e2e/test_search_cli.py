@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import optuna
@@ -483,7 +482,8 @@ def _legacy_names(d: dict) -> dict:
 def test_a_study_made_before_the_rename_continues_with_its_names(tmp_path):
     text = TINY_SPACE.replace("constraints: {params_m: {max: 5}}", "constraints: {params_m: {max: 5}, gmacs: {max: 5}}")
     space_file, out = write_space(tmp_path, text), tmp_path / "out"
-    args = ["search", "--space", str(space_file), "--no-png", "--set", "proxy.epochs=1", *FAST]
+    clamp = ["--set", "proxy.geometry=clamp", "--set", "proxy.patch_size=null"]
+    args = ["search", "--space", str(space_file), "--no-png", "--set", "proxy.epochs=1", *clamp, *FAST]
     assert runner.invoke(app, args + ["--out", str(tmp_path / "first"), "--trials", "1"]).exit_code == 0
     # the same study as it was recorded before the rename: space hash, constraints, metrics, keys
     first = load(tmp_path / "first").trials[0]
@@ -493,7 +493,8 @@ def test_a_study_made_before_the_rename_continues_with_its_names(tmp_path):
                                  directions=["maximize", "maximize"])
     for k, v in study.user_attrs.items():
         legacy.set_user_attr(k, v)
-    legacy.set_user_attr("space_hash", load_space(space_file, ["proxy.epochs=1"]).legacy_hash)
+    legacy.set_user_attr("space_hash", load_space(
+        space_file, ["proxy.epochs=1", "proxy.geometry=clamp", "proxy.patch_size=null"]).legacy_hash)
     legacy.set_user_attr("constraints", _legacy_names(study.user_attrs["constraints"]))
     legacy.add_trial(optuna.trial.create_trial(
         values=first.values, params=first.params, distributions=first.distributions,
@@ -528,12 +529,14 @@ def test_the_committed_svt_study_still_exports_and_resumes(tmp_path):
     # resume: the space file may still say gflops; the study was timed on another CPU, so say it was this one
     study = optuna.load_study(study_name="svt", storage=f"sqlite:///{out / 'study.db'}")
     study.set_user_attr("measure", dict(study.user_attrs["measure"], device=resolve_search_device("cpu")[1]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        space = load_space(Path(__file__).resolve().parents[2] / "search_spaces" / "svt.yaml")
-    assert study.user_attrs["space_hash"] == space.legacy_hash
-    r = runner.invoke(app, ["search", "--space", str(REPORTS.parent / "search_spaces" / "svt.yaml"), "--trials",
-                            "200", "--out", str(out), "--device", "cpu", "--no-png"])
+    svt = str(REPORTS.parent / "search_spaces" / "svt.yaml")
+    args = ["search", "--space", svt, "--trials", "200", "--out", str(out), "--device", "cpu", "--no-png"]
+    # it trained the older proxy: the default (faithful) one says how to continue it
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and "--set proxy.geometry=clamp --set proxy.patch_size=null" in r.output, r.output
+    clamp = ["--set", "proxy.geometry=clamp", "--set", "proxy.patch_size=null"]
+    assert study.user_attrs["space_hash"] == load_space(svt, clamp[1::2]).legacy_hash
+    r = runner.invoke(app, args + clamp)
     assert r.exit_code == 0, r.output
     assert "200/200 trials finished" in r.stdout and "picked trial 114" in r.stdout
     assert states(load(out, "svt")) == {"COMPLETE": 200}

@@ -6,7 +6,7 @@ import torch
 
 from twins_nas.config import ArchConfig
 from twins_nas.search.data import ProxyData
-from twins_nas.search.proxy_train import ProxyDiverged, proxy_arch, train_proxy
+from twins_nas.search.proxy_train import ProxyDiverged, train_proxy
 from twins_nas.search.settings import ProxySettings
 
 SMALL = ProxySettings(train_samples=256, val_samples=128, epochs=1, batch_size=64, resolution=32)
@@ -36,36 +36,6 @@ def data() -> ProxyData:
     tx, ty = make(256)
     vx, vy = make(128)
     return ProxyData("synthetic", 2, 1, tx, ty, vx, vy)
-
-
-def test_proxy_arch_scales_widths_and_clamps_windows_and_k():
-    cfg = ArchConfig.preset("twins-svt-s")
-    p = proxy_arch(cfg, ProxySettings(), num_classes=10, in_chans=1)
-    assert p.depths == cfg.depths and [s.pattern for s in p.stages] == [s.pattern for s in cfg.stages]
-    assert [s.mlp_ratio for s in p.stages] == [s.mlp_ratio for s in cfg.stages]
-    assert p.embed_dims == [16, 32, 64, 128] and [s.num_heads for s in p.stages] == [2, 4, 8, 16]
-    assert p.num_classes == 10 and p.in_chans == 1
-    # maps at 32 px: 8, 4, 2, 1 -> windows and k clamped to them, rounded down to divisors
-    assert p.stage_sizes(32) == [(8, 8), (4, 4), (2, 2), (1, 1)]
-    assert [s.window for s in p.stages] == [(4, 4), (4, 4), (2, 2), (1, 1)]
-    assert [s.sr_ratio for s in p.stages] == [8, 4, 2, 1]
-    # non-square windows and k are fitted per side
-    p = proxy_arch(tiny_cfg(window=(7, 14), sr_ratio=(3, 16)), ProxySettings(), 10, 1)
-    assert p.stages[0].window == (4, 8) and p.stages[0].sr_ratio == (2, 8)
-    p = proxy_arch(tiny_cfg(window=(8, 8), sr_ratio=(4, 4)), ProxySettings(), 10, 1)
-    assert p.stages[0].window == (8, 8) and p.stages[0].sr_ratio == 4
-    assert p.stages[1].window == (4, 4) and p.stages[1].subsample == "avgpool"
-
-
-def test_proxy_arch_head_width_floor_and_patch_sizes():
-    cfg = ArchConfig.preset("twins-pcpvt-s")  # head_dim 64
-    p = proxy_arch(cfg, ProxySettings(width_mult=0.125), 10, 1)
-    assert all(s.head_dim >= 8 for s in p.stages)
-    assert p.embed_dims == [8, 16, 40, 64]
-    # a resolution too small for the patch sizes: later patch sizes shrink, no map is empty
-    p = proxy_arch(cfg, ProxySettings(resolution=8), 10, 1)
-    assert [s.patch_size for s in p.stages] == [4, 2, 1, 1]
-    assert p.stage_sizes(8)[-1] == (1, 1)
 
 
 def test_same_config_and_seed_give_the_same_accuracy(data):

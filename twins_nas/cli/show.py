@@ -1,5 +1,7 @@
-"""`twins-nas show`: print an architecture as a table."""
+"""`twins-nas show`: print an architecture as a table, or its proxy next to it."""
 from __future__ import annotations
+
+from typing import List, Optional
 
 import typer
 from rich.table import Table
@@ -7,7 +9,28 @@ from rich.table import Table
 from ..config import load_config
 from ..summary import summarize
 from .app import app
-from .common import console, user_errors
+from .common import console, fail, user_errors
+
+
+def _pair(p) -> str:
+    return "-" if p is None else (f"{p[0]}" if p[0] == p[1] else f"{p[0]}x{p[1]}")
+
+
+def _proxy_table(cfg, space, title: str) -> Table:
+    from ..search.proxy_arch import geometry_rows, proxy_of
+    proxy = proxy_of(cfg, space)
+    t = Table(title=title)
+    for col in ("stage", "blocks", "map", "window", "windows/side", "k", "keys/side", "sub-sample", "dim", "heads"):
+        t.add_column(col, justify="left" if col in ("blocks", "sub-sample") else "right")
+    full_rows, proxy_rows = geometry_rows(cfg, space.resolution), geometry_rows(proxy, space.proxy.resolution)
+    for i, (f, p) in enumerate(zip(full_rows, proxy_rows)):
+        cells = [(_pair(f["map"]), _pair(p["map"])), (_pair(f["window"]), _pair(p["window"])),
+                 (_pair(f["windows_per_side"]), _pair(p["windows_per_side"])), (_pair(f["k"]), _pair(p["k"])),
+                 (_pair(f["keys_per_side"]), _pair(p["keys_per_side"])),
+                 (f["subsample"] or "-", p["subsample"] or "-"), (str(f["embed_dim"]), str(p["embed_dim"])),
+                 (str(f["num_heads"]), str(p["num_heads"]))]
+        t.add_row(str(i + 1), " ".join(f["blocks"]), *(f"{a} -> {b}" for a, b in cells))
+    return t, proxy
 
 
 @app.command()
@@ -18,9 +41,34 @@ def show(
                                             "(best_config.json, pareto.json, ...)."),
     resolution: int = typer.Option(224, "--resolution", "-r", min=32, help="Input size (pixels, square)."),
     index: int = typer.Option(None, "--index", help="Entry to show when the JSON holds several configs."),
+    proxy: Optional[str] = typer.Option(None, "--proxy", metavar="SPACE.yaml",
+                                        help="Show the proxy network this space's search trains for the config, "
+                                             "per stage as full size -> proxy (at the space's resolution)."),
+    overrides: List[str] = typer.Option([], "--set", metavar="KEY=VALUE",
+                                        help="Override a key of the --proxy space, e.g. proxy.resolution=64."),
+    as_json: bool = typer.Option(False, "--json", help="Write the config JSON to stdout (with --proxy: the "
+                                                       "proxy's), nothing else."),
 ) -> None:
     """Show an architecture: per-stage map size, width, heads, blocks, windows, sub-sampling, params."""
     cfg = load_config(name_or_json, index=index)
+    if overrides and proxy is None:
+        fail("--set overrides keys of the --proxy space: give --proxy SPACE.yaml too")
+    if proxy is not None:
+        from ..search.space import load_space
+        space = load_space(proxy, overrides)
+        t, pcfg = _proxy_table(cfg, space, f"{cfg.name or name_or_json} @ {space.resolution} -> proxy @ "
+                                            f"{space.proxy.resolution} ({space.proxy.dataset}, geometry "
+                                            f"{space.proxy.geometry})")
+        if as_json:
+            typer.echo(pcfg.to_json())
+            return
+        console.print(t)
+        console.print(f"proxy params: [bold]{summarize(pcfg, space.proxy.resolution)['params']:,}[/]   "
+                      f"(windows/side = ceil(map / window), keys/side = ceil(map / k))")
+        return
+    if as_json:
+        typer.echo(cfg.to_json())
+        return
     info = summarize(cfg, resolution)
     t = Table(title=f"{cfg.name or name_or_json} @ {resolution}x{resolution}")
     for col in ("stage", "map HxW", "dim", "heads", "mlp", "blocks", "window (m, n)", "k (sub-sample)", "params (M)"):

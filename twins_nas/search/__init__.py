@@ -2,7 +2,8 @@
 from .data import ProxyData, load_proxy_data
 from .export import export_study
 from .metrics import METRICS
-from .proxy_train import ProxyDiverged, ProxyResult, proxy_arch, train_proxy
+from .proxy_arch import proxy_arch
+from .proxy_train import ProxyDiverged, ProxyResult, train_proxy
 from .search_settings import SearchSettings
 from .settings import MeasureSettings, ProxySettings
 from .space import Bound, SearchSpace, StageSpace, load_space

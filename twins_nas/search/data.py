@@ -50,6 +50,19 @@ class ProxyData:
     val_y: torch.Tensor
 
 
+def dataset_shape(proxy: ProxySettings) -> tuple[int, int]:
+    """(classes, input channels) of the proxy data set, without loading it."""
+    if proxy.dataset == "fashion-mnist":
+        return 10, 1
+    if proxy.dataset in ("cifar10", "cifar100"):
+        return (10 if proxy.dataset == "cifar10" else 100), 3
+    root = Path(proxy.dataset[len("imagefolder:"):]).expanduser()
+    root = root / "train" if (root / "train").is_dir() else root
+    if not root.is_dir():
+        raise ConfigError(f"proxy.dataset='{proxy.dataset}': no such folder")
+    return sum(1 for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")), 3
+
+
 def load_proxy_data(proxy: ProxySettings, seed: int = 0) -> ProxyData:
     """The proxy data set for these settings (cached per process on the settings that matter
     for the data: data set, root, resolution, sample counts, seed)."""

@@ -302,6 +302,7 @@ class Evaluator:
             accs: list[float] = []
             try:
                 res = train_proxy(cfg, space.proxy, self.data, seed=seed, device=self.device,
+                                  resolution=space.resolution, choices=space.geometry_choices(),
                                   on_epoch=self._on_epoch(trial, accs))
             finally:
                 save_seconds()

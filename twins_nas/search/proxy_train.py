@@ -4,26 +4,8 @@
 the copy briefly on an in-memory image set (`twins_nas.search.data`), reporting validation
 top-1 after every epoch.
 
-What the proxy keeps and what it changes (`proxy_arch`):
-* kept: the number of stages, every stage's depth, L/G pattern, MLP ratio and sub-sampling
-  function, the patch sizes (so the proxy maps are the full-size maps scaled by
-  proxy.resolution / resolution);
-* widths: each head is `head_dim * width_mult` wide but at least `min_head_dim` (8), and the
-  stage gets `round(embed_dim * width_mult / that)` heads (at least 1), so the stage width is
-  about `embed_dim * width_mult` and a head never gets narrower than `min_head_dim`
-  (with head_dim 32 and width_mult 0.25: the same heads, 8 wide);
-* LSA windows and GSA ratios k are clamped to the proxy stage maps and rounded down to a
-  divisor of the map side, per side, so that they tile the proxy map as 7x7 windows tile the
-  56/28/14/7 maps at 224 px: at the default 32 px the maps are 8/4/2/1, and a 7x7 window
-  becomes 4x4 on the 8x8 map (plain clamping would give 7x7 windows padded to a 14x14 map: 3x
-  the attention work, for a lopsided 7+1 split), 8x8 or 14x7 windows become 8x8 / 8x8, and
-  every later stage attends over its whole (tiny) map; k = 8/4 on the 8x8 map stay 8/4.
-  Windows therefore only differ in the first stage, and in a 2-epoch proxy the attention of
-  that 16-24-wide stage barely moves the accuracy: the proxy ranks depths, widths, MLP ratios
-  and patterns, not window shapes (their cost is seen by the throughput objective);
-* patch sizes are reduced (from the last stage backwards) only if the proxy resolution would
-  leave a feature map empty;
-* classifier and input channels follow the proxy data set; no drop-path.
+The proxy network (widths scaled, attention geometry kept) is `proxy_arch`'s, in
+`twins_nas.search.proxy_arch`.
 
 Training: AdamW (no weight decay on norms, biases and 1-d parameters), linear warm-up then
 cosine decay per step, label-smoothed cross entropy, batches indexed from in-memory tensors
@@ -37,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +27,7 @@ import torch.nn.functional as F
 from ..config import ArchConfig
 from ..models.twins import Twins
 from .data import ProxyData
+from .proxy_arch import StageChoices, proxy_arch
 from .settings import ProxySettings
 
 EVAL_BATCH = 1000
@@ -73,44 +56,6 @@ class ProxyResult:
         self.seconds = self.build_seconds + self.train_seconds + self.eval_seconds
 
 
-def _proxy_patches(patches: list[int], resolution: int) -> list[int]:
-    """Patch sizes with every proxy map non-empty: reduce from the last stage backwards."""
-    patches = list(patches)
-    for i in reversed(range(len(patches))):
-        while resolution // math.prod(patches) < 1 and patches[i] > 1:
-            patches[i] -= 1
-    return patches
-
-
-def _divisor_at_most(v: int, size: int) -> int:
-    """The largest divisor of `size` that is at most `v`: a window side or ratio k that tiles
-    a map side of `size`."""
-    v = min(v, size)
-    while size % v:
-        v -= 1
-    return v
-
-
-def proxy_arch(cfg: ArchConfig, proxy: ProxySettings, num_classes: int, in_chans: int) -> ArchConfig:
-    """The proxy copy of a full-size config (see the module docstring for the rules)."""
-    patches = _proxy_patches([s.patch_size for s in cfg.stages], proxy.resolution)
-    h = w = proxy.resolution
-    stages = []
-    for s, patch in zip(cfg.stages, patches):
-        h, w = h // patch, w // patch
-        head_dim = max(proxy.min_head_dim, round(s.head_dim * proxy.width_mult))
-        heads = max(1, round(s.embed_dim * proxy.width_mult / head_dim))
-        k1, k2 = _divisor_at_most(s.sr_pair[0], h), _divisor_at_most(s.sr_pair[1], w)
-        window = None if s.window is None else (_divisor_at_most(s.window[0], h), _divisor_at_most(s.window[1], w))
-        stages.append(dict(
-            patch_size=patch, embed_dim=heads * head_dim, depth=s.depth, num_heads=heads,
-            mlp_ratio=s.mlp_ratio, window=window,
-            sr_ratio=k1 if k1 == k2 else (k1, k2), subsample=s.subsample, pattern=s.pattern))
-    name = f"{cfg.name}-proxy" if cfg.name else None
-    return ArchConfig(name=name, stages=stages, num_classes=num_classes, in_chans=in_chans,
-                      qkv_bias=cfg.qkv_bias, peg=cfg.peg, drop_path_rate=0.0)
-
-
 def _lr_at(step: int, total: int, warmup: int, lr: float) -> float:
     if step < warmup:
         return lr * (step + 1) / warmup
@@ -132,13 +77,15 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
 
 
 def train_proxy(cfg: ArchConfig, proxy: ProxySettings, data: ProxyData, seed: int, device: str = "cpu",
-                on_epoch: Optional[Callable[[int, float], None]] = None) -> ProxyResult:
+                on_epoch: Optional[Callable[[int, float], None]] = None, resolution: Optional[int] = None,
+                choices: Optional[Sequence[StageChoices]] = None) -> ProxyResult:
     """Train the proxy of the full-size `cfg` on `data` and return its validation accuracy.
 
-    `on_epoch(epoch, accuracy)` is called after every epoch (epoch counts from 1); whatever it
+    `resolution` is the full-size input size and `choices` the space's geometry choices per
+    stage (see `proxy_arch`). `on_epoch(epoch, accuracy)` is called after every epoch (epoch counts from 1); whatever it
     raises (e.g. `optuna.TrialPruned`) propagates. A NaN/inf loss raises `ProxyDiverged`."""
     t0 = time.perf_counter()
-    pcfg = proxy_arch(cfg, proxy, data.num_classes, data.in_chans)
+    pcfg = proxy_arch(cfg, proxy, data.num_classes, data.in_chans, resolution, choices)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Twins(pcfg)

@@ -5,7 +5,7 @@ timing code read these without the YAML schema of a space (`twins_nas.search.spa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
@@ -55,6 +55,10 @@ class ProxySettings(BaseModel):
                          description="fashion-mnist, cifar10, cifar100 or imagefolder:PATH")
     data_root: Optional[str] = Field(default=None, description="where to look for the data set first")
     resolution: StrictInt = Field(default=32, ge=8)
+    patch_size: Optional[StrictInt] = Field(
+        default=2, ge=1, description="stage-1 patch of the proxy (null: the full-size one); 32 px / 2 = 16x16 maps")
+    geometry: Literal["faithful", "clamp"] = Field(
+        default="faithful", description="faithful: windows and k scaled with the maps; clamp: clamped to them")
     width_mult: float = Field(default=0.25, gt=0, le=4)
     min_head_dim: StrictInt = Field(default=8, ge=1, description="proxy heads are at least this wide")
     train_samples: StrictInt = Field(default=6000, ge=1)

@@ -49,6 +49,7 @@ from pydantic import (
 from ..config import SUBSAMPLE_CHOICES, ArchConfig, ConfigError, block_types
 from ..errors import loc_str, one_line
 from .metrics import CURRENT_TO_LEGACY, LEGACY_NAMES, METRICS, Metric, canonical_metric
+from .proxy_arch import StageChoices
 from .settings import MeasureSettings, ProxySettings
 
 Direction = Literal["maximize", "minimize"]
@@ -277,6 +278,18 @@ class SearchSpace(_Strict):
             raise ValueError("; ".join(problems))
         return self
 
+    def geometry_choices(self) -> list[StageChoices]:
+        """Per stage, the window sides and GSA ratios k the space allows, per axis: what the
+        faithful proxy geometry keeps distinct (see `twins_nas.search.proxy_arch`)."""
+        out = []
+        for st in self.stages:
+            win = st.window or []
+            out.append(StageChoices(window_rows=tuple(sorted({w[0] for w in win})),
+                                    window_cols=tuple(sorted({w[1] for w in win})),
+                                    k_rows=tuple(sorted({k[0] for k in st.sr_ratio})),
+                                    k_cols=tuple(sorted({k[1] for k in st.sr_ratio}))))
+        return out
+
     # ---- identity ------------------------------------------------------------------------
     @property
     def source(self) -> str:
@@ -291,9 +304,13 @@ class SearchSpace(_Strict):
 
     @property
     def legacy_hash(self) -> str:
-        """`hash` as it was before metrics were renamed (``gmacs`` was ``gflops``): what a study
-        made then recorded. The same as `hash` when the space names no renamed metric."""
+        """`hash` as it was before metrics were renamed (``gmacs`` was ``gflops``) and before the
+        proxy had a geometry: what a study made then recorded. Such a study continues only with
+        the proxy it was trained with (``proxy.geometry: clamp``, ``proxy.patch_size: null``)."""
         d = self.model_dump(mode="json", exclude={"proxy": {"data_root"}})
+        if (d["proxy"].get("geometry"), d["proxy"].get("patch_size")) != ("clamp", None):
+            return "no legacy study: the proxy geometry is newer"
+        del d["proxy"]["geometry"], d["proxy"]["patch_size"]
         for key in ("objectives", "constraints"):
             d[key] = {CURRENT_TO_LEGACY.get(m, m): v for m, v in d[key].items()}
         return _digest(d)

@@ -87,6 +87,10 @@ def open_study(space: SearchSpace, settings: SearchSettings, spec: str, sampler:
         return study, True
     ua = study.user_attrs
     if ua.get("space_hash") not in (space.hash, space.legacy_hash):
+        if "geometry" not in ((ua.get("space") or {}).get("proxy") or {"geometry": 0}):
+            raise ConfigError(f"{where} trained the older proxy (windows and k clamped to its maps): continue "
+                              f"it with --set proxy.geometry=clamp --set proxy.patch_size=null, or choose "
+                              f"another --study-name / --out")
         raise ConfigError(f"{where} was created from another space ({ua.get('space_source')}, hash "
                           f"{str(ua.get('space_hash'))[:12]}) than {space.source} with these --set overrides (hash "
                           f"{space.hash[:12]}); continue it with the same space and overrides, or choose another "
