@@ -7,6 +7,7 @@ from .app import app
 from . import show  # noqa: F401, I001  # isort: skip
 from . import profile  # noqa: F401  # isort: skip
 from . import search  # noqa: F401  # isort: skip
+from . import fidelity  # noqa: F401  # isort: skip
 
 
 def main() -> None:

@@ -61,10 +61,10 @@ class ProxySettings(BaseModel):
         default="faithful", description="faithful: windows and k scaled with the maps; clamp: clamped to them")
     width_mult: float = Field(default=0.25, gt=0, le=4)
     min_head_dim: StrictInt = Field(default=8, ge=1, description="proxy heads are at least this wide")
-    train_samples: StrictInt = Field(default=6000, ge=1)
-    val_samples: StrictInt = Field(default=2000, ge=1)
+    train_samples: StrictInt = Field(default=2000, ge=1)
+    val_samples: StrictInt = Field(default=1000, ge=1)
     epochs: StrictInt = Field(default=2, ge=1)
-    batch_size: StrictInt = Field(default=256, ge=1)
+    batch_size: StrictInt = Field(default=128, ge=1)
     lr: float = Field(default=2e-3, gt=0)
     weight_decay: float = Field(default=0.05, ge=0)
     warmup_epochs: float = Field(default=0.5, ge=0, description="linear warm-up length (fractions allowed)")
@@ -76,6 +76,19 @@ class ProxySettings(BaseModel):
         if v in DATASETS[:3] or (v.startswith("imagefolder:") and len(v) > len("imagefolder:")):
             return v
         raise ValueError(f"={v!r}: valid data sets are {', '.join(DATASETS)}")
+
+
+class FidelitySettings(BaseModel):
+    """Successive halving on the front (the ``fidelity:`` section of a space): every trial is
+    trained at rung 0 (the ``proxy:`` settings); after every `batch` finished trials the best
+    1/eta of the trials at a rung (non-dominated rank, then crowding distance) are trained again
+    at the next rung, with eta x the training images. `rungs: 1` turns it off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rungs: StrictInt = Field(default=1, ge=1, le=4, description="number of rungs (1 = every trial at rung 0 only)")
+    eta: StrictInt = Field(default=3, ge=2, description="1/eta of a rung is promoted, with eta x the images")
+    batch: StrictInt = Field(default=12, ge=2, description="finished trials between two promotion rounds")
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from ..config import SUBSAMPLE_CHOICES, ArchConfig, ConfigError, block_types
 from ..errors import loc_str, one_line
 from .metrics import CURRENT_TO_LEGACY, LEGACY_NAMES, METRICS, Metric, canonical_metric
 from .proxy_arch import StageChoices
-from .settings import MeasureSettings, ProxySettings
+from .settings import FidelitySettings, MeasureSettings, ProxySettings
 
 Direction = Literal["maximize", "minimize"]
 Subsample = Literal["conv", "dwconv", "avgpool"]
@@ -240,6 +240,7 @@ class SearchSpace(_Strict):
     constraints: dict[Metric, Bound] = {}
     measure: MeasureSettings = MeasureSettings()
     proxy: ProxySettings = ProxySettings()
+    fidelity: FidelitySettings = FidelitySettings()
 
     _source: str = PrivateAttr(default="<memory>")
 
@@ -311,6 +312,8 @@ class SearchSpace(_Strict):
         if (d["proxy"].get("geometry"), d["proxy"].get("patch_size")) != ("clamp", None):
             return "no legacy study: the proxy geometry is newer"
         del d["proxy"]["geometry"], d["proxy"]["patch_size"]
+        if d.pop("fidelity") != FidelitySettings().model_dump(mode="json"):
+            return "no legacy study: the space has rungs"
         for key in ("objectives", "constraints"):
             d[key] = {CURRENT_TO_LEGACY.get(m, m): v for m, v in d[key].items()}
         return _digest(d)

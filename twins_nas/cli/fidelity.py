@@ -1,0 +1,92 @@
+"""`twins-nas fidelity`: how well each cheap scorer ranks architectures (see
+twins_nas.search.fidelity)."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..hardware import cpu_cores
+from .app import app
+from .common import console, user_errors
+
+
+def default_reference(proxy) -> list[str]:
+    """6x the proxy's training budget: 3x the images, 2x the epochs."""
+    return [f"proxy.train_samples={proxy.train_samples * 3}", f"proxy.epochs={proxy.epochs * 2}"]
+
+
+def _fmt(v: Optional[float], spec: str = ".2f") -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+@app.command()
+@user_errors
+def fidelity(
+    space_path: Path = typer.Option(..., "--space", metavar="SPACE.yaml", help="The search space."),
+    overrides: List[str] = typer.Option([], "--set", metavar="KEY=VALUE",
+                                        help="Override a key of the space (the proxy it scores), e.g. proxy.epochs=1."),
+    reference: List[str] = typer.Option([], "--reference", metavar="KEY=VALUE",
+                                        help="Override of the proxy for the reference training, e.g. "
+                                             "proxy.train_samples=18000 (default: 3x the images and 2x the epochs "
+                                             "of the space's proxy, 6x its budget)."),
+    archs: int = typer.Option(30, "--archs", min=3, help="Random architectures (Kendall tau is over these)."),
+    pairs: int = typer.Option(10, "--pairs", min=0, help="Controlled pairs: two configs differing only in one "
+                                                         "window, k, pattern or sub-sampling function."),
+    seeds: int = typer.Option(2, "--seeds", min=1, help="Training seeds of the reference (and of the proxy) on "
+                                                        "the first --seeded random architectures."),
+    seeded: int = typer.Option(10, "--seeded", min=0, help="Random architectures trained with every seed."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the draw and of the trainings."),
+    out: Path = typer.Option(Path("fidelity"), "--out", help="Output folder; a run there with the same settings "
+                                                             "continues where it stopped."),
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0 = every core)."),
+    png: bool = typer.Option(True, "--png/--no-png", help="Also write fidelity.png (needs Chromium)."),
+) -> None:
+    """Rank architectures by every cheap scorer (params, GMACs, zero-cost scores, proxy rungs) and by a
+    longer reference training; write fidelity.json/csv and a scatter plot of each scorer vs the reference."""
+    import torch
+
+    from ..search.fidelity import run_fidelity
+    from ..search.space import load_space
+    t0 = time.perf_counter()
+    space = load_space(space_path, overrides)
+    ref_overrides = list(reference) or default_reference(space.proxy)
+    bad = [r for r in ref_overrides if not r.strip().startswith("proxy.")]
+    if bad:
+        from .common import fail
+        fail(f"--reference {bad[0]!r}: the reference changes the proxy only (proxy.KEY=VALUE)")
+    ref = load_space(space_path, list(overrides) + ref_overrides).proxy
+    torch.set_num_threads(threads or cpu_cores())
+    console.print(f"[bold]fidelity[/] of {space.name} ({space.source}): {archs} architectures + {pairs} pairs; "
+                  f"reference: {', '.join(ref_overrides)}")
+    with Progress(TextColumn("[bold]fidelity[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), TextColumn("{task.description}"), console=console, transient=True) as bar:
+        task = bar.add_task("", total=None)
+
+        def progress(done: int, total: int, text: str) -> None:
+            bar.update(task, completed=done, total=total, description=text)
+
+        summary = run_fidelity(space, ref, out, archs=archs, pairs=pairs, seeds=seeds, seeded=seeded, seed=seed,
+                               progress=progress, png=png)
+    t = Table(title=f"scorers vs reference ({summary['reference']['budget_x']:.1f}x the proxy budget)")
+    for col in ("scorer", "Kendall τ", "τ 95 % CI", "Spearman ρ", "pairs ordered", "s / arch"):
+        t.add_column(col, justify="left" if col == "scorer" else "right")
+    for name, s in summary["scorers"].items():
+        ci = s["tau_ci95"]
+        t.add_row(name + (" (default)" if name == summary["default_scorer"] else ""), _fmt(s["kendall_tau"]),
+                  f"[{_fmt(ci[0])}, {_fmt(ci[1])}]", _fmt(s["spearman_rho"]),
+                  _fmt(s["pair_agreement"] * 100 if s["pair_agreement"] == s["pair_agreement"] else None, ".0f") +
+                  f" % of {s['n_pairs']}", _fmt(summary["mean_seconds"].get(name), ".1f"))
+    console.print(t)
+    r = summary["reference"]
+    if r["seeded_archs"]:
+        console.print(f"reference seed spread (std over seeds, mean of {r['seeded_archs']} archs): "
+                      f"{_fmt(r['seed_spread_mean'], '.4f')}; τ between two seeds: {_fmt(r['seed_tau'])}")
+    state = "complete" if summary["complete"] else "partial (run the same command again to continue)"
+    console.print(f"wrote fidelity.json, fidelity.csv, fidelity.html to [bold]{out}/[/] ({state}) "
+                  f"in {time.perf_counter() - t0:.0f} s")

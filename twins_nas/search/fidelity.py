@@ -1,0 +1,424 @@
+"""How well does each cheap scorer rank architectures as a longer training does?
+
+`run_fidelity(space, reference, out_dir, ...)` draws `archs` architectures of a space (those
+its closed-form constraints accept) plus `pairs` controlled pairs: two configs of the space
+that differ only in one window, GSA ratio k, L/G pattern or sub-sampling function of one stage.
+Each architecture is scored by every scorer:
+
+* ``params`` and ``gmacs`` (closed form), the zero-cost scores (``naswot``, ``synflow``,
+  full-size network at the space's resolution);
+* ``accuracy``: the proxy training the search's accuracy objective runs (the space's
+  ``proxy:``; with ``fidelity.rungs`` > 1 also ``accuracy@rung1`` ... at eta**r x the budget);
+* ``reference``: the same proxy network trained with the `reference` settings (longer), the
+  truth the others are measured against, with `seeds` seeds on the first `seeded` archs.
+
+Results go one per line to ``results.jsonl`` as they come (a killed run continues where it
+stopped, with the same draw: ``plan.json``), and `summarize` turns them into ``fidelity.json``:
+per scorer Kendall tau-b and Spearman rho against the reference over the random architectures
+with a bootstrap 95 % interval of tau, and the share of controlled pairs it orders as the
+reference does (a tie of the scorer counts half: it cannot tell the pair apart).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+from scipy import stats
+
+from ..config import ArchConfig, ConfigError
+from .data import load_proxy_data
+from .objective import cheap_metrics, constraint_values
+from .proxy_train import train_proxy
+from .settings import ProxySettings
+from .space import SearchSpace
+from .zero_cost import NASWOT_BATCH, SCORES, scoring_batch, zero_cost_scores
+
+PLAN_VERSION = 1
+CHEAP_SCORERS = ("params", "gmacs")
+PAIR_FIELDS = ("window", "sr_ratio", "pattern", "subsample")
+BOOTSTRAP = 1000
+
+
+@dataclass(frozen=True)
+class Job:
+    arch: str
+    scorer: str
+    seed: int
+    settings: str = ""   # digest of the proxy settings a trained scorer used ("" otherwise)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def draw_key(space: SearchSpace) -> str:
+    """What the draw of architectures depends on: the space's choices, resolution and
+    constraints (not its proxy or objectives, so a run survives a change of the proxy)."""
+    d = space.model_dump(mode="json")
+    return _digest({k: d[k] for k in ("stages", "subsample", "resolution", "num_classes", "in_chans", "constraints")})
+
+
+def rung_settings(space: SearchSpace, rung: int) -> ProxySettings:
+    """The proxy settings of rung `rung` (0 = the space's ``proxy:``): eta**rung x the images."""
+    eta = space.fidelity.eta
+    return space.proxy.model_copy(update={"train_samples": space.proxy.train_samples * eta ** rung})
+
+
+def accuracy_scorers(space: SearchSpace) -> list[str]:
+    """``accuracy`` (rung 0) and ``accuracy@rungR`` for every further rung of the space."""
+    return ["accuracy"] + [f"accuracy@rung{r}" for r in range(1, space.fidelity.rungs)]
+
+
+def default_scorer(space: SearchSpace) -> str:
+    """The scorer behind the search's accuracy objective on the front: the highest rung."""
+    return accuracy_scorers(space)[-1]
+
+
+def _feasible(space: SearchSpace, cfg: ArchConfig) -> bool:
+    cheap = {k: v for k, v in space.constraints.items() if k in ("params_m", "gmacs")}
+    return all(v <= 0 for v in constraint_values(cheap_metrics(cfg, space.resolution), cheap).values())
+
+
+def _geometry_key(cfg: ArchConfig, resolution: int) -> tuple:
+    key = []
+    for s, (h, w) in zip(cfg.stages, cfg.stage_sizes(resolution)):
+        kinds = tuple(s.block_types)
+        k = (min(s.sr_pair[0], h), min(s.sr_pair[1], w)) if "G" in kinds else None
+        key.append((kinds, s.lsa_window((h, w)) if "L" in kinds else None, k,
+                    s.subsample if k not in (None, (1, 1)) else None))
+    return tuple(key)
+
+
+def _variants(space: SearchSpace, cfg: ArchConfig, field: str, stage: int) -> list[tuple[ArchConfig, object]]:
+    """Configs of the space differing from `cfg` only in `field` of `stage` (the model-wide
+    sub-sampling choice changes every stage that takes it), as different full-size networks."""
+    d = cfg.model_dump(mode="json")
+    st = space.stages[stage]
+    choices = {"window": st.window or [], "sr_ratio": st.sr_ratio, "pattern": st.pattern,
+               "subsample": st.subsample or space.subsample}[field]
+    out = []
+    for c in choices:
+        stages = [dict(s) for s in d["stages"]]
+        targets = [stage] if field != "subsample" or st.subsample is not None else [
+            i for i, s in enumerate(space.stages) if s.subsample is None]
+        for i in targets:
+            stages[i][field] = list(c) if isinstance(c, tuple) else c
+            if field == "pattern" and "L" in c and stages[i]["window"] is None:
+                stages[i]["window"] = list(st.window[0])
+        try:
+            other = ArchConfig(**dict(d, stages=stages))
+        except ConfigError:
+            continue
+        if (space.contains(other) and _feasible(space, other)
+                and _geometry_key(other, space.resolution) != _geometry_key(cfg, space.resolution)):
+            out.append((other, c))
+    return out
+
+
+def draw_plan(space: SearchSpace, archs: int, pairs: int, seed: int) -> dict:
+    """The architectures to score: `archs` distinct feasible random configs, then `pairs`
+    controlled pairs cycling over the fields (window, sr_ratio, pattern, subsample) and stages."""
+    rng = random.Random(seed)
+    plan: dict = {"archs": [], "pairs": []}
+    seen = set()
+    for _ in range(200 * max(1, archs)):
+        if len(plan["archs"]) >= archs:
+            break
+        cfg = space.random_config(rng)
+        key = cfg.model_dump_json()
+        if key not in seen and _feasible(space, cfg):
+            seen.add(key)
+            plan["archs"].append(dict(id=f"a{len(plan['archs']):03d}", kind="random", config=cfg.model_dump(mode="json")))
+    if len(plan["archs"]) < archs:
+        raise ConfigError(f"{space.source}: only {len(plan['archs'])} distinct architectures meet the constraints; "
+                          f"ask for fewer --archs")
+    slots = [(f, i) for f in PAIR_FIELDS for i in range(len(space.stages))]
+    rng.shuffle(slots)
+    slots.sort(key=lambda s: PAIR_FIELDS.index(s[0]))       # fields in turn, stages shuffled
+    order = [s for k in range(len(space.stages)) for s in slots[k::len(space.stages)]]
+    tries = 0
+    while len(plan["pairs"]) < pairs and tries < 400 * max(1, pairs):
+        field, stage = order[tries % len(order)]
+        tries += 1
+        base = space.random_config(rng)
+        if not _feasible(space, base):
+            continue
+        variants = _variants(space, base, field, stage)
+        if not variants:
+            continue
+        other, value = rng.choice(variants)
+        j = len(plan["pairs"])
+        ids = (f"p{j:03d}a", f"p{j:03d}b")
+        for pid, cfg in zip(ids, (base, other)):
+            plan["archs"].append(dict(id=pid, kind="pair", config=cfg.model_dump(mode="json")))
+        plan["pairs"].append(dict(id=f"p{j:03d}", a=ids[0], b=ids[1], field=field, stage=stage))
+    if len(plan["pairs"]) < pairs:
+        raise ConfigError(f"{space.source}: found only {len(plan['pairs'])} controlled pairs (the space has few "
+                          f"window / k / pattern / sub-sampling choices); ask for fewer --pairs")
+    return plan
+
+
+def jobs_of(plan: dict, scorers: dict[str, str], seeds: int, seeded: int) -> list[Job]:
+    """Every (arch, scorer, seed) to compute, cheapest kinds first so that a partial run has
+    whole columns: closed form, zero-cost, proxy rungs, then the reference. `scorers`: name ->
+    digest of its proxy settings ("" for the untrained ones)."""
+    random_ids = [a["id"] for a in plan["archs"] if a["kind"] == "random"]
+    multi = set(random_ids[:seeded])
+    out = []
+    for scorer in scorers:
+        for a in plan["archs"]:
+            n = seeds if (a["id"] in multi and scorer not in CHEAP_SCORERS + SCORES) else 1
+            out.extend(Job(a["id"], scorer, s, scorers[scorer]) for s in range(n))
+    return out
+
+
+def read_results(path: Path) -> dict[Job, dict]:
+    """The results recorded so far (a line cut by a kill is ignored)."""
+    out: dict[Job, dict] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+                out[Job(r["arch"], r["scorer"], r["seed"], r.get("settings", ""))] = r
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return out
+
+
+class _Scorer:
+    """Computes one job; proxy data and the NASWOT minibatch loaded once."""
+
+    def __init__(self, space: SearchSpace, reference: ProxySettings, seed: int) -> None:
+        self.space, self.reference, self.seed = space, reference, seed
+        self.choices = space.geometry_choices()
+        self._images = None
+
+    def settings_of(self, scorer: str) -> ProxySettings:
+        if scorer == "reference":
+            return self.reference
+        return rung_settings(self.space, int(scorer.split("@rung")[1]) if "@rung" in scorer else 0)
+
+    def __call__(self, cfg: ArchConfig, job: Job) -> float:
+        sp = self.space
+        if job.scorer in CHEAP_SCORERS:
+            m = cheap_metrics(cfg, sp.resolution)
+            return m["params_m"] if job.scorer == "params" else m["gmacs"]
+        if job.scorer in SCORES:
+            if self._images is None:
+                data = load_proxy_data(sp.proxy, seed=self.seed)
+                self._images = scoring_batch(data, NASWOT_BATCH, sp.resolution, sp.in_chans)
+            return zero_cost_scores(cfg, [job.scorer], self._images, sp.resolution, seed=self.seed)[job.scorer]
+        settings = self.settings_of(job.scorer)
+        data = load_proxy_data(settings, seed=self.seed)
+        res = train_proxy(cfg, settings, data, seed=self.seed * 1000 + job.seed, resolution=sp.resolution,
+                          choices=self.choices)
+        return float(res.accuracy)
+
+
+def run_fidelity(space: SearchSpace, reference: ProxySettings, out_dir: Path, archs: int = 30, pairs: int = 10,
+                 seeds: int = 2, seeded: int = 10, seed: int = 0,
+                 progress: Optional[Callable[[int, int, str], None]] = None, png: bool = True) -> dict:
+    """Score the plan's architectures (continuing `out_dir` when it holds the same plan) and
+    write fidelity.json / fidelity.csv; returns the summary. `progress(done, total, what)`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = dict(draw=draw_key(space), reference=reference.model_dump(mode="json", exclude={"data_root"}),
+                    archs=archs, pairs=pairs, seeds=seeds, seeded=seeded, seed=seed)
+    plan_path = out_dir / "plan.json"
+    if plan_path.is_file():
+        plan = json.loads(plan_path.read_text())
+        if plan.get("settings") != settings:
+            raise ConfigError(f"{out_dir}: holds a fidelity run with other settings (the space's choices or "
+                              f"constraints, --reference, --archs, --pairs, --seeds or --seed); continue it with the "
+                              f"same ones or use another --out")
+    else:
+        plan = dict(version=PLAN_VERSION, settings=settings, space=space.model_dump(mode="json"),
+                    **draw_plan(space, archs, pairs, seed))
+        tmp = plan_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(plan, indent=1) + "\n")
+        tmp.replace(plan_path)
+    scorer = _Scorer(space, reference, seed)
+    names = list(CHEAP_SCORERS) + list(SCORES) + accuracy_scorers(space) + ["reference"]
+    scorers = {s: (_digest(scorer.settings_of(s).model_dump(mode="json", exclude={"data_root"}))
+                   if s == "reference" or s.startswith("accuracy") else "") for s in names}
+    jobs = jobs_of(plan, scorers, seeds, seeded)
+    results_path = out_dir / "results.jsonl"
+    done = read_results(results_path)
+    configs = {a["id"]: ArchConfig(**a["config"]) for a in plan["archs"]}
+    todo = [j for j in jobs if j not in done]
+    with results_path.open("a") as f:
+        for i, job in enumerate(todo):
+            if progress is not None:
+                progress(len(jobs) - len(todo) + i, len(jobs), f"{job.scorer} {job.arch} seed {job.seed}")
+            t0 = time.perf_counter()
+            try:
+                value = scorer(configs[job.arch], job)
+            except Exception as e:  # noqa: BLE001 (one architecture that fails must not stop the run)
+                value, error = math.nan, (str(e).strip().splitlines() or [type(e).__name__])[0]
+            else:
+                error = None
+            rec = dict(arch=job.arch, scorer=job.scorer, seed=job.seed, settings=job.settings, value=value,
+                       seconds=round(time.perf_counter() - t0, 3), **({"error": error} if error else {}))
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            done[job] = rec
+    if progress is not None:
+        progress(len(jobs), len(jobs), "done")
+    current = {j: done[j] for j in jobs if j in done}   # results of other proxy settings are not used
+    summary = summarize(plan, current, names, default_scorer(space), space, reference)
+    summary["complete"] = len(current) == len(jobs)
+    write_outputs(summary, out_dir, png=png)
+    return summary
+
+
+def _tau(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 3 or np.all(x == x[0]) or np.all(y == y[0]):
+        return math.nan
+    return float(stats.kendalltau(x, y).statistic)
+
+
+def _budget(p: ProxySettings) -> int:
+    return p.train_samples * p.epochs
+
+
+def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default: str, space: SearchSpace,
+              reference: ProxySettings) -> dict:
+    """fidelity.json as a dict (see the module docstring)."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for job, rec in results.items():
+        v = rec.get("value")
+        if v is not None and math.isfinite(v):
+            values.setdefault(job.arch, {}).setdefault(job.scorer, []).append(v)
+    mean = {a: {s: float(np.mean(v)) for s, v in d.items()} for a, d in values.items()}
+    archs = []
+    for a in plan["archs"]:
+        ref = values.get(a["id"], {}).get("reference", [])
+        archs.append(dict(id=a["id"], kind=a["kind"], config=a["config"],
+                          scores={s: mean.get(a["id"], {}).get(s) for s in scorers},
+                          reference_seeds=ref, reference_spread=float(np.std(ref, ddof=1)) if len(ref) > 1 else None))
+    random_ids = [a["id"] for a in plan["archs"] if a["kind"] == "random"]
+    rng = np.random.default_rng(0)
+    out_scorers = {}
+    for s in scorers:
+        if s == "reference":
+            continue
+        ids = [i for i in random_ids if s in mean.get(i, {}) and "reference" in mean.get(i, {})]
+        x = np.array([mean[i][s] for i in ids])
+        y = np.array([mean[i]["reference"] for i in ids])
+        tau = _tau(x, y)
+        rho = float(stats.spearmanr(x, y).statistic) if not math.isnan(tau) else math.nan
+        boots = []
+        if not math.isnan(tau):
+            for _ in range(BOOTSTRAP):
+                k = rng.integers(0, len(ids), len(ids))
+                t = _tau(x[k], y[k])
+                if not math.isnan(t):
+                    boots.append(t)
+        ci = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] if boots else [math.nan] * 2
+        agree = []
+        for p in plan["pairs"]:
+            ma, mb = mean.get(p["a"], {}), mean.get(p["b"], {})
+            if s in ma and s in mb and "reference" in ma and "reference" in mb and ma["reference"] != mb["reference"]:
+                ref_order = np.sign(ma["reference"] - mb["reference"])
+                got = np.sign(ma[s] - mb[s])
+                agree.append(0.5 if got == 0 else float(got == ref_order))
+        out_scorers[s] = dict(kendall_tau=tau, spearman_rho=rho, tau_ci95=ci,
+                              pair_agreement=float(np.mean(agree)) if agree else math.nan,
+                              n_archs=len(ids), n_pairs=len(agree))
+    pairs = []
+    for p in plan["pairs"]:
+        ma, mb = mean.get(p["a"], {}), mean.get(p["b"], {})
+        pairs.append(dict(p, a_scores={s: ma.get(s) for s in scorers}, b_scores={s: mb.get(s) for s in scorers}))
+    seeded = [a for a in archs if len(a["reference_seeds"]) > 1]
+    noise = math.nan
+    if len(seeded) >= 3:
+        noise = _tau(np.array([a["reference_seeds"][0] for a in seeded]),
+                     np.array([a["reference_seeds"][1] for a in seeded]))
+    seconds: dict[str, float] = {}
+    for job, rec in results.items():
+        seconds[job.scorer] = seconds.get(job.scorer, 0.0) + rec.get("seconds", 0.0)
+    counts = {s: sum(1 for j in results if j.scorer == s) for s in scorers}
+    return dict(
+        default_scorer=default, scorers=out_scorers, archs=archs, pairs=pairs,
+        reference=dict(settings=reference.model_dump(mode="json", exclude={"data_root"}),
+                       budget_x=_budget(reference) / _budget(space.proxy),
+                       seed_spread_mean=float(np.mean([a["reference_spread"] for a in seeded])) if seeded else None,
+                       seed_tau=noise, seeded_archs=len(seeded)),
+        space=dict(name=space.name, source=space.source, hash=space.hash, proxy=space.proxy.model_dump(mode="json")),
+        mean_seconds={s: seconds.get(s, 0.0) / max(1, counts[s]) for s in scorers}, complete=None)
+
+
+def _clean(x):
+    """JSON without NaN (null instead)."""
+    if isinstance(x, float):
+        return None if math.isnan(x) else x
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_clean(v) for v in x]
+    return x
+
+
+def write_outputs(summary: dict, out_dir: Path, png: bool = True) -> list[Path]:
+    """fidelity.json, fidelity.csv (one row per architecture) and fidelity.html/.png (each
+    scorer against the reference)."""
+    import pandas as pd
+    out_dir = Path(out_dir)
+    files = []
+    tmp = out_dir / "fidelity.json.tmp"
+    tmp.write_text(json.dumps(_clean(summary), indent=1) + "\n")
+    tmp.replace(out_dir / "fidelity.json")
+    files.append(out_dir / "fidelity.json")
+    rows = [dict(id=a["id"], kind=a["kind"], **a["scores"], reference_spread=a["reference_spread"])
+            for a in summary["archs"]]
+    pd.DataFrame(rows).to_csv(out_dir / "fidelity.csv", index=False)
+    files.append(out_dir / "fidelity.csv")
+    files += _figure(summary, out_dir, png)
+    return files
+
+
+def _figure(summary: dict, out_dir: Path, png: bool) -> list[Path]:
+    from plotly.subplots import make_subplots  # heavy import (plotly): see README
+    import plotly.graph_objects as go  # heavy import (plotly): see README
+
+    from ..browser import find_chromium
+    names = list(summary["scorers"])
+    cols = min(4, len(names))
+    rows = math.ceil(len(names) / cols)
+    titles = []
+    for s in names:
+        t = summary["scorers"][s]["kendall_tau"]
+        titles.append(f"{s}: τ = {t:.2f}" if t is not None and not math.isnan(t) else f"{s}: τ n/a")
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.06,
+                        vertical_spacing=0.12)
+    for k, s in enumerate(names):
+        pts = [(a["scores"].get(s), a["scores"].get("reference"), a["id"], a["kind"]) for a in summary["archs"]]
+        pts = [p for p in pts if p[0] is not None and p[1] is not None]
+        for kind, color in (("random", "#1f77b4"), ("pair", "#ff7f0e")):
+            sel = [p for p in pts if p[3] == kind]
+            fig.add_trace(go.Scatter(x=[p[0] for p in sel], y=[p[1] for p in sel], mode="markers",
+                                     text=[p[2] for p in sel], name=f"{kind} architectures",
+                                     marker=dict(color=color, size=6), legendgroup=kind, showlegend=k == 0),
+                          row=k // cols + 1, col=k % cols + 1)
+        fig.update_xaxes(title_text=s, row=k // cols + 1, col=k % cols + 1)
+        fig.update_yaxes(title_text="reference" if k % cols == 0 else None, row=k // cols + 1, col=k % cols + 1)
+    fig.update_layout(title=f"scorers vs reference ({summary['space']['name']}; default scorer "
+                            f"{summary['default_scorer']})", height=330 * rows + 80, width=1400,
+                      template="plotly_white")
+    files = []
+    fig.write_html(out_dir / "fidelity.html", include_plotlyjs=True, full_html=True)
+    files.append(out_dir / "fidelity.html")
+    if png and find_chromium() is not None:
+        try:
+            fig.write_image(str(out_dir / "fidelity.png"), scale=1)
+            files.append(out_dir / "fidelity.png")
+        except Exception:  # noqa: BLE001 (a broken browser must not lose the other outputs)
+            pass
+    return files
