@@ -51,7 +51,7 @@ def fidelity(
     longer reference training; write fidelity.json/csv and a scatter plot of each scorer vs the reference."""
     import torch
 
-    from ..search.fidelity import run_fidelity
+    from ..search.fidelity import open_plan, run_fidelity
     from ..search.space import load_space
     t0 = time.perf_counter()
     space = load_space(space_path, overrides)
@@ -61,6 +61,7 @@ def fidelity(
         from .common import fail
         fail(f"--reference {bad[0]!r}: the reference changes the proxy only (proxy.KEY=VALUE)")
     ref = load_space(space_path, list(overrides) + ref_overrides).proxy
+    open_plan(space, ref, out, archs=archs, pairs=pairs, seeds=seeds, seeded=seeded, seed=seed)
     torch.set_num_threads(threads or cpu_cores())
     console.print(f"[bold]fidelity[/] of {space.name} ({space.source}): {archs} architectures + {pairs} pairs; "
                   f"reference: {', '.join(ref_overrides)}")

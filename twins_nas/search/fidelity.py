@@ -135,7 +135,8 @@ def draw_plan(space: SearchSpace, archs: int, pairs: int, seed: int) -> dict:
         key = cfg.model_dump_json()
         if key not in seen and _feasible(space, cfg):
             seen.add(key)
-            plan["archs"].append(dict(id=f"a{len(plan['archs']):03d}", kind="random", config=cfg.model_dump(mode="json")))
+            arch_id = f"a{len(plan['archs']):03d}"
+            plan["archs"].append(dict(id=arch_id, kind="random", config=cfg.model_dump(mode="json")))
     if len(plan["archs"]) < archs:
         raise ConfigError(f"{space.source}: only {len(plan['archs'])} distinct architectures meet the constraints; "
                           f"ask for fewer --archs")
@@ -154,6 +155,10 @@ def draw_plan(space: SearchSpace, archs: int, pairs: int, seed: int) -> dict:
         if not variants:
             continue
         other, value = rng.choice(variants)
+        key = frozenset((base.model_dump_json(), other.model_dump_json()))
+        if key in seen:
+            continue
+        seen.add(key)
         j = len(plan["pairs"])
         ids = (f"p{j:03d}a", f"p{j:03d}b")
         for pid, cfg in zip(ids, (base, other)):
@@ -222,11 +227,10 @@ class _Scorer:
         return float(res.accuracy)
 
 
-def run_fidelity(space: SearchSpace, reference: ProxySettings, out_dir: Path, archs: int = 30, pairs: int = 10,
-                 seeds: int = 2, seeded: int = 10, seed: int = 0,
-                 progress: Optional[Callable[[int, int, str], None]] = None, png: bool = True) -> dict:
-    """Score the plan's architectures (continuing `out_dir` when it holds the same plan) and
-    write fidelity.json / fidelity.csv; returns the summary. `progress(done, total, what)`."""
+def open_plan(space: SearchSpace, reference: ProxySettings, out_dir: Path, archs: int = 30, pairs: int = 10,
+              seeds: int = 2, seeded: int = 10, seed: int = 0) -> dict:
+    """The plan of the run in `out_dir`: drawn and written (plan.json) on the first call, read
+    back on the next ones; ConfigError when `out_dir` holds a run with other settings."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = dict(draw=draw_key(space), reference=reference.model_dump(mode="json", exclude={"data_root"}),
@@ -238,12 +242,22 @@ def run_fidelity(space: SearchSpace, reference: ProxySettings, out_dir: Path, ar
             raise ConfigError(f"{out_dir}: holds a fidelity run with other settings (the space's choices or "
                               f"constraints, --reference, --archs, --pairs, --seeds or --seed); continue it with the "
                               f"same ones or use another --out")
-    else:
-        plan = dict(version=PLAN_VERSION, settings=settings, space=space.model_dump(mode="json"),
-                    **draw_plan(space, archs, pairs, seed))
-        tmp = plan_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(plan, indent=1) + "\n")
-        tmp.replace(plan_path)
+        return plan
+    plan = dict(version=PLAN_VERSION, settings=settings, space=space.model_dump(mode="json"),
+                **draw_plan(space, archs, pairs, seed))
+    tmp = plan_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(plan, indent=1) + "\n")
+    tmp.replace(plan_path)
+    return plan
+
+
+def run_fidelity(space: SearchSpace, reference: ProxySettings, out_dir: Path, archs: int = 30, pairs: int = 10,
+                 seeds: int = 2, seeded: int = 10, seed: int = 0,
+                 progress: Optional[Callable[[int, int, str], None]] = None, png: bool = True) -> dict:
+    """Score the plan's architectures (continuing `out_dir` when it holds the same plan) and
+    write fidelity.json / fidelity.csv; returns the summary. `progress(done, total, what)`."""
+    out_dir = Path(out_dir)
+    plan = open_plan(space, reference, out_dir, archs, pairs, seeds, seeded, seed)
     scorer = _Scorer(space, reference, seed)
     names = list(CHEAP_SCORERS) + list(SCORES) + accuracy_scorers(space) + ["reference"]
     scorers = {s: (_digest(scorer.settings_of(s).model_dump(mode="json", exclude={"data_root"}))
@@ -254,6 +268,8 @@ def run_fidelity(space: SearchSpace, reference: ProxySettings, out_dir: Path, ar
     configs = {a["id"]: ArchConfig(**a["config"]) for a in plan["archs"]}
     todo = [j for j in jobs if j not in done]
     with results_path.open("a") as f:
+        if results_path.stat().st_size and not results_path.read_bytes().endswith(b"\n"):
+            f.write("\n")  # a line cut by a kill stays alone on its line (and is ignored)
         for i, job in enumerate(todo):
             if progress is not None:
                 progress(len(jobs) - len(todo) + i, len(jobs), f"{job.scorer} {job.arch} seed {job.seed}")
@@ -385,8 +401,8 @@ def write_outputs(summary: dict, out_dir: Path, png: bool = True) -> list[Path]:
 
 
 def _figure(summary: dict, out_dir: Path, png: bool) -> list[Path]:
-    from plotly.subplots import make_subplots  # heavy import (plotly): see README
     import plotly.graph_objects as go  # heavy import (plotly): see README
+    from plotly.subplots import make_subplots  # heavy import (plotly): see README
 
     from ..browser import find_chromium
     names = list(summary["scorers"])

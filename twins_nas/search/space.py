@@ -495,8 +495,11 @@ def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
     if loc[0] == "constraints" and len(loc) == 2:
         return Bound
     if len(loc) == 1:
-        return {"measure": MeasureSettings, "proxy": ProxySettings}.get(loc[0])
+        return SECTIONS.get(loc[0])
     return None
+
+
+SECTIONS = {"measure": MeasureSettings, "proxy": ProxySettings, "fidelity": FidelitySettings}
 
 
 def format_space_error(err: ValidationError) -> str:
@@ -525,7 +528,7 @@ def _schema_child(schema: Any, key: str, path: str) -> tuple[Any, Any]:
             return ("dict", Bound), key
         if schema is SearchSpace and key == "objectives":
             return ("dict", None), key
-        return {"measure": MeasureSettings, "proxy": ProxySettings}.get(key) if schema is SearchSpace else None, key
+        return SECTIONS.get(key) if schema is SearchSpace else None, key
     if isinstance(schema, tuple) and schema[0] == "dict":
         key = canonical_metric(key)
         if key not in METRICS:

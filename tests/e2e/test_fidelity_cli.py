@@ -1,0 +1,142 @@
+"""`twins-nas fidelity` end to end on a tiny space: the files and keys, Kendall tau and pair
+agreement recomputed by brute force from the per-architecture values, controlled pairs that
+differ in exactly one field of one stage, resume after a kill, bad input."""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from strategies import TINY_SPACE
+from typer.testing import CliRunner
+
+from twins_nas.cli import app
+from twins_nas.search.fidelity import run_fidelity
+from twins_nas.search.space import load_space
+
+runner = CliRunner()
+REF = ["--reference", "proxy.train_samples=400", "--reference", "proxy.epochs=2"]
+SIZE = ["--archs", "5", "--pairs", "3", "--seeds", "2", "--seeded", "2"]
+
+
+def tau_b(x: list[float], y: list[float]) -> float:
+    """Kendall tau-b by brute force over all pairs."""
+    conc = disc = tx = ty = 0
+    for i, j in itertools.combinations(range(len(x)), 2):
+        dx, dy = x[i] - x[j], y[i] - y[j]
+        if dx == 0 and dy == 0:
+            continue
+        if dx == 0:
+            tx += 1
+        elif dy == 0:
+            ty += 1
+        elif (dx > 0) == (dy > 0):
+            conc += 1
+        else:
+            disc += 1
+    return (conc - disc) / (((conc + disc + tx) * (conc + disc + ty)) ** 0.5)
+
+
+@pytest.fixture
+def space_file(tmp_path) -> Path:
+    p = tmp_path / "tiny.yaml"
+    p.write_text(TINY_SPACE)
+    return p
+
+
+def test_fidelity_writes_the_report_and_its_figures_are_right(tmp_path, space_file):
+    out = tmp_path / "fid"
+    r = runner.invoke(app, ["fidelity", "--space", str(space_file), *SIZE, *REF, "--out", str(out), "--no-png",
+                            "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert "(complete)" in r.stdout
+    d = json.loads((out / "fidelity.json").read_text())
+    assert d["default_scorer"] == "accuracy"
+    assert set(d["scorers"]) == {"params", "gmacs", "naswot", "synflow", "accuracy"}
+    for s in d["scorers"].values():
+        assert set(s) >= {"kendall_tau", "spearman_rho", "tau_ci95", "pair_agreement"} and len(s["tau_ci95"]) == 2
+    assert len(d["archs"]) == 5 + 2 * 3 and len(d["pairs"]) == 3
+    assert d["reference"]["budget_x"] == pytest.approx(2.0)          # 400 x 2 vs 200 x 2
+    df = pd.read_csv(out / "fidelity.csv")
+    rand = df[df["kind"] == "random"]
+    for name in ("params", "gmacs", "accuracy"):
+        want = tau_b(rand[name].tolist(), rand["reference"].tolist())
+        assert d["scorers"][name]["kendall_tau"] == pytest.approx(want, abs=1e-9), name
+        lo, hi = d["scorers"][name]["tau_ci95"]
+        assert -1 <= lo <= hi <= 1
+    by_id = df.set_index("id")
+    for name in ("gmacs", "accuracy"):
+        got = []
+        for p in d["pairs"]:
+            ra, rb = by_id.loc[p["a"], "reference"], by_id.loc[p["b"], "reference"]
+            if ra == rb:
+                continue
+            sa, sb = by_id.loc[p["a"], name], by_id.loc[p["b"], name]
+            got.append(0.5 if sa == sb else float((sa > sb) == (ra > rb)))
+        want = sum(got) / len(got) if got else None
+        assert d["scorers"][name]["pair_agreement"] == (pytest.approx(want) if got else None), name
+    # controlled pairs: exactly one field of one stage differs (the model-wide sub-sampling aside)
+    configs = {a["id"]: a["config"] for a in d["archs"]}
+    for p in d["pairs"]:
+        a, b = configs[p["a"]]["stages"], configs[p["b"]]["stages"]
+        diffs = {(i, k) for i, (sa, sb) in enumerate(zip(a, b)) for k in sa if sa[k] != sb[k]}
+        fields = {k for _, k in diffs}
+        assert fields <= {p["field"], "window"} and p["field"] in fields, (p, diffs)
+        if p["field"] != "subsample":
+            assert {i for i, _ in diffs} == {p["stage"]}
+    # seed spread of the reference on the seeded architectures
+    seeded = [a for a in d["archs"] if len(a["reference_seeds"]) == 2]
+    assert len(seeded) == 2 and all(a["reference_spread"] is not None for a in seeded)
+    assert (out / "fidelity.html").is_file()
+
+
+def test_a_killed_run_continues_without_repeating_work(tmp_path, space_file):
+    space = load_space(space_file)
+    ref = load_space(space_file, ["proxy.train_samples=400"]).proxy
+    out = tmp_path / "fid"
+    kw = dict(archs=4, pairs=1, seeds=2, seeded=1, png=False)
+
+    def kill_at(n):
+        def progress(done, total, what):
+            if done == n:
+                raise KeyboardInterrupt
+        return progress
+
+    with pytest.raises(KeyboardInterrupt):
+        run_fidelity(space, ref, out, progress=kill_at(20), **kw)
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 20
+    with (out / "results.jsonl").open("a") as f:
+        f.write('{"arch": "a000", "scor')                       # a line cut by the kill
+    summary = run_fidelity(space, ref, out, **kw)
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if x.endswith("}")]
+    keys = [(r["arch"], r["scorer"], r["seed"]) for r in recs]
+    assert len(keys) == len(set(keys))                           # nothing computed twice
+    assert recs[:20] == [json.loads(x) for x in lines]            # the first results are kept as they were
+    assert summary["complete"]
+    # another proxy: the draw and the reference are kept, only the proxy's column is recomputed
+    other = load_space(space_file, ["proxy.epochs=1"])
+    again = run_fidelity(other, ref, out, **kw)
+    assert again["complete"]
+    recs2 = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if x.endswith("}")]
+    assert {r["scorer"] for r in recs2[len(recs):]} == {"accuracy"}
+
+
+def test_other_settings_in_the_same_folder_and_bad_input_are_one_line_errors(tmp_path, space_file):
+    out = tmp_path / "fid"
+    args = ["fidelity", "--space", str(space_file), "--archs", "3", "--pairs", "0", "--seeds", "1", *REF,
+            "--out", str(out), "--no-png", "--threads", "1"]
+    assert runner.invoke(app, args).exit_code == 0
+    for extra, says in ((["--seed", "1"], "holds a fidelity run with other settings"),
+                        (["--reference", "epochs=3"], "the reference changes the proxy only"),
+                        (["--set", "proxy.epoch=1"], "proxy.epoch: unknown key")):
+        r = runner.invoke(app, args + extra)
+        assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1, r.output
+    fixed = ["--set", "stages.0.window=2", "--set", "stages.0.sr_ratio=1", "--set", "stages.0.pattern=LG",
+             "--set", "stages.1.pattern=LG"]          # no window, k, pattern or sub-sampling choice left
+    r = runner.invoke(app, ["fidelity", "--space", str(space_file), "--archs", "3", "--pairs", "2", *fixed, *REF,
+                            "--out", str(tmp_path / "x"), "--no-png"])
+    assert r.exit_code == 2 and "controlled pairs" in r.output
