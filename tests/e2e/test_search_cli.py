@@ -364,7 +364,8 @@ def test_early_stop_prunes_a_trial_far_below_its_peers(tmp_path, monkeypatch):
     on_epoch(2, 0.10)  # the last epoch is never cut
     study.tell(trial, state=TrialState.FAIL)
     # through a worker: the pruned trial is recorded and does not count toward N
-    monkeypatch.setattr(objective_mod, "train_proxy", lambda cfg, proxy, data, seed, device, on_epoch: on_epoch(1, 0.1))
+    monkeypatch.setattr(objective_mod, "train_proxy",
+                        lambda cfg, proxy, data, seed, device, on_epoch, **kw: on_epoch(1, 0.1))
     assert run_worker(study, ev, 9, tmp_path / "lock", deadline=time.time() + 2).status == "timeout"
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert pruned and all(t.user_attrs["status"] == "pruned" and t.user_attrs["epoch_accuracies"] == [0.1]

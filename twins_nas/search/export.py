@@ -35,10 +35,11 @@ from optuna.trial import TrialState
 
 from ..browser import find_chromium
 from ..config import SCHEMA_VERSION, ArchConfig, ConfigError
-from .metrics import METRICS, canonical_metric, rename_legacy, trial_metrics
+from .metrics import METRICS, canonical_metric, rename_legacy
 from .optuna_compat import storage_url
 from .pareto import NoMatch, hypervolume_history, knee_index, pareto_mask, parse_pick, select
 from .provenance import library_versions
+from .rungs import effective_metrics, promotion_seconds, promotions
 from .storage import describe_storage, existing_storage_file, open_storage, resolve_storage, storage_file
 from .trials import STATUS_OK, count_trials
 
@@ -88,6 +89,7 @@ def _common_meta(study: optuna.Study, storage: Optional[str]) -> dict:
         "sampler": ua.get("sampler"),
         "device": ua.get("measure", {}),
         "proxy": proxy,
+        "fidelity": space.get("fidelity") or {"rungs": 1},
         "trials": count_trials(study),
         "versions": library_versions(),
         "search_versions": ua.get("versions", {}),
@@ -103,8 +105,12 @@ def _clean_metrics(m: dict) -> dict:
 def trials_frame(study: optuna.Study, front: set[int] = frozenset(), picked: Optional[int] = None,
                  knee: Optional[int] = None) -> pd.DataFrame:
     trials = study.get_trials(deepcopy=False)
-    metrics = [trial_metrics(t) for t in trials]
+    records = promotions(study)
+    metrics = [effective_metrics(t, records.get(t.number)) for t in trials]
     metric_cols = [m for m in METRICS if any(m in tm for tm in metrics)]
+    top = max((m.get("rung", 0) for m in metrics), default=0)
+    rung_cols = (["rung"] + [f"accuracy_rung{r}" for r in range(top + 1)] + ["seconds_promotion"]
+                 if records else [])
     param_cols = sorted({p for t in trials for p in t.params}, key=_param_order)
     timed = {k for t in trials for k in (t.user_attrs.get("seconds") or {})}
     seconds = [k for k in SECONDS if k != "zero_cost" or k in timed]  # zero_cost: where a score was named
@@ -123,6 +129,9 @@ def trials_frame(study: optuna.Study, front: set[int] = frozenset(), picked: Opt
         }
         row.update({c: m.get(c) for c in metric_cols})
         row["params"] = m.get("params")
+        if rung_cols:
+            row.update({c: m.get(c) for c in rung_cols[:-1]})
+            row["seconds_promotion"] = promotion_seconds(records.get(t.number)) or None
         row["violations"] = ";".join(f"{k}:{v:+.3f}" for k, v in viol.items())
         row.update({f"seconds_{k}": sec.get(k) for k in seconds})
         row["epoch_accuracies"] = ";".join(f"{a:.4f}" for a in ua.get("epoch_accuracies", []))
@@ -137,7 +146,7 @@ def trials_frame(study: optuna.Study, front: set[int] = frozenset(), picked: Opt
             ("; ".join(f"{k} broken" for k in viol) if viol else None)
         row.update({f"param.{p}": t.params.get(p) for p in param_cols})
         rows.append(row)
-    cols = (["number", "state", "status", "feasible", "on_front", "knee", "picked"] + metric_cols +
+    cols = (["number", "state", "status", "feasible", "on_front", "knee", "picked"] + metric_cols + rung_cols +
             ["params", "violations"] + [f"seconds_{k}" for k in seconds] +
             ["epoch_accuracies", "proxy_seed", "depths", "embed_dims", "patterns", "datetime_start",
              "datetime_complete", "worker", "reason"] + [f"param.{p}" for p in param_cols])
@@ -282,7 +291,8 @@ def export_study(study: Union[optuna.Study, str], out_dir: Union[str, Path], pic
             storage = storage_url(study)
 
     feasible = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
-    rows = [trial_metrics(t) for t in feasible]
+    records = promotions(study)
+    rows = [effective_metrics(t, records.get(t.number)) for t in feasible]
     front_idx, knee, picked = [], None, None
     if feasible:
         mask = pareto_mask(rows, objectives)
@@ -307,7 +317,7 @@ def export_study(study: Union[optuna.Study, str], out_dir: Union[str, Path], pic
     if feasible:
         first, direction = next(iter(objectives.items()))
         order = sorted(front_idx, key=lambda i: rows[i][first], reverse=direction == "maximize")
-        hv = hypervolume_history([trial_metrics(t) if _feasible(t) else None
+        hv = hypervolume_history([effective_metrics(t, records.get(t.number)) if _feasible(t) else None
                                   for t in study.get_trials(deepcopy=False)], objectives)
         t = feasible[picked]
         cfg = ArchConfig.from_dict(t.user_attrs["config"])

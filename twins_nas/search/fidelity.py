@@ -36,6 +36,7 @@ from ..config import ArchConfig, ConfigError
 from .data import load_proxy_data
 from .objective import cheap_metrics, constraint_values
 from .proxy_train import train_proxy
+from .rungs import rung_settings
 from .settings import ProxySettings
 from .space import SearchSpace
 from .zero_cost import NASWOT_BATCH, SCORES, scoring_batch, zero_cost_scores
@@ -63,12 +64,6 @@ def draw_key(space: SearchSpace) -> str:
     constraints (not its proxy or objectives, so a run survives a change of the proxy)."""
     d = space.model_dump(mode="json")
     return _digest({k: d[k] for k in ("stages", "subsample", "resolution", "num_classes", "in_chans", "constraints")})
-
-
-def rung_settings(space: SearchSpace, rung: int) -> ProxySettings:
-    """The proxy settings of rung `rung` (0 = the space's ``proxy:``): eta**rung x the images."""
-    eta = space.fidelity.eta
-    return space.proxy.model_copy(update={"train_samples": space.proxy.train_samples * eta ** rung})
 
 
 def accuracy_scorers(space: SearchSpace) -> list[str]:
@@ -208,7 +203,8 @@ class _Scorer:
     def settings_of(self, scorer: str) -> ProxySettings:
         if scorer == "reference":
             return self.reference
-        return rung_settings(self.space, int(scorer.split("@rung")[1]) if "@rung" in scorer else 0)
+        rung = int(scorer.split("@rung")[1]) if "@rung" in scorer else 0
+        return rung_settings(self.space.proxy, self.space.fidelity.eta, rung)
 
     def __call__(self, cfg: ArchConfig, job: Job) -> float:
         sp = self.space

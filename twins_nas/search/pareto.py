@@ -71,6 +71,51 @@ def pareto_mask(rows: Sequence[Mapping[str, float]], objectives: Mapping[str, st
     return _mask_from_losses(_losses(rows, objectives))
 
 
+def nondominated_ranks(rows: Sequence[Mapping[str, float]], objectives: Mapping[str, str]) -> np.ndarray:
+    """Front number of each row (0 = non-dominated, 1 = non-dominated once front 0 is removed,
+    ...), as NSGA-II's non-dominated sorting."""
+    loss = _losses(rows, objectives)
+    ranks = np.full(len(rows), -1)
+    left = np.arange(len(rows))
+    r = 0
+    while len(left):
+        mask = _mask_from_losses(loss[left])
+        ranks[left[mask]] = r
+        left = left[~mask]
+        r += 1
+    return ranks
+
+
+def crowding_distances(rows: Sequence[Mapping[str, float]], objectives: Mapping[str, str]) -> np.ndarray:
+    """NSGA-II crowding distance of each row within `rows` (one front): per objective, the
+    gap between the two neighbours divided by the objective's range; the ends are infinite."""
+    loss = _losses(rows, objectives)
+    n, k = loss.shape
+    dist = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for j in range(k):
+        order = np.argsort(loss[:, j], kind="stable")
+        span = loss[order[-1], j] - loss[order[0], j]
+        dist[order[0]] = dist[order[-1]] = np.inf
+        if span > 0:
+            dist[order[1:-1]] += (loss[order[2:], j] - loss[order[:-2], j]) / span
+    return dist
+
+
+def promotion_order(rows: Sequence[Mapping[str, float]], objectives: Mapping[str, str]) -> list[int]:
+    """Row indices best first: by non-dominated rank, then by crowding distance (larger first),
+    then by row index (earlier first)."""
+    if not rows:
+        return []
+    ranks = nondominated_ranks(rows, objectives)
+    crowd = np.zeros(len(rows))
+    for r in set(ranks.tolist()):
+        idx = np.flatnonzero(ranks == r)
+        crowd[idx] = crowding_distances([rows[i] for i in idx], objectives)
+    return sorted(range(len(rows)), key=lambda i: (ranks[i], -crowd[i], i))
+
+
 def _scaled_goodness(rows: Sequence[Mapping[str, float]], objectives: Mapping[str, str]) -> np.ndarray:
     """Each objective scaled to [0, 1] over `rows`, 1 = best (a constant objective gives 1)."""
     loss = _losses(rows, objectives)

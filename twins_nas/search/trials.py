@@ -157,10 +157,12 @@ class WorkerResult:
 
 def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[float]], n_trials: int,
                lock_path: Path, deadline: Optional[float] = None,
-               on_trial: Optional[Callable[[], None]] = None) -> WorkerResult:
+               on_trial: Optional[Callable[[], None]] = None,
+               after_complete: Optional[Callable[[], None]] = None) -> WorkerResult:
     """Run trials of `objective` until the study has `n_trials` COMPLETE trials (exact; see
     the module docstring). `deadline` is a `time.time()`; `on_trial()` is called after every
-    trial and every few seconds while waiting."""
+    trial and every few seconds while waiting; `after_complete()` after every COMPLETE trial
+    of this process (the promotions of `rungs.Promoter`)."""
     result = WorkerResult()
     fails = 0
     last_poll = 0.0
@@ -201,6 +203,8 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence
                 return result
         else:
             fails = 0
+        if state == TrialState.COMPLETE and after_complete is not None:
+            after_complete()
         if on_trial is not None:
             on_trial()
 

@@ -23,6 +23,7 @@ import torch
 
 from .data import load_proxy_data
 from .objective import Evaluator, needs_proxy_data
+from .rungs import Promoter
 from .sampler import make_sampler
 from .search_settings import SearchSettings
 from .settings import MeasureBudget
@@ -76,7 +77,9 @@ def _worker_entry(payload: dict, results: Any) -> None:
         seed = sampler_seed(settings.seed, wid, len(probe.get_trials(deepcopy=False)))
         study = optuna.load_study(study_name=settings.study_name, storage=storage,
                                   sampler=make_sampler(settings.sampler, seed, settings.trials))
-        res = run_worker(study, evaluator, settings.trials, Path(payload["lock"]), payload["deadline"])
+        promoter = Promoter(space, settings.seed, payload["device"], Path(payload["lock"]))
+        res = run_worker(study, evaluator, settings.trials, Path(payload["lock"]), payload["deadline"],
+                         after_complete=lambda: promoter.run(study))
         results.put({"worker": wid, "status": res.status, "ran": res.ran, "message": res.message})
     except KeyboardInterrupt:
         results.put({"worker": wid, "status": "interrupted", "ran": 0, "message": "interrupted"})

@@ -1,0 +1,182 @@
+"""Successive halving on a multi-objective front (the space's ``fidelity:`` section).
+
+Optuna prunes single-objective studies only, so promotions happen beside the trials: every
+trial is scored at rung 0 (the space's ``proxy:``, its accuracy is the value Optuna sees).
+Whenever the study has `batch` more COMPLETE trials, a promotion round looks at each rung r
+(below the top): of the n feasible trials that reached r, the best ``n // eta`` by
+non-dominated rank on the space's objectives (with their rung-r accuracy), then crowding
+distance, are trained again at rung r + 1 (``eta ** (r + 1)`` x the training images, same
+network and seed) unless they already were. A last round runs when the search has its N
+trials. Promotions are extra work, not extra trials: the trial count stays exact.
+
+Results live in the study's user attributes, ``rung:NUMBER`` -> ``{"results": {"1":
+{"accuracy", "seconds"}}, "claim": {...}}``, so they survive a resume and are seen by every
+worker; a claim left by a dead process is taken over. The report (`effective_metrics`) gives
+each trial the accuracy of the highest rung it reached and says which rung that is.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import optuna
+from optuna.trial import TrialState
+
+from ..config import ArchConfig
+from .data import load_proxy_data
+from .metrics import trial_metrics
+from .pareto import promotion_order
+from .proxy_train import train_proxy
+from .settings import ProxySettings
+from .storage import exclusive
+from .trials import STATUS_OK, error_line, owner_alive, owner_attrs
+
+PREFIX = "rung:"
+ROUNDS_KEY = "promotion_rounds"
+
+
+def rung_settings(proxy: ProxySettings, eta: int, rung: int) -> ProxySettings:
+    """The proxy settings of rung `rung` (0 = `proxy`): eta**rung x the training images."""
+    return proxy.model_copy(update={"train_samples": proxy.train_samples * eta ** rung})
+
+
+def promotions(study: optuna.Study) -> dict[int, dict]:
+    """Trial number -> its promotion record (see the module docstring)."""
+    return {int(k[len(PREFIX):]): v for k, v in study.user_attrs.items() if k.startswith(PREFIX)}
+
+
+def reached(record: Optional[dict]) -> int:
+    """The highest rung a trial has an accuracy for (0 without promotions)."""
+    return max((int(r) for r, res in (record or {}).get("results", {}).items() if res.get("accuracy") is not None),
+               default=0)
+
+
+def rung_accuracy(t: optuna.trial.FrozenTrial, record: Optional[dict], rung: int) -> Optional[float]:
+    if rung == 0:
+        return trial_metrics(t).get("accuracy")
+    res = (record or {}).get("results", {}).get(str(rung))
+    return None if res is None else res["accuracy"]
+
+
+def effective_metrics(t: optuna.trial.FrozenTrial, record: Optional[dict]) -> dict[str, Any]:
+    """The trial's metrics with ``accuracy`` from the highest rung it reached, that rung as
+    ``rung``, and every rung's accuracy as ``accuracy_rungR`` (when the trial has one)."""
+    m = dict(trial_metrics(t))
+    if "accuracy" not in m:
+        return m
+    top = reached(record)
+    m["accuracy_rung0"] = m["accuracy"]
+    for r in range(1, top + 1):
+        a = rung_accuracy(t, record, r)
+        if a is not None:
+            m[f"accuracy_rung{r}"] = a
+    m["accuracy"] = m[f"accuracy_rung{top}"]
+    m["rung"] = top
+    return m
+
+
+def rung_counts(records: dict[int, dict]) -> dict[int, int]:
+    """How many trials reached each rung above 0."""
+    out: dict[int, int] = {}
+    for rec in records.values():
+        for r in range(1, reached(rec) + 1):
+            out[r] = out.get(r, 0) + 1
+    return out
+
+
+def promotion_seconds(record: Optional[dict]) -> float:
+    return sum(r.get("seconds", 0.0) for r in (record or {}).get("results", {}).values())
+
+
+def select_promotions(trials: Sequence[optuna.trial.FrozenTrial], records: dict[int, dict],
+                      objectives: dict[str, str], rungs: int, eta: int) -> list[tuple[int, int]]:
+    """(trial number, target rung) of the trials to train at the next rung now (see the
+    module docstring); trials with a live claim are left out."""
+    feasible = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("status") == STATUS_OK
+                and rung_accuracy(t, None, 0) is not None]
+    out = []
+    for r in range(rungs - 1):
+        at_r = [t for t in feasible if reached(records.get(t.number)) >= r]
+        quota = len(at_r) // eta
+        if not quota:
+            break
+        rows = [dict(trial_metrics(t), accuracy=rung_accuracy(t, records.get(t.number), r)) for t in at_r]
+        for i in promotion_order(rows, objectives)[:quota]:
+            t = at_r[i]
+            rec = records.get(t.number) or {}
+            if reached(rec) == r and not rec.get("claim") and str(r + 1) not in rec.get("results", {}):
+                out.append((t.number, r + 1))
+    return out
+
+
+class Promoter:
+    """Runs the promotion rounds of one process (see the module docstring)."""
+
+    def __init__(self, space: Any, seed: int, device: str, lock_path: Path) -> None:
+        self.space, self.seed, self.device, self.lock_path = space, seed, device, lock_path
+        self.fidelity = space.fidelity
+        self.objectives = dict(space.objectives)
+        self.choices = space.geometry_choices()
+
+    @property
+    def active(self) -> bool:
+        return self.fidelity.rungs > 1 and "accuracy" in self.objectives
+
+    def _claim(self, study: optuna.Study, final: bool) -> list[tuple[int, int]]:
+        with exclusive(self.lock_path):
+            trials = study.get_trials(deepcopy=False)
+            complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
+            due = complete // self.fidelity.batch
+            if not final and due <= study.user_attrs.get(ROUNDS_KEY, 0):
+                return []
+            study.set_user_attr(ROUNDS_KEY, due)
+            records = promotions(study)
+            for number, rec in records.items():  # claims of dead processes are taken over
+                claim = rec.get("claim")
+                if claim and owner_alive(claim.get("owner")) is False:
+                    rec = dict(rec, claim=None)
+                    records[number] = rec
+                    study.set_user_attr(f"{PREFIX}{number}", rec)
+            picked = select_promotions(trials, records, self.objectives, self.fidelity.rungs, self.fidelity.eta)
+            for number, rung in picked:
+                rec = dict(records.get(number) or {"results": {}})
+                rec["claim"] = {"rung": rung, "owner": owner_attrs(),
+                                "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                study.set_user_attr(f"{PREFIX}{number}", rec)
+            return picked
+
+    def _train(self, study: optuna.Study, number: int, rung: int) -> None:
+        t = study.get_trials(deepcopy=False)[number]
+        settings = rung_settings(self.space.proxy, self.fidelity.eta, rung)
+        data = load_proxy_data(settings, seed=self.seed)
+        t0 = time.perf_counter()
+        try:
+            res = train_proxy(ArchConfig.from_dict(t.user_attrs["config"]), settings, data,
+                              seed=t.user_attrs.get("proxy_seed", 0), device=self.device,
+                              resolution=self.space.resolution, choices=self.choices)
+            result = {"accuracy": float(res.accuracy)}
+        except Exception as e:  # noqa: BLE001 (e.g. diverged: recorded, never retried, the study goes on)
+            result = {"accuracy": None, "error": error_line(e)}
+        result.update(seconds=round(time.perf_counter() - t0, 3), train_samples=settings.train_samples)
+        rec = dict(promotions(study).get(number) or {"results": {}})
+        rec["results"] = dict(rec.get("results", {}), **{str(rung): result})
+        rec["claim"] = None
+        study.set_user_attr(f"{PREFIX}{number}", rec)
+
+    def run(self, study: optuna.Study, final: bool = False) -> int:
+        """Run the promotion rounds that are due (with `final`, every one, until nothing is
+        left to promote); returns how many trainings it ran."""
+        if not self.active:
+            return 0
+        done = 0
+        while True:
+            picked = self._claim(study, final)
+            if not picked:
+                return done
+            for number, rung in picked:
+                self._train(study, number, rung)
+                done += 1
+            if not final:
+                return done
