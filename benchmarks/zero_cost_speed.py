@@ -11,7 +11,7 @@ warm-up run (the first model build also imports timm).
 With `--study FILE` (a study.db of a search over the same space), it also scores up to
 `--study-trials` of that study's finished feasible trials and prints Kendall's tau between
 each score and the trials' proxy accuracy, next to the tau of parameters and of GMACs alone
-(the proxy accuracy is itself a noisy ranking: see benchmarks/proxy_fidelity.py).
+(the proxy accuracy is itself a noisy ranking: `twins-nas fidelity` measures it).
 
     python benchmarks/zero_cost_speed.py                       # 10 archs of svt.yaml, 2 threads
     python benchmarks/zero_cost_speed.py --n 20 --threads 1 --repeats 3

@@ -170,3 +170,25 @@ def test_clamp_geometry_rounds_down_to_divisors_of_the_maps():
     assert p.stage_sizes(32) == [(8, 8), (4, 4), (2, 2), (1, 1)]
     assert [s.window for s in p.stages] == [(4, 4), (4, 4), (2, 2), (1, 1)]
     assert [s.sr_ratio for s in p.stages] == [8, 4, 2, 1]
+
+
+# The README's table: the presets under the committed spaces (whose k choices the proxy keeps
+# apart, e.g. svt.yaml's stage 1 offers k = 4 or 8: proxy k = 2 or 3): per stage, (proxy
+# windows/side, full keys/side, proxy keys/side), windows/side of the full size as in TABLE.
+UNDER_SPACE = {
+    ("twins-svt-s", "svt"): [(8, 7, 6), (4, 7, 3), (2, 7, 2), (1, 7, 2)],
+    ("twins-pcpvt-s", "pcpvt"): [(None, 7, 6), (None, 7, 3), (None, 7, 2), (None, 7, 2)],
+}
+
+
+@pytest.mark.parametrize("name, space_name", sorted(UNDER_SPACE))
+def test_mapping_table_under_the_committed_spaces(name, space_name):
+    space = load_space(Path(__file__).resolve().parents[2] / "search_spaces" / f"{space_name}.yaml")
+    cfg = ArchConfig.preset(name)
+    assert space.contains(cfg)
+    p = proxy_arch(cfg, space.proxy, 10, 1, space.resolution, space.geometry_choices())
+    for (pw, fk, pk), s, ps, (fm, _), (pm, _) in zip(UNDER_SPACE[(name, space_name)], cfg.stages, p.stages,
+                                                     cfg.stage_sizes(224), p.stage_sizes(32)):
+        assert keys_per_side(fm, s.sr_pair[0]) == fk and keys_per_side(pm, ps.sr_pair[0]) == pk
+        if pw is not None:
+            assert windows_per_side(pm, ps.window[0]) == pw == windows_per_side(fm, s.window[0])
