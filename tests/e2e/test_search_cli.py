@@ -497,10 +497,17 @@ def test_a_study_made_before_the_rename_continues_with_its_names(tmp_path):
     legacy.set_user_attr("space_hash", load_space(
         space_file, ["proxy.epochs=1", "proxy.geometry=clamp", "proxy.patch_size=null"]).legacy_hash)
     legacy.set_user_attr("constraints", _legacy_names(study.user_attrs["constraints"]))
+    old_space = json.loads(json.dumps(study.user_attrs["space"]))   # recorded before the proxy geometry
+    del old_space["proxy"]["geometry"], old_space["proxy"]["patch_size"], old_space["fidelity"]
+    legacy.set_user_attr("space", old_space)
     legacy.add_trial(optuna.trial.create_trial(
         values=first.values, params=first.params, distributions=first.distributions,
         user_attrs=dict(first.user_attrs, metrics=_legacy_names(first.user_attrs["metrics"])),
         constraints=_legacy_names(first.constraints)))
+    # the default (faithful) proxy would train other networks: one line says how to continue
+    plain = ["search", "--space", str(space_file), "--no-png", "--set", "proxy.epochs=1", *FAST]
+    r = runner.invoke(app, plain + ["--out", str(out), "--trials", "2"])
+    assert r.exit_code == 2 and "--set proxy.geometry=clamp --set proxy.patch_size=null" in r.output, r.output
     r = runner.invoke(app, args + ["--out", str(out), "--trials", "2"])
     assert r.exit_code == 0, r.output
     assert "2/2 trials finished" in r.stdout
@@ -518,26 +525,26 @@ REPORTS = Path(__file__).resolve().parents[2] / "reports"
 
 @pytest.mark.skipif(not (REPORTS / "svt-200" / "study.db").is_file(), reason="the committed study is not here")
 def test_the_committed_svt_study_still_exports_and_resumes(tmp_path):
+    committed = json.loads((REPORTS / "svt-200" / "best_config.json").read_text())["meta"]
+    knee = committed["trial"]
     out = tmp_path / "svt-200"
     out.mkdir()
     shutil.copy(REPORTS / "svt-200" / "study.db", out / "study.db")  # never the committed file itself
     r = runner.invoke(app, ["export", "--study", "svt", "--storage", str(out / "study.db"), "--out",
                             str(tmp_path / "export"), "--no-png"])
     assert r.exit_code == 0, r.output
-    assert "picked trial 114 (knee)" in r.stdout and "gmacs 1.188" in r.stdout
+    assert f"picked trial {knee} (knee)" in r.stdout
+    again = json.loads((tmp_path / "export" / "best_config.json").read_text())["meta"]
+    assert again["metrics"] == committed["metrics"]          # the same numbers from the storage alone
     df = pd.read_csv(tmp_path / "export" / "trials.csv")
-    assert len(df) == 200 and df["gmacs"].notna().all() and "gflops" not in df.columns
-    # resume: the space file may still say gflops; the study was timed on another CPU, so say it was this one
+    assert (df["state"] == "COMPLETE").sum() == 200 and df["gmacs"].notna().all()
+    # resume on this machine: the study was timed on another CPU, so say it was this one
     study = optuna.load_study(study_name="svt", storage=f"sqlite:///{out / 'study.db'}")
     study.set_user_attr("measure", dict(study.user_attrs["measure"], device=resolve_search_device("cpu")[1]))
     svt = str(REPORTS.parent / "search_spaces" / "svt.yaml")
-    args = ["search", "--space", svt, "--trials", "200", "--out", str(out), "--device", "cpu", "--no-png"]
-    # it trained the older proxy: the default (faithful) one says how to continue it
-    r = runner.invoke(app, args)
-    assert r.exit_code == 2 and "--set proxy.geometry=clamp --set proxy.patch_size=null" in r.output, r.output
-    clamp = ["--set", "proxy.geometry=clamp", "--set", "proxy.patch_size=null"]
-    assert study.user_attrs["space_hash"] == load_space(svt, clamp[1::2]).legacy_hash
-    r = runner.invoke(app, args + clamp)
+    assert study.user_attrs["space_hash"] == load_space(svt).hash   # made with the committed space file
+    r = runner.invoke(app, ["search", "--space", svt, "--trials", "200", "--out", str(out), "--device", "cpu",
+                            "--no-png"])
     assert r.exit_code == 0, r.output
-    assert "200/200 trials finished" in r.stdout and "picked trial 114" in r.stdout
-    assert states(load(out, "svt")) == {"COMPLETE": 200}
+    assert "200/200 trials finished" in r.stdout and f"picked trial {knee}" in r.stdout
+    assert states(load(out, "svt"))["COMPLETE"] == 200 and "RUNNING" not in states(load(out, "svt"))
