@@ -16,6 +16,7 @@ from twins_nas.cli import app
 from twins_nas.search.fidelity import run_fidelity
 from twins_nas.search.space import load_space
 
+pytestmark = pytest.mark.usefixtures("single_thread")
 runner = CliRunner()
 REF = ["--reference", "proxy.train_samples=400", "--reference", "proxy.epochs=2"]
 SIZE = ["--archs", "5", "--pairs", "3", "--seeds", "2", "--seeded", "2"]

@@ -40,25 +40,25 @@ def data() -> ProxyData:
 
 def test_same_config_and_seed_give_the_same_accuracy(data):
     cfg = tiny_cfg()
-    a = train_proxy(cfg, SMALL, data, seed=3)
-    b = train_proxy(cfg, SMALL, data, seed=3)
+    a = train_proxy(cfg, SMALL, data, resolution=128, seed=3)
+    b = train_proxy(cfg, SMALL, data, resolution=128, seed=3)
     assert a.accuracy == b.accuracy and a.final_loss == b.final_loss
     assert 0.0 <= a.accuracy <= 1.0 and a.steps == 4 and a.proxy_params > 0
     assert a.seconds == pytest.approx(a.build_seconds + a.train_seconds + a.eval_seconds)
-    c = train_proxy(cfg, SMALL, data, seed=4)
+    c = train_proxy(cfg, SMALL, data, resolution=128, seed=4)
     assert c.final_loss != a.final_loss
     # the caller's RNG is left alone
     torch.manual_seed(0)
     x = torch.rand(3)
     torch.manual_seed(0)
-    train_proxy(cfg, SMALL, data, seed=3)
+    train_proxy(cfg, SMALL, data, resolution=128, seed=3)
     assert torch.equal(torch.rand(3), x)
 
 
 def test_learns_and_reports_every_epoch(data):
     calls = []
     settings = SMALL.model_copy(update={"epochs": 3, "batch_size": 32, "lr": 2e-3})
-    r = train_proxy(tiny_cfg(), settings, data, seed=0, on_epoch=lambda e, acc: calls.append((e, acc)))
+    r = train_proxy(tiny_cfg(), settings, data, resolution=128, seed=0, on_epoch=lambda e, acc: calls.append((e, acc)))
     assert [e for e, _ in calls] == [1, 2, 3]
     assert [acc for _, acc in calls] == r.epoch_accuracies and r.accuracy == r.epoch_accuracies[-1]
     assert r.accuracy > 0.9  # an easy task: the proxy really trains
@@ -71,9 +71,9 @@ def test_a_raising_callback_propagates(data):
     def stop(epoch, acc):
         raise Stop(epoch)
     with pytest.raises(Stop):
-        train_proxy(tiny_cfg(), SMALL.model_copy(update={"epochs": 2}), data, seed=0, on_epoch=stop)
+        train_proxy(tiny_cfg(), SMALL.model_copy(update={"epochs": 2}), data, resolution=128, seed=0, on_epoch=stop)
 
 
 def test_divergence_raises(data):
     with pytest.raises(ProxyDiverged, match="diverged"):
-        train_proxy(tiny_cfg(), SMALL.model_copy(update={"lr": 1e6, "warmup_epochs": 0}), data, seed=0)
+        train_proxy(tiny_cfg(), SMALL.model_copy(update={"lr": 1e6, "warmup_epochs": 0}), data, resolution=128, seed=0)
