@@ -166,8 +166,9 @@ def draw_plan(space: SearchSpace, archs: int, pairs: int, seed: int) -> dict:
 
 
 def jobs_of(plan: dict, scorers: dict[str, str], seeds: int, seeded: int) -> list[Job]:
-    """Every (arch, scorer, seed) to compute, cheapest kinds first so that a partial run has
-    whole columns: closed form, zero-cost, proxy rungs, then the reference. `scorers`: name ->
+    """Every (arch, scorer, seed) to compute, scorer by scorer in the order given (the run uses:
+    closed form, zero-cost, rung 0, the reference, higher rungs), so that a partial run has
+    whole columns. `scorers`: name ->
     digest of its proxy settings ("" for the untrained ones)."""
     random_ids = [a["id"] for a in plan["archs"] if a["kind"] == "random"]
     multi = set(random_ids[:seeded])
@@ -255,7 +256,8 @@ def run_fidelity(space: SearchSpace, reference: ProxySettings, out_dir: Path, ar
     out_dir = Path(out_dir)
     plan = open_plan(space, reference, out_dir, archs, pairs, seeds, seeded, seed)
     scorer = _Scorer(space, reference, seed)
-    names = list(CHEAP_SCORERS) + list(SCORES) + accuracy_scorers(space) + ["reference"]
+    rungs = accuracy_scorers(space)   # the reference before the higher rungs: without it no figure exists
+    names = list(CHEAP_SCORERS) + list(SCORES) + rungs[:1] + ["reference"] + rungs[1:]
     scorers = {s: (_digest(scorer.settings_of(s).model_dump(mode="json", exclude={"data_root"}))
                    if s == "reference" or s.startswith("accuracy") else "") for s in names}
     jobs = jobs_of(plan, scorers, seeds, seeded)
