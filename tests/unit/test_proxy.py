@@ -77,3 +77,11 @@ def test_a_raising_callback_propagates(data):
 def test_divergence_raises(data):
     with pytest.raises(ProxyDiverged, match="diverged"):
         train_proxy(tiny_cfg(), SMALL.model_copy(update={"lr": 1e6, "warmup_epochs": 0}), data, resolution=128, seed=0)
+
+
+def test_evaluating_only_the_last_epoch_gives_the_same_accuracy(data):
+    two = SMALL.model_copy(update={"epochs": 2})
+    every = train_proxy(tiny_cfg(), two, data, resolution=128, seed=5)
+    last = train_proxy(tiny_cfg(), two, data, resolution=128, seed=5, every_epoch=False)
+    assert len(every.epoch_accuracies) == 2 and last.epoch_accuracies == every.epoch_accuracies[-1:]
+    assert last.accuracy == every.accuracy and last.final_loss == every.final_loss

@@ -220,7 +220,7 @@ class _Scorer:
         settings = self.settings_of(job.scorer)
         data = load_proxy_data(settings, seed=self.seed)
         res = train_proxy(cfg, settings, data, seed=self.seed * 1000 + job.seed, resolution=sp.resolution,
-                          choices=self.choices)
+                          choices=self.choices, every_epoch=False)
         return float(res.accuracy)
 
 
