@@ -83,8 +83,9 @@ def train_proxy(cfg: ArchConfig, proxy: ProxySettings, data: ProxyData, seed: in
 
     `resolution` is the full-size input size and `choices` the space's geometry choices per
     stage (see `proxy_arch`). With `every_epoch` False (and no `on_epoch`) only the last epoch
-    is evaluated: the same final accuracy, one validation pass. `on_epoch(epoch, accuracy)` is called after every epoch (epoch counts from 1); whatever it
-    raises (e.g. `optuna.TrialPruned`) propagates. A NaN/inf loss raises `ProxyDiverged`."""
+    is evaluated: the same final accuracy, one validation pass. `on_epoch(epoch, accuracy)` is
+    called after every epoch (epoch counts from 1); whatever it raises (e.g.
+    `optuna.TrialPruned`) propagates. A NaN/inf loss raises `ProxyDiverged`."""
     t0 = time.perf_counter()
     pcfg = proxy_arch(cfg, proxy, data.num_classes, data.in_chans, resolution, choices)
     with torch.random.fork_rng(devices=[]):
