@@ -109,6 +109,8 @@ def test_a_killed_run_continues_without_repeating_work(tmp_path, space_file):
         run_fidelity(space, ref, out, progress=kill_at(20), **kw)
     lines = (out / "results.jsonl").read_text().splitlines()
     assert len(lines) == 20
+    partial = json.loads((out / "fidelity.json").read_text())     # the report of what was done
+    assert partial["complete"] is False and partial["jobs"]["done"] == 20
     with (out / "results.jsonl").open("a") as f:
         f.write('{"arch": "a000", "scor')                       # a line cut by the kill
     summary = run_fidelity(space, ref, out, **kw)
@@ -123,6 +125,18 @@ def test_a_killed_run_continues_without_repeating_work(tmp_path, space_file):
     assert again["complete"]
     recs2 = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if x.endswith("}")]
     assert {r["scorer"] for r in recs2[len(recs):]} == {"accuracy"}
+
+
+def test_stop_after_zero_only_writes_the_report_of_what_is_done(tmp_path, space_file):
+    out = tmp_path / "fid"
+    args = ["fidelity", "--space", str(space_file), "--archs", "3", "--pairs", "0", "--seeds", "1", *REF,
+            "--out", str(out), "--no-png", "--threads", "1"]
+    r = runner.invoke(app, args + ["--stop-after", "0"])
+    assert r.exit_code == 0, r.output
+    assert "partial: 0 of 18 scores" in " ".join(r.stdout.split()) and not (out / "results.jsonl").read_text()
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and "(complete)" in r.stdout
+    assert json.loads((out / "fidelity.json").read_text())["jobs"] == {"done": 18, "total": 18}
 
 
 def test_other_settings_in_the_same_folder_and_bad_input_are_one_line_errors(tmp_path, space_file):

@@ -46,6 +46,10 @@ def fidelity(
                                                              "continues where it stopped."),
     threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0 = every core)."),
     png: bool = typer.Option(True, "--png/--no-png", help="Also write fidelity.png (needs Chromium)."),
+    stop_after: Optional[float] = typer.Option(None, "--stop-after", min=0, metavar="MINUTES",
+                                               help="Start no new training after this many minutes and write the "
+                                                    "report of what is done (0: only the report); run again to "
+                                                    "continue."),
 ) -> None:
     """Rank architectures by every cheap scorer (params, GMACs, zero-cost scores, proxy rungs) and by a
     longer reference training; write fidelity.json/csv and a scatter plot of each scorer vs the reference."""
@@ -72,8 +76,13 @@ def fidelity(
         def progress(done: int, total: int, text: str) -> None:
             bar.update(task, completed=done, total=total, description=text)
 
-        summary = run_fidelity(space, ref, out, archs=archs, pairs=pairs, seeds=seeds, seeded=seeded, seed=seed,
-                               progress=progress, png=png)
+        try:
+            summary = run_fidelity(space, ref, out, archs=archs, pairs=pairs, seeds=seeds, seeded=seeded, seed=seed,
+                                   progress=progress, png=png,
+                                   time_limit=None if stop_after is None else stop_after * 60)
+        except KeyboardInterrupt:
+            console.print(f"interrupted: the report of what is done is in {out}/; the same command continues")
+            raise typer.Exit(130) from None
     t = Table(title=f"scorers vs reference ({summary['reference']['budget_x']:.1f}x the proxy budget)")
     for col in ("scorer", "Kendall τ", "τ 95 % CI", "Spearman ρ", "pairs ordered", "s / arch"):
         t.add_column(col, justify="left" if col == "scorer" else "right")
@@ -88,6 +97,8 @@ def fidelity(
     if r["seeded_archs"]:
         console.print(f"reference seed spread (std over seeds, mean of {r['seeded_archs']} archs): "
                       f"{_fmt(r['seed_spread_mean'], '.4f')}; τ between two seeds: {_fmt(r['seed_tau'])}")
-    state = "complete" if summary["complete"] else "partial (run the same command again to continue)"
+    jobs = summary["jobs"]
+    state = "complete" if summary["complete"] else \
+        f"partial: {jobs['done']} of {jobs['total']} scores; run the same command again to continue"
     console.print(f"wrote fidelity.json, fidelity.csv, fidelity.html to [bold]{out}/[/] ({state}) "
                   f"in {time.perf_counter() - t0:.0f} s")

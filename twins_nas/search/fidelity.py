@@ -250,9 +250,12 @@ def open_plan(space: SearchSpace, reference: ProxySettings, out_dir: Path, archs
 
 def run_fidelity(space: SearchSpace, reference: ProxySettings, out_dir: Path, archs: int = 30, pairs: int = 10,
                  seeds: int = 2, seeded: int = 10, seed: int = 0,
-                 progress: Optional[Callable[[int, int, str], None]] = None, png: bool = True) -> dict:
+                 progress: Optional[Callable[[int, int, str], None]] = None, png: bool = True,
+                 time_limit: Optional[float] = None) -> dict:
     """Score the plan's architectures (continuing `out_dir` when it holds the same plan) and
-    write fidelity.json / fidelity.csv; returns the summary. `progress(done, total, what)`."""
+    write fidelity.json / fidelity.csv; returns the summary. `progress(done, total, what)`.
+    After `time_limit` seconds no new job is started (0: only the report of what is done);
+    on Ctrl-C the report of what is done is written too, and the interrupt goes on."""
     out_dir = Path(out_dir)
     plan = open_plan(space, reference, out_dir, archs, pairs, seeds, seeded, seed)
     scorer = _Scorer(space, reference, seed)
@@ -265,12 +268,31 @@ def run_fidelity(space: SearchSpace, reference: ProxySettings, out_dir: Path, ar
     done = read_results(results_path)
     configs = {a["id"]: ArchConfig(**a["config"]) for a in plan["archs"]}
     todo = [j for j in jobs if j not in done]
+    start = time.perf_counter()
+    try:
+        _score_jobs(todo, len(jobs), configs, scorer, results_path, done, start, time_limit, progress)
+    finally:  # finished, out of time or interrupted: the report of what is done so far
+        current = {j: done[j] for j in jobs if j in done}   # results of other proxy settings are not used
+        summary = summarize(plan, current, names, default_scorer(space), space, reference)
+        summary["complete"] = len(current) == len(jobs)
+        summary["jobs"] = {"done": len(current), "total": len(jobs)}
+        write_outputs(summary, out_dir, png=png)
+    return summary
+
+
+def _score_jobs(todo: list[Job], total: int, configs: dict[str, ArchConfig], scorer: "_Scorer", results_path: Path,
+                done: dict[Job, dict], start: float, time_limit: Optional[float],
+                progress: Optional[Callable[[int, int, str], None]]) -> None:
+    """Compute `todo` in order, appending each result to `results_path` as it comes; stops
+    before a job once `time_limit` seconds have passed since `start`."""
     with results_path.open("a") as f:
         if results_path.stat().st_size and not results_path.read_bytes().endswith(b"\n"):
             f.write("\n")  # a line cut by a kill stays alone on its line (and is ignored)
         for i, job in enumerate(todo):
+            if time_limit is not None and time.perf_counter() - start >= time_limit:
+                return
             if progress is not None:
-                progress(len(jobs) - len(todo) + i, len(jobs), f"{job.scorer} {job.arch} seed {job.seed}")
+                progress(total - len(todo) + i, total, f"{job.scorer} {job.arch} seed {job.seed}")
             t0 = time.perf_counter()
             try:
                 value = scorer(configs[job.arch], job)
@@ -283,13 +305,6 @@ def run_fidelity(space: SearchSpace, reference: ProxySettings, out_dir: Path, ar
             f.write(json.dumps(rec) + "\n")
             f.flush()
             done[job] = rec
-    if progress is not None:
-        progress(len(jobs), len(jobs), "done")
-    current = {j: done[j] for j in jobs if j in done}   # results of other proxy settings are not used
-    summary = summarize(plan, current, names, default_scorer(space), space, reference)
-    summary["complete"] = len(current) == len(jobs)
-    write_outputs(summary, out_dir, png=png)
-    return summary
 
 
 def _tau(x: np.ndarray, y: np.ndarray) -> float:
