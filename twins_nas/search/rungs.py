@@ -86,6 +86,15 @@ def rung_counts(records: dict[int, dict]) -> dict[int, int]:
     return out
 
 
+def promotion_summary(study: optuna.Study) -> str:
+    """One line on the promotions of a study: trainings, trials per rung, seconds."""
+    records = promotions(study)
+    runs = sum(len(r.get("results", {})) for r in records.values())
+    reached_by = ", ".join(f"rung {r}: {n} trials" for r, n in sorted(rung_counts(records).items()))
+    seconds = sum(promotion_seconds(r) for r in records.values())
+    return f"promotions: {runs} trainings at higher rungs ({reached_by or 'none yet'}), {seconds:.0f} s"
+
+
 def promotion_seconds(record: Optional[dict]) -> float:
     return sum(r.get("seconds", 0.0) for r in (record or {}).get("results", {}).values())
 
@@ -133,13 +142,10 @@ class Promoter:
                 return []
             study.set_user_attr(ROUNDS_KEY, due)
             records = promotions(study)
-            for number, rec in records.items():  # claims of dead processes are taken over
-                claim = rec.get("claim")
-                if claim and owner_alive(claim.get("owner")) is False:
-                    rec = dict(rec, claim=None)
-                    records[number] = rec
-                    study.set_user_attr(f"{PREFIX}{number}", rec)
-            picked = select_promotions(trials, records, self.objectives, self.fidelity.rungs, self.fidelity.eta)
+            orphans = [(number, rec["claim"]["rung"]) for number, rec in records.items()  # a dead process's
+                       if rec.get("claim") and owner_alive(rec["claim"].get("owner")) is False]  # are taken over
+            picked = orphans + select_promotions(trials, records, self.objectives, self.fidelity.rungs,
+                                                 self.fidelity.eta)
             for number, rung in picked:
                 rec = dict(records.get(number) or {"results": {}})
                 rec["claim"] = {"rung": rung, "owner": owner_attrs(),

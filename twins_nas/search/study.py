@@ -36,7 +36,7 @@ from .export import export_study
 from .metrics import TIMED_METRICS, recorded_spellings
 from .objective import cheap_metrics, needed_metrics, needs_proxy_data, time_model
 from .provenance import library_versions, resolve_search_device
-from .rungs import Promoter, promotion_seconds, promotions, rung_counts, rung_settings
+from .rungs import Promoter, promotion_summary, rung_settings
 from .sampler import make_sampler
 from .search_settings import SearchSettings
 from .settings import MeasureBudget
@@ -144,7 +144,8 @@ def _resume_notes(study: optuna.Study, created: bool, spec: str, device: str, th
 
 
 def _run_trials(study: optuna.Study, space: SearchSpace, settings: SearchSettings, spec: str, device: str,
-                threads: int, deadline: Optional[float], progress: Optional[ProgressFactory]) -> tuple[str, str]:
+                threads: int, deadline: Optional[float], progress: Optional[ProgressFactory],
+                promoter: Promoter) -> tuple[str, str]:
     """Run trials in this process or in worker processes up to N; (how it stopped, message)."""
     names = recorded_spellings(study.user_attrs.get("constraints") or {})
     lock = lock_path(spec, settings.study_name)
@@ -153,7 +154,6 @@ def _run_trials(study: optuna.Study, space: SearchSpace, settings: SearchSetting
             if count_trials(study)["complete"] >= settings.trials:
                 return "done", ""
             if settings.workers == 1:
-                promoter = Promoter(space, settings.seed, device, lock)
                 res = run_worker(study, make_evaluator(space, settings, device, names), settings.trials, lock,
                                  deadline, on_trial=update, after_complete=lambda: promoter.run(study))
                 return res.status, res.message
@@ -179,8 +179,9 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
     prepare_process(threads)
     if needs_proxy_data(space):  # a missing data set is an input error, before the study is written
         load_proxy_data(space.proxy, seed=settings.seed)  # cached for this process's evaluator
-        if space.fidelity.rungs > 1 and "accuracy" in space.objectives:  # the top rung's images exist
-            load_proxy_data(rung_settings(space.proxy, space.fidelity.eta, space.fidelity.rungs - 1), settings.seed)
+    promoter = Promoter(space, settings.seed, device, lock_path(spec, settings.study_name))
+    if promoter.active:  # the top rung's images exist (a missing one is an input error too)
+        load_proxy_data(rung_settings(space.proxy, space.fidelity.eta, space.fidelity.rungs - 1), settings.seed)
 
     seed = sampler_seed(settings.seed, 0, _existing_trials(spec, settings.study_name))
     study, created = open_study(space, settings, spec, make_sampler(settings.sampler, seed, settings.trials),
@@ -196,8 +197,7 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
                 f"on {device_label} (once per study) ..."):
             study.set_user_attr("presets", measure_presets(space, device, settings.budget))
 
-    stopped, message = _run_trials(study, space, settings, spec, device, threads, deadline, progress)
-    promoter = Promoter(space, settings.seed, device, lock_path(spec, settings.study_name))
+    stopped, message = _run_trials(study, space, settings, spec, device, threads, deadline, progress, promoter)
     if stopped == "done" and promoter.active:
         try:
             with (status or contextlib.nullcontext)("last promotion round (training the best at higher rungs) ..."):
@@ -205,11 +205,7 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
         except KeyboardInterrupt:
             stopped, message = "interrupted", "interrupted"
     if promoter.active:
-        records = promotions(study)
-        runs = sum(len(r.get("results", {})) for r in records.values())
-        reached_by = ", ".join(f"rung {r}: {n} trials" for r, n in sorted(rung_counts(records).items()))
-        seconds = sum(promotion_seconds(r) for r in records.values())
-        notes.append(f"promotions: {runs} trainings at higher rungs ({reached_by or 'none yet'}), {seconds:.0f} s")
+        notes.append(promotion_summary(study))
     counts = count_trials(study)
     outcome = SearchOutcome(study_name=settings.study_name, storage=describe_storage(spec),
                             finished=counts["complete"], target=settings.trials, counts=counts, stopped=stopped,
