@@ -16,10 +16,10 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def fail(msg: str) -> NoReturn:
-    """Print one readable line on stderr and exit with code 2 (bad input)."""
+def fail(msg: str, code: int = 2) -> NoReturn:
+    """Print one readable line on stderr and exit with `code` (2: bad input)."""
     err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 def user_errors(fn: Callable) -> Callable:

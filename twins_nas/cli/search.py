@@ -18,7 +18,7 @@ from ..search.pareto import parse_pick
 from ..search.search_settings import SearchSettings
 from ..search.settings import MeasureBudget
 from ..search.space import SearchSpace, load_space
-from ..search.storage import describe_storage, resolve_storage
+from ..search.storage import DEFAULT_HEARTBEAT_S, ENV_STORAGE, GRACE_HEARTBEATS, describe_storage, resolve_storage
 from ..search.study import run_search
 from .app import app
 from .common import console, err_console, fail, user_errors
@@ -87,9 +87,11 @@ def search(
                                     "up to this number."),
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default: the space's name)."),
     storage: Optional[str] = typer.Option(
-        None, "--storage",
-        help="Optuna storage URL (sqlite:///x.db, postgresql://...) or a journal file (*.journal / *.log) for "
-             "several processes (default: OUT/study.db, or OUT/study.journal with --workers > 1)."),
+        None, "--storage", envvar=ENV_STORAGE, show_envvar=True, show_default=False,
+        help="Optuna storage URL (sqlite:///x.db, postgresql://user@host/db: the same command on several "
+             "machines shares one search) or a journal file (*.journal / *.log) for several processes (default: "
+             "OUT/study.db, or OUT/study.journal with --workers > 1). Leave the password out of the URL: libpq "
+             "reads PGPASSWORD or ~/.pgpass."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: reports/STUDY-NAME)."),
     device: Optional[str] = typer.Option(
         None, "--device", help="auto | cpu | cuda | cuda:N | mps, for timing and proxy training "
@@ -109,6 +111,10 @@ def search(
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where the proxy data set lives."),
     pick: str = typer.Option("knee", "--pick", help=_PICK_HELP),
     png: bool = typer.Option(True, "--png/--no-png", help="Also write pareto.png (needs a Chromium)."),
+    heartbeat: int = typer.Option(DEFAULT_HEARTBEAT_S, "--heartbeat", metavar="SECONDS",
+                                  help="On a database server: a running trial's heartbeat interval; a trial "
+                                       f"silent for {GRACE_HEARTBEATS} intervals is failed and its config run "
+                                       "again."),
     timing_budget: float = typer.Option(1.0, "--timing-budget", metavar="SECONDS",
                                         help="Time spent timing each full-size model (at least 3 passes after "
                                              "1 warm-up; stops early once the timings agree within 5%)."),
@@ -129,7 +135,7 @@ def search(
     settings = SearchSettings(trials=trials, study_name=name, out_dir=out or Path("reports") / name,
                               storage=storage, device=device or sp.measure.device, seed=seed, workers=workers,
                               timeout=timeout, sampler=sampler, pick=pick, png=png,
-                              budget=MeasureBudget(budget_s=timing_budget), threads=threads)
+                              budget=MeasureBudget(budget_s=timing_budget), threads=threads, heartbeat=heartbeat)
     spec = resolve_storage(settings.storage, settings.out_dir, settings.workers)
     if dry_run:
         _dry_run(sp, settings, spec)
@@ -144,6 +150,8 @@ def search(
         raise typer.Exit(130) from None
     for note in res.notes:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    if res.stopped == "storage":
+        fail(f"search stopped: {res.message}; the same command continues it", code=1)
     c = res.counts
     extra = ", ".join(f"{c[k]} {k}" for k in ("infeasible", "pruned", "failed", "surplus") if c[k])
     console.print(f"{res.finished}/{res.target} trials finished" + (f" ({extra})" if extra else ""))
@@ -159,7 +167,7 @@ def search(
         err_console.print(f"[yellow]stopped at --timeout[/]: run the same command again to continue to {trials}")
     elif res.stopped == "interrupted":
         raise typer.Exit(130)
-    elif res.stopped in ("failing", "crashed"):
+    elif res.stopped in ("failing", "crashed", "storage"):
         err_console.print(f"[bold red]error:[/] search stopped: {res.message}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
@@ -171,8 +179,9 @@ def export(
                               help="Study name (the search's --study-name, by default the space name)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the report files."),
     storage: Optional[str] = typer.Option(
-        None, "--storage", help="Storage URL or journal file (default: OUT/study.journal or OUT/study.db, the "
-                                "one a search there continues)."),
+        None, "--storage", envvar=ENV_STORAGE, show_envvar=True, show_default=False,
+        help="Storage URL or journal file (default: OUT/study.journal or OUT/study.db, the one a search there "
+             "continues)."),
     pick: str = typer.Option("knee", "--pick", help=_PICK_HELP),
     png: bool = typer.Option(True, "--png/--no-png", help="Also write pareto.png (needs a Chromium)."),
 ) -> None:

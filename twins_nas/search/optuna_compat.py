@@ -1,5 +1,5 @@
 """Every use of Optuna internals in twins-nas, in one place. Optuna has no public API for
-these three things; tests/unit/test_optuna_compat.py checks each against the installed Optuna
+these things; tests/unit/test_optuna_compat.py checks each against the installed Optuna
 and fails loudly when a release changes them (tested with Optuna 5.0).
 
 * `hypervolume(points, reference)`: Optuna's exact hypervolume (`optuna._hypervolume`);
@@ -8,15 +8,19 @@ and fails loudly when a release changes them (tested with Optuna 5.0).
   RUNNING trial by number, but the user attributes saying why must be written first, and a
   trial that this process did not ask for is only reachable through the storage and the
   trial's storage id (`study._storage`, `FrozenTrial._trial_id`);
-* `storage_url(study)`: the URL / journal file of a loaded study, for its report.
+* `storage_url(study)`: the URL / journal file of a loaded study, for its report;
+* `heartbeat_interval(study)` and `record_heartbeat(study, trial)`: the heartbeat that
+  `Study.optimize` records from a thread of its own while a trial runs, for trials driven by
+  ask-and-tell (the storage's public `record_heartbeat` needs the trial's storage id).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 import optuna
 from optuna._hypervolume import compute_hypervolume
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 
@@ -53,3 +57,25 @@ def storage_url(study: optuna.Study) -> Optional[str]:
         if getattr(obj, "_file_path", None):
             return f"journal:{obj._file_path}"
     return None
+
+
+def _heartbeat_storage(study: optuna.Study) -> Optional[BaseHeartbeat]:
+    st = study._storage
+    inner = getattr(st, "_backend", st)  # RDB storages come wrapped in a cache
+    for obj in (st, inner):
+        if isinstance(obj, BaseHeartbeat) and is_heartbeat_enabled(obj):
+            return obj
+    return None
+
+
+def heartbeat_interval(study: optuna.Study) -> Optional[int]:
+    """Seconds between heartbeats of the study's storage; None when it keeps none."""
+    st = _heartbeat_storage(study)
+    return st.get_heartbeat_interval() if st is not None else None
+
+
+def record_heartbeat(study: optuna.Study, trial: Union[optuna.Trial, FrozenTrial]) -> None:
+    """Record one heartbeat of a RUNNING trial (nothing on a storage without heartbeats)."""
+    st = _heartbeat_storage(study)
+    if st is not None:
+        st.record_heartbeat(trial._trial_id)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, ContextManager, Optional, Sequence, Union
 
 import optuna
 from optuna.trial import TrialState
@@ -30,7 +30,7 @@ from .metrics import trial_metrics
 from .pareto import promotion_order
 from .proxy_train import train_proxy
 from .settings import ProxySettings
-from .storage import exclusive
+from .storage import FileLock
 from .trials import STATUS_OK, error_line, owner_alive, owner_attrs
 
 PREFIX = "rung:"
@@ -123,8 +123,9 @@ def select_promotions(trials: Sequence[optuna.trial.FrozenTrial], records: dict[
 class Promoter:
     """Runs the promotion rounds of one process (see the module docstring)."""
 
-    def __init__(self, space: Any, seed: int, device: str, lock_path: Path) -> None:
-        self.space, self.seed, self.device, self.lock_path = space, seed, device, lock_path
+    def __init__(self, space: Any, seed: int, device: str, lock: Union[str, Path, ContextManager]) -> None:
+        self.space, self.seed, self.device = space, seed, device
+        self.lock = FileLock(lock) if isinstance(lock, (str, Path)) else lock  # the study's (storage.study_lock)
         self.fidelity = space.fidelity
         self.objectives = dict(space.objectives)
         self.choices = space.geometry_choices()
@@ -134,7 +135,7 @@ class Promoter:
         return self.fidelity.rungs > 1 and "accuracy" in self.objectives
 
     def _claim(self, study: optuna.Study, final: bool) -> list[tuple[int, int]]:
-        with exclusive(self.lock_path):
+        with self.lock:
             trials = study.get_trials(deepcopy=False)
             complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
             due = complete // self.fidelity.batch

@@ -10,6 +10,7 @@ from ..config import ConfigError
 from .pareto import parse_pick
 from .sampler import SAMPLERS
 from .settings import MeasureBudget
+from .storage import DEFAULT_HEARTBEAT_S
 
 
 @dataclass
@@ -31,6 +32,7 @@ class SearchSettings:
     presets: bool = True
     png: bool = True
     threads: Optional[int] = None  # torch CPU threads per worker (default: cores // workers)
+    heartbeat: int = DEFAULT_HEARTBEAT_S  # seconds between a trial's heartbeats (database servers)
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -42,6 +44,8 @@ class SearchSettings:
             raise ConfigError(f"--sampler={self.sampler!r}: valid samplers are {', '.join(SAMPLERS)}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads={self.threads}: must be at least 1")
+        if not 1 <= self.heartbeat <= 3600:
+            raise ConfigError(f"--heartbeat={self.heartbeat}: must be 1 to 3600 seconds")
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"--timeout={self.timeout}: must be a positive number of seconds")
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", self.study_name):

@@ -1,5 +1,5 @@
 """Where a study lives: the storage spec, its description in messages, opening it, and the
-file lock that keeps the trial count exact.
+lock that keeps the trial count exact.
 
 A storage *spec* is an Optuna RDB URL (sqlite:///..., postgresql://..., mysql://...) or
 ``journal:PATH`` for a journal file (`JournalFileBackend`). By default a search keeps its
@@ -7,7 +7,21 @@ study in OUT: a SQLite file ``OUT/study.db`` for one worker, a journal file
 ``OUT/study.journal`` with several workers (SQLite is for one process). A storage file an
 earlier run left in OUT is continued whatever the number of workers (`existing_storage_file`:
 one rule, for `search` and `export` alike). `--storage` takes any Optuna RDB URL, a
-``.log`` / ``.journal`` path (journal storage) or a ``.db`` path (SQLite).
+``.log`` / ``.journal`` path (journal storage) or a ``.db`` path (SQLite); without it, the
+environment variable ``TWINS_NAS_STORAGE`` (read by the CLI) gives it.
+
+Database servers (PostgreSQL, MySQL: any RDB URL but SQLite) are for searches across machines.
+Their storage is opened with heartbeats (`heartbeat_interval`; a RUNNING trial without a
+heartbeat for `grace_period` = 3 intervals is stale, see `trials.fail_stale_trials`), with
+`pool_pre_ping` (a connection the server dropped is replaced, e.g. after a restart), and the
+tables are created under a PostgreSQL advisory lock, so processes that start at the same moment
+on a fresh database do not race. Passwords: give none in the URL and libpq reads `PGPASSWORD`
+or `~/.pgpass`; one in the URL is masked (`***`) wherever the spec is shown or written.
+
+The lock (`study_lock`) serialises "may I start a trial?" between the processes of a study: a
+PostgreSQL advisory lock held for one transaction (`pg_advisory_xact_lock`: the database is the
+arbiter, whatever the hosts; a process that dies releases it with its connection), otherwise an
+`fcntl.flock` on a file in the temp folder (the processes of one host).
 """
 from __future__ import annotations
 
@@ -15,10 +29,13 @@ import contextlib
 import hashlib
 import re
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Union
 
 import optuna
+import sqlalchemy
+import sqlalchemy.exc
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from ..config import ConfigError
@@ -29,6 +46,9 @@ except ImportError:  # not POSIX: the check after a trial is created keeps N exa
     fcntl = None
 
 STORAGE_FILES = ("study.journal", "study.db")  # in OUT, in the order they are looked for
+ENV_STORAGE = "TWINS_NAS_STORAGE"
+DEFAULT_HEARTBEAT_S = 10
+GRACE_HEARTBEATS = 3  # a trial is stale after this many heartbeat intervals without one
 
 
 def existing_storage_file(out_dir: Path) -> Optional[Path]:
@@ -70,7 +90,58 @@ def describe_storage(spec: str) -> str:
             with contextlib.suppress(ValueError):
                 path = path.relative_to(Path.cwd())
             return f"{prefix}{path}"
-    return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", spec)
+    return mask_password(spec)
+
+
+def mask_password(text: str) -> str:
+    """`text` with the password of any URL in it (user:PASSWORD@, ?password=...) replaced by ***."""
+    text = re.sub(r"(://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
+    return re.sub(r"(?i)([?&]password=)[^&\s]*", r"\1***", text)
+
+
+def is_server(spec: str) -> bool:
+    """True for a database server's URL (PostgreSQL, MySQL, ...), False for files (SQLite, journal)."""
+    return "://" in spec and not spec.startswith("sqlite:")
+
+
+def is_postgresql(spec: str) -> bool:
+    return re.match(r"^postgres(ql)?(\+\w+)?://", spec) is not None
+
+
+def storage_error(spec: str, e: BaseException) -> ConfigError:
+    """A one-line ConfigError for a storage that cannot be opened or reached, naming the problem
+    as the driver says it (no SQL, no traceback, no password)."""
+    if isinstance(e, (ImportError, ModuleNotFoundError)):
+        hint = ' (pip install "twins-nas[postgres]")' if is_postgresql(spec) else ""
+        return ConfigError(f"--storage={describe_storage(spec)}: a database driver is missing{hint} ({e})")
+    return ConfigError(f"--storage={describe_storage(spec)}: cannot connect ({server_problem(e)})")
+
+
+def server_problem(e: BaseException) -> str:
+    """What a driver error says, in one line: for libpq's 'connection to server at "h", port p
+    failed: FATAL:  password authentication failed for user "u"' the part after the last
+    'failed:'."""
+    orig = getattr(e, "orig", None) or e.__cause__ or e
+    lines = [ln.strip() for ln in str(orig).splitlines() if ln.strip()]
+    first = lines[0] if lines else type(orig).__name__
+    if "failed: " in first:
+        first = first.rsplit("failed: ", 1)[1]
+    first = re.sub(r"^(FATAL|ERROR):\s*", "", first)
+    return mask_password(first)
+
+
+def storage_down(e: BaseException) -> bool:
+    """True when `e` (or what caused it) is a lost or refused database connection: the
+    server is down or restarting, not a bad request."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+            return True
+        if isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def storage_file(spec: str) -> Optional[Path]:
@@ -81,9 +152,15 @@ def storage_file(spec: str) -> Optional[Path]:
     return None
 
 
-def open_storage(spec: str) -> optuna.storages.BaseStorage:
+StaleCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
+
+def open_storage(spec: str, heartbeat: Optional[int] = None,
+                 on_stale: Optional[StaleCallback] = None) -> optuna.storages.BaseStorage:
     """The Optuna storage of a spec (its folder created); a one-line ConfigError when it
-    cannot be opened (missing driver, bad URL, unreachable server)."""
+    cannot be opened (missing driver, bad URL, unreachable server, wrong password, no such
+    database). A database server's storage records a heartbeat every `heartbeat` seconds
+    (None: none) and calls `on_stale(study, trial)` for each trial that went stale."""
     if spec.startswith("journal:"):
         path = Path(spec[len("journal:"):])
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,18 +169,103 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
         if spec.startswith("sqlite:///"):
             Path(spec[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.RDBStorage(spec, engine_kwargs={"connect_args": {"timeout": 60}})
-        return optuna.storages.RDBStorage(spec)
-    except (ImportError, ModuleNotFoundError) as e:
-        raise ConfigError(f"--storage={describe_storage(spec)}: a driver is missing ({e})") from None
-    except Exception as e:  # noqa: BLE001 (sqlalchemy errors: bad URL, unreachable server)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"--storage={describe_storage(spec)}: cannot open ({first})") from None
+        beats = {} if not heartbeat else dict(heartbeat_interval=int(heartbeat),
+                                              grace_period=GRACE_HEARTBEATS * int(heartbeat),
+                                              heartbeat_stale_trial_callback=on_stale)
+        with _schema_lock(spec), warnings.catch_warnings():  # Optuna creates its tables: one process at a time
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+            return optuna.storages.RDBStorage(spec, engine_kwargs={"pool_pre_ping": True}, **beats)
+    except Exception as e:  # noqa: BLE001 (sqlalchemy / driver errors: bad URL, unreachable server)
+        raise storage_error(spec, e) from None
+
+
+def _engine(spec: str) -> Any:
+    return sqlalchemy.create_engine(spec, pool_pre_ping=True, pool_size=1, max_overflow=0)
+
+
+@contextlib.contextmanager
+def _schema_lock(spec: str) -> Iterator[None]:
+    """A PostgreSQL advisory lock around the creation of Optuna's tables (nothing elsewhere)."""
+    if not is_postgresql(spec):
+        yield
+        return
+    engine = _engine(spec)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key("optuna schema")})
+            yield
+    finally:
+        engine.dispose()
+
+
+def _lock_key(name: str) -> int:
+    """A signed 64-bit advisory-lock key for `name`."""
+    return int.from_bytes(hashlib.sha1(f"twins-nas\0{name}".encode()).digest()[:8], "big", signed=True)
 
 
 def lock_path(spec: str, study_name: str) -> Path:
     """The lock file of a study (in the temp folder, named after the storage and the study)."""
     key = hashlib.sha1(f"{spec}\0{study_name}".encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"twins-nas-{key}.lock"
+
+
+class FileLock:
+    """`with lock:` holds an exclusive `fcntl.flock` on a file (the processes of one host)."""
+
+    def __init__(self, path: Union[str, Path]) -> None:
+        self.path = Path(path)
+        self._cm: Optional[contextlib.AbstractContextManager] = None
+
+    def __enter__(self) -> None:
+        self._cm = exclusive(self.path)
+        self._cm.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        cm, self._cm = self._cm, None
+        cm.__exit__(*exc)
+
+    def __reduce__(self) -> tuple:  # sent to worker processes as its path
+        return (FileLock, (str(self.path),))
+
+
+class AdvisoryLock:
+    """`with lock:` holds a PostgreSQL advisory lock for one transaction on a connection of its
+    own: every process on every host that uses the same database and study waits for it, and
+    the server releases it when the transaction ends or the connection dies."""
+
+    def __init__(self, spec: str, study_name: str) -> None:
+        self.spec, self.study_name = spec, study_name
+        self.key = _lock_key(f"study\0{study_name}")
+        self._engine: Any = None
+        self._tx: Any = None
+
+    def __enter__(self) -> None:
+        if self._engine is None:
+            self._engine = _engine(self.spec)
+        self._tx = self._engine.begin()
+        conn = self._tx.__enter__()
+        try:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": self.key})
+        except BaseException:
+            tx, self._tx = self._tx, None
+            with contextlib.suppress(Exception):
+                tx.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        tx, self._tx = self._tx, None
+        with contextlib.suppress(Exception):  # a lost connection released the lock already
+            tx.__exit__(*exc)
+
+    def __reduce__(self) -> tuple:  # sent to worker processes without its engine
+        return (AdvisoryLock, (self.spec, self.study_name))
+
+
+def study_lock(spec: str, study_name: str) -> Union[FileLock, AdvisoryLock]:
+    """The lock that serialises the start of trials of a study (see the module docstring)."""
+    if is_postgresql(spec):
+        return AdvisoryLock(spec, study_name)
+    return FileLock(lock_path(spec, study_name))
 
 
 @contextlib.contextmanager

@@ -41,8 +41,8 @@ from .sampler import make_sampler
 from .search_settings import SearchSettings
 from .settings import MeasureBudget
 from .space import SearchSpace
-from .storage import describe_storage, lock_path, open_storage, resolve_storage
-from .trials import count_trials, error_line, fail_dead_trials, run_worker
+from .storage import describe_storage, open_storage, resolve_storage, study_lock
+from .trials import count_trials, error_line, fail_dead_trials, on_stale_trial, run_worker
 from .workers import make_evaluator, prepare_process, quiet_optuna, run_worker_processes, sampler_seed
 
 ProgressFactory = Callable[[optuna.Study], ContextManager[Callable[[], None]]]
@@ -64,27 +64,21 @@ class SearchOutcome:
 def open_study(space: SearchSpace, settings: SearchSettings, spec: str, sampler: optuna.samplers.BaseSampler,
                device_label: str, threads: int) -> tuple[optuna.Study, bool]:
     """Create the study, or load it and check it was made for the same space and hardware.
-    Returns (study, created)."""
-    storage = open_storage(spec)
+    Returns (study, created). Under the study's lock: processes that start at the same moment
+    create it once."""
+    storage = open_storage(spec, settings.heartbeat, on_stale=on_stale_trial)
     directions = list(space.objectives.values())
-    try:
-        study = optuna.load_study(study_name=settings.study_name, storage=storage, sampler=sampler)
-        created = False
-    except KeyError:
-        study = optuna.create_study(study_name=settings.study_name, storage=storage, sampler=sampler,
-                                    directions=directions, load_if_exists=True)
+    with study_lock(spec, settings.study_name):
+        try:
+            study = optuna.load_study(study_name=settings.study_name, storage=storage, sampler=sampler)
+        except KeyError:
+            study = optuna.create_study(study_name=settings.study_name, storage=storage, sampler=sampler,
+                                        directions=directions, load_if_exists=True)
         created = not study.user_attrs.get("space_hash")
+        if created:
+            _write_study_attrs(study, space, settings, device_label, threads)
     where = f"study {settings.study_name!r} in {describe_storage(spec)}"
     if created:
-        attrs = dict(space=space.model_dump(mode="json"), space_hash=space.hash, space_source=space.source,
-                     space_name=space.name, objectives=[[m, d] for m, d in space.objectives.items()],
-                     constraints={m: b.model_dump() for m, b in space.constraints.items()},
-                     seed=settings.seed, sampler=settings.sampler, versions=library_versions(),
-                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                     measure=dict(device=device_label, threads=threads, resolution=space.resolution,
-                                  batch_size=space.measure.batch_size, dtype=space.measure.dtype))
-        for k, v in attrs.items():
-            study.set_user_attr(k, v)
         return study, True
     ua = study.user_attrs
     if ua.get("space_hash") not in (space.hash, space.legacy_hash):
@@ -104,6 +98,21 @@ def open_study(space: SearchSpace, settings: SearchSettings, spec: str, sampler:
         raise ConfigError(f"{where} measured throughput on {old!r}; this run would measure on {device_label!r} "
                           f"(not comparable): use the same --device or another --study-name")
     return study, False
+
+
+def _write_study_attrs(study: optuna.Study, space: SearchSpace, settings: SearchSettings, device_label: str,
+                      threads: int) -> None:
+    """What a new study records: its space, objectives, seed, versions and how it measures."""
+    attrs = dict(space=space.model_dump(mode="json"), space_hash=space.hash, space_source=space.source,
+                 space_name=space.name, objectives=[[m, d] for m, d in space.objectives.items()],
+                 constraints={m: b.model_dump() for m, b in space.constraints.items()},
+                 seed=settings.seed, sampler=settings.sampler, versions=library_versions(),
+                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 measure=dict(device=device_label, threads=threads, resolution=space.resolution,
+                              batch_size=space.measure.batch_size, dtype=space.measure.dtype))
+    for k, v in attrs.items():
+        study.set_user_attr(k, v)
+    study.set_metric_names(list(space.objectives))  # Optuna's name for each objective value
 
 
 def measure_presets(space: SearchSpace, device: str, budget: MeasureBudget) -> dict[str, dict]:
@@ -148,7 +157,7 @@ def _run_trials(study: optuna.Study, space: SearchSpace, settings: SearchSetting
                 promoter: Promoter) -> tuple[str, str]:
     """Run trials in this process or in worker processes up to N; (how it stopped, message)."""
     names = recorded_spellings(study.user_attrs.get("constraints") or {})
-    lock = lock_path(spec, settings.study_name)
+    lock = study_lock(spec, settings.study_name)
     try:
         with (progress(study) if progress else contextlib.nullcontext(lambda: None)) as update:
             if count_trials(study)["complete"] >= settings.trials:
@@ -168,24 +177,25 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
                progress: Optional[ProgressFactory] = None,
                status: Optional[Callable[[str], ContextManager]] = None) -> SearchOutcome:
     """Run (or continue) a search until `settings.trials` trials are finished, then write the
-    report (see `export_study`). Raises ConfigError for bad input (one line). `progress` and
-    `status`: see the module docstring."""
+    report (see `export_study`). When its database server stays unreachable the outcome says
+    ``stopped="storage"`` (no counts, no report: the same call afterwards continues). Raises
+    ConfigError for bad input (one line). `progress` and `status`: see the module docstring."""
     quiet_optuna()
     deadline = time.time() + settings.timeout if settings.timeout else None
     device, device_label = resolve_search_device(settings.device)
     threads = settings.threads or max(1, cpu_cores() // settings.workers)
-    settings.out_dir.mkdir(parents=True, exist_ok=True)
     spec = resolve_storage(settings.storage, settings.out_dir, settings.workers)
     prepare_process(threads)
     if needs_proxy_data(space):  # a missing data set is an input error, before the study is written
         load_proxy_data(space.proxy, seed=settings.seed)  # cached for this process's evaluator
-    promoter = Promoter(space, settings.seed, device, lock_path(spec, settings.study_name))
+    promoter = Promoter(space, settings.seed, device, study_lock(spec, settings.study_name))
     if promoter.active:  # the top rung's images exist (a missing one is an input error too)
         load_proxy_data(rung_settings(space.proxy, space.fidelity.eta, space.fidelity.rungs - 1), settings.seed)
 
     seed = sampler_seed(settings.seed, 0, _existing_trials(spec, settings.study_name))
     study, created = open_study(space, settings, spec, make_sampler(settings.sampler, seed, settings.trials),
                                 device_label, threads)
+    settings.out_dir.mkdir(parents=True, exist_ok=True)  # after the storage opened: a bad one writes nothing
     notes = _resume_notes(study, created, spec, device, threads, settings.workers)
     dead = fail_dead_trials(study)
     if dead:
@@ -198,6 +208,9 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
             study.set_user_attr("presets", measure_presets(space, device, settings.budget))
 
     stopped, message = _run_trials(study, space, settings, spec, device, threads, deadline, progress, promoter)
+    if stopped == "storage":  # the database server is gone: nothing more can be read or written
+        return SearchOutcome(study_name=settings.study_name, storage=describe_storage(spec), finished=-1,
+                             target=settings.trials, counts={}, stopped=stopped, message=message, notes=notes)
     if stopped == "done" and promoter.active:
         try:
             with (status or contextlib.nullcontext)("last promotion round (training the best at higher rungs) ..."):

@@ -6,20 +6,28 @@ Status: every trial records a ``status`` user attribute next to its Optuna state
 stop), ``surplus`` (PRUNED: it would have overshot N) and ``failed`` (FAIL).
 
 Dead trials: a kill -9 loses at most the trials that were running; they stay RUNNING in the
-storage. Each trial records its worker (host, pid and the process start time, against pid
-reuse) in ``worker``, and before every new trial a worker marks FAILED every RUNNING trial of
-its host whose process is gone (also trials with no owner, older than a minute). Trials of
-other hosts are left alone (their liveness cannot be checked without heartbeats).
+storage until a live worker finds them dead (`fail_dead_trials`, before every new trial), marks
+them FAILED and queues their config again (`retry_trial`: the same parameters as a WAITING
+trial, which the next `ask` takes; at most `MAX_RETRIES` times per config). Two ways to tell:
+- on a database server, heartbeats: the trial's process records one every `heartbeat`
+  seconds while the trial runs (`Heartbeat`, the thread Optuna's own `Study.optimize` would
+  start, which ask-and-tell does not), and a trial without one for the grace period is stale
+  (Optuna's `fail_stale_trials`, whose callback is `on_stale_trial`), whatever its host;
+- on this host, the process: each trial records its worker (host, pid and the process start
+  time, against pid reuse) in ``worker``, and a RUNNING trial of this host whose process is
+  gone is dead (also a trial with no owner, older than a minute).
 
-Exact N with several workers (`run_worker`): a worker starts a trial only under an exclusive
-file lock (`storage.exclusive` on `storage.lock_path`), and only when COMPLETE + RUNNING < N,
-so the number of COMPLETE trials never exceeds N; when COMPLETE + RUNNING >= N but
-COMPLETE < N it waits, because a running trial may still fail or be pruned and then a worker
-takes over its place. Processes that do not share the lock (other machines) are covered by a
-second check after the trial is created: a trial that finds COMPLETE + (RUNNING trials with a
-smaller number) >= N gives up at once (PRUNED, status ``surplus``), so the lowest-numbered
-trials always win. A worker stops when N are finished, at its deadline, or after 10 failures
-in a row.
+Exact N (`run_worker`): a worker starts a trial only under the study's lock
+(`storage.study_lock`: a PostgreSQL advisory lock across hosts, a file lock on one host), and
+only when COMPLETE + RUNNING < N, so the number of COMPLETE trials never exceeds N; when
+COMPLETE + RUNNING >= N but COMPLETE < N it sleeps and looks again, because a running trial
+may still fail or die and then a worker takes over its place. Processes that do not share a
+lock (a database server other than PostgreSQL, on several hosts) are covered by a second
+check after the trial is created: a trial that finds COMPLETE + (RUNNING trials with a smaller
+number) >= N gives up at once (PRUNED, status ``surplus``), so the lowest-numbered trials
+always win. A worker stops when N are finished, at its deadline, after 10 failures in a row,
+or when its database server has been unreachable for `STORAGE_PATIENCE_S` (it reconnects by
+itself within that time, e.g. across a server restart).
 """
 from __future__ import annotations
 
@@ -27,24 +35,30 @@ import contextlib
 import math
 import os
 import socket
+import threading
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, ContextManager, Optional, Sequence, TypeVar, Union
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from .optuna_compat import fail_running_trial
-from .storage import exclusive
+from .optuna_compat import fail_running_trial, heartbeat_interval, record_heartbeat
+from .storage import FileLock, server_problem, storage_down
 
 STATUS_OK, STATUS_INFEASIBLE, STATUS_PRUNED, STATUS_FAILED, STATUS_SURPLUS = (
     "ok", "infeasible", "pruned", "failed", "surplus")
 
 MAX_CONSECUTIVE_FAILURES = 10
+MAX_RETRIES = 3  # a config whose trial died is queued again at most this many times
 ORPHAN_GRACE_S = 60.0  # a RUNNING trial with no owner recorded is dead after this long
 POLL_S = 1.0
+STORAGE_PATIENCE_S = 120.0  # how long a worker waits for an unreachable database server
+
+T = TypeVar("T")
 
 
 # ---- counting ----------------------------------------------------------------------------------
@@ -126,10 +140,18 @@ def _is_dead(t: optuna.trial.FrozenTrial, now: datetime) -> bool:
 
 
 def fail_dead_trials(study: optuna.Study) -> list[int]:
-    """Mark FAILED the RUNNING trials whose worker process is gone (see the module docstring);
-    returns their numbers."""
-    now = datetime.now().astimezone()
+    """Mark FAILED the RUNNING trials whose worker is gone (no heartbeat on a database server,
+    no process on this host: see the module docstring) and queue their configs again; returns
+    the numbers of the trials failed here."""
     failed = []
+    with warnings.catch_warnings():  # fail_stale_trials is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        optuna.storages.fail_stale_trials(study)  # heartbeats: calls on_stale_trial for each
+        if before:
+            failed += sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                             if t.number in before)
+    now = datetime.now().astimezone()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not _is_dead(t, now):
             continue
@@ -138,7 +160,73 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
                   if owner else "no worker recorded: its process died before the trial started")
         if fail_running_trial(study, t, {"status": STATUS_FAILED, "fail_reason": reason}):
             failed.append(t.number)
+            retry_trial(study, t, reason)
     return failed
+
+
+def retry_trial(study: optuna.Study, trial: Union[optuna.Trial, FrozenTrial], reason: str) -> Optional[int]:
+    """Queue the config of a trial that died (its parameters, as a WAITING trial the next
+    `ask` takes), unless it was retried `MAX_RETRIES` times already. Returns the original
+    trial's number, or None when it is not retried."""
+    if not trial.params:
+        return None
+    first = trial.user_attrs.get("retry_of", trial.number)
+    retries = int(trial.user_attrs.get("retries", 0)) + 1
+    if retries > MAX_RETRIES:
+        return None
+    study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": first, "retries": retries,
+                                                         "retry_reason": reason})
+    return first
+
+
+def on_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna's callback for a trial whose heartbeat stopped (it is FAILED already)."""
+    retry_trial(study, trial, "no heartbeat: its worker died or lost the storage")
+
+
+class Heartbeat:
+    """`with Heartbeat(study, trial):` records the trial's heartbeat in the storage every
+    interval from a thread while the block runs (nothing on storages without heartbeats). A
+    beat that fails (the server is restarting) is skipped, not raised."""
+
+    def __init__(self, study: optuna.Study, trial: Union[optuna.Trial, FrozenTrial]) -> None:
+        self.study, self.trial = study, trial
+        self.interval = heartbeat_interval(study)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def beat(self) -> None:
+        if self.interval:
+            record_heartbeat(self.study, self.trial)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with contextlib.suppress(Exception):
+                self.beat()
+
+    def __enter__(self) -> "Heartbeat":
+        if self.interval:
+            self._thread = threading.Thread(target=self._run, name="twins-nas-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def reconnecting(fn: Callable[[], T], patience: float = STORAGE_PATIENCE_S) -> T:
+    """`fn()`, called again every second while the database server is unreachable, for at most
+    `patience` seconds (then the last error propagates)."""
+    t0 = time.monotonic()
+    while True:
+        try:
+            return fn()
+        except Exception as e:
+            if not storage_down(e) or time.monotonic() - t0 > patience:
+                raise
+            time.sleep(POLL_S)
 
 
 # ---- running trials ----------------------------------------------------------------------------
@@ -156,43 +244,49 @@ class WorkerResult:
 
 
 def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[float]], n_trials: int,
-               lock_path: Path, deadline: Optional[float] = None,
+               lock: Union[str, Path, ContextManager], deadline: Optional[float] = None,
                on_trial: Optional[Callable[[], None]] = None,
-               after_complete: Optional[Callable[[], None]] = None) -> WorkerResult:
+               after_complete: Optional[Callable[[], None]] = None,
+               patience: float = STORAGE_PATIENCE_S) -> WorkerResult:
     """Run trials of `objective` until the study has `n_trials` COMPLETE trials (exact; see
-    the module docstring). `deadline` is a `time.time()`; `on_trial()` is called after every
-    trial and every few seconds while waiting; `after_complete()` after every COMPLETE trial
-    of this process (the promotions of `rungs.Promoter`)."""
+    the module docstring). `lock`: the study's lock (`storage.study_lock`) or a lock file's
+    path; `deadline` is a `time.time()`; `on_trial()` is called after every trial and every
+    few seconds while waiting; `after_complete()` after every COMPLETE trial of this process
+    (the promotions of `rungs.Promoter`); `patience`: seconds to wait for a database server
+    that went away before stopping with status ``storage``."""
+    lock = FileLock(lock) if isinstance(lock, (str, Path)) else lock
     result = WorkerResult()
     fails = 0
     last_poll = 0.0
+    lost_since: Optional[float] = None
     while True:
         if deadline is not None and time.time() >= deadline:
             result.status = "timeout"
             return result
-        trial = None
-        with exclusive(lock_path):
-            fail_dead_trials(study)
-            c = count_trials(study)
-            if c["complete"] >= n_trials:
+        try:
+            step = _step(study, objective, n_trials, lock)
+        except Exception as e:
+            if not storage_down(e):
+                raise
+            lost_since = lost_since or time.monotonic()
+            if time.monotonic() - lost_since > patience:
+                result.status = "storage"
+                result.message = f"lost the storage for {patience:.0f} s ({server_problem(e)})"
                 return result
-            if c["complete"] + c["running"] < n_trials:
-                trial = study.ask()
-                trial.set_user_attr("worker", owner_attrs())
-        if trial is None:  # the rest is running elsewhere: wait, one may fail
-            if on_trial is not None and time.time() - last_poll > 2 * POLL_S:
-                on_trial()
+            time.sleep(POLL_S)
+            continue
+        lost_since = None
+        if step == "done":
+            return result
+        if step == "wait":  # the rest is running elsewhere: wait, one may fail
+            if time.time() - last_poll > 2 * POLL_S:
+                _call(on_trial)
                 last_poll = time.time()
             time.sleep(POLL_S)
             continue
-        # processes on other machines do not share the lock: the lowest numbers win
-        ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                 if t.state == TrialState.COMPLETE or t.number < trial.number]
-        if len(ahead) >= n_trials:
-            trial.set_user_attr("status", STATUS_SURPLUS)
-            study.tell(trial, state=TrialState.PRUNED)
+        if step == "surplus":
             continue
-        state = run_trial(study, trial, objective)
+        trial, state = step
         result.ran += 1
         if state == TrialState.FAIL:
             fails += 1
@@ -203,35 +297,85 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence
                 return result
         else:
             fails = 0
-        if state == TrialState.COMPLETE and after_complete is not None:
-            after_complete()
-        if on_trial is not None:
-            on_trial()
+        if state == TrialState.COMPLETE:
+            _call(after_complete)
+        _call(on_trial)
+
+
+def _call(fn: Optional[Callable[[], None]]) -> None:
+    """`fn()` unless None; an unreachable database server is left to the next step."""
+    if fn is None:
+        return
+    try:
+        fn()
+    except Exception as e:
+        if not storage_down(e):
+            raise
+
+
+def _step(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[float]], n_trials: int,
+          lock: ContextManager) -> Any:
+    """One step of `run_worker`: "done", "wait", "surplus", or (trial, state) of a trial run."""
+    trial = None
+    with lock:
+        fail_dead_trials(study)
+        c = count_trials(study)
+        if c["complete"] >= n_trials:
+            return "done"
+        if c["complete"] + c["running"] < n_trials:
+            trial = study.ask()
+            Heartbeat(study, trial).beat()  # from now on a dead worker's trial goes stale
+            trial.set_user_attr("worker", owner_attrs())
+    if trial is None:
+        return "wait"
+    # processes that share no lock (several hosts, no advisory lock): the lowest numbers win
+    ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+             if t.state == TrialState.COMPLETE or t.number < trial.number]
+    if len(ahead) >= n_trials:
+        trial.set_user_attr("status", STATUS_SURPLUS)
+        study.tell(trial, state=TrialState.PRUNED)
+        return "surplus"
+    with Heartbeat(study, trial):
+        state = run_trial(study, trial, objective)
+    return trial, state
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial,
               objective: Callable[[optuna.Trial], Sequence[float]]) -> TrialState:
     """Evaluate one asked trial and tell the study how it ended (COMPLETE, PRUNED or FAIL, with
-    ``status`` and ``fail_reason`` / ``prune_reason``). Only Ctrl-C and exit propagate."""
+    ``status`` and ``fail_reason`` / ``prune_reason``). Only Ctrl-C and exit propagate, and a
+    database server that stays unreachable (a trial that lost it is failed and its config
+    queued again once the server is back)."""
     try:
         values = objective(trial)
     except optuna.TrialPruned as e:
         trial.set_user_attr("status", STATUS_PRUNED)
         if "prune_reason" not in trial.user_attrs:
             trial.set_user_attr("prune_reason", str(e))
-        study.tell(trial, state=TrialState.PRUNED)
-        return TrialState.PRUNED
+        return _tell(study, trial, state=TrialState.PRUNED)
     except (KeyboardInterrupt, SystemExit) as e:
         fail_trial(study, trial, "interrupted" if isinstance(e, KeyboardInterrupt) else f"exit ({e})")
         raise
     except Exception as e:  # noqa: BLE001 (any failure of one trial must not stop the study)
+        if storage_down(e):  # not the config's fault: run it again
+            reason = f"lost the storage: {server_problem(e)}"
+            reconnecting(lambda: fail_trial(study, trial, reason))
+            reconnecting(lambda: retry_trial(study, trial, reason))
+            return TrialState.FAIL
         fail_trial(study, trial, error_line(e))
         return TrialState.FAIL
     if any(not math.isfinite(v) for v in values):
         fail_trial(study, trial, f"non-finite objective values {values}")
         return TrialState.FAIL
-    study.tell(trial, values)
-    return TrialState.COMPLETE
+    return _tell(study, trial, values=values)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, **kw: Any) -> TrialState:
+    """`study.tell(trial, **kw)` through an outage of the database server; a trial that was
+    failed meanwhile (its heartbeat went stale while the server was away) counts as FAIL."""
+    frozen = reconnecting(lambda: study.tell(trial, skip_if_finished=True, **kw))
+    wanted = kw.get("state", TrialState.COMPLETE)
+    return wanted if frozen.state == wanted else TrialState.FAIL
 
 
 def fail_trial(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
@@ -239,4 +383,4 @@ def fail_trial(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     with contextlib.suppress(Exception):
         trial.set_user_attr("status", STATUS_FAILED)
         trial.set_user_attr("fail_reason", reason)
-    study.tell(trial, state=TrialState.FAIL)
+    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)

@@ -1,5 +1,5 @@
 """Worker processes: with `--workers N` > 1, N spawned processes share the study's storage
-and each runs `trials.run_worker` (the file lock keeps the count exact); the parent refreshes
+and each runs `trials.run_worker` (the study's lock keeps the count exact); the parent refreshes
 the progress display and collects what each worker reports when it stops.
 
 Seeds: worker w of a study that already has T trials seeds its sampler with
@@ -15,8 +15,7 @@ import multiprocessing as mp
 import queue
 import time
 import warnings
-from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ContextManager, Optional
 
 import optuna
 import torch
@@ -29,7 +28,7 @@ from .search_settings import SearchSettings
 from .settings import MeasureBudget
 from .space import SearchSpace, space_from_dict
 from .storage import open_storage
-from .trials import POLL_S, error_line, fail_dead_trials, run_worker
+from .trials import POLL_S, error_line, fail_dead_trials, on_stale_trial, run_worker
 
 
 def sampler_seed(seed: int, worker: int, existing_trials: int) -> int:
@@ -38,9 +37,11 @@ def sampler_seed(seed: int, worker: int, existing_trials: int) -> int:
 
 
 def quiet_optuna() -> None:
-    """Optuna's per-trial log lines and experimental-feature warnings off."""
+    """Optuna's per-trial log lines and experimental-feature warnings off, and its warning that
+    heartbeats are meant for `Study.optimize` (`trials.Heartbeat` records them for ask-and-tell)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 def prepare_process(threads: int) -> None:
@@ -72,13 +73,13 @@ def _worker_entry(payload: dict, results: Any) -> None:
         settings = SearchSettings(**payload["settings"])
         space = space_from_dict(payload["space"], source=payload["space_source"])
         evaluator = make_evaluator(space, settings, payload["device"], payload["constraint_names"])
-        storage = open_storage(payload["spec"])
+        storage = open_storage(payload["spec"], settings.heartbeat, on_stale=on_stale_trial)
         probe = optuna.load_study(study_name=settings.study_name, storage=storage)
         seed = sampler_seed(settings.seed, wid, len(probe.get_trials(deepcopy=False)))
         study = optuna.load_study(study_name=settings.study_name, storage=storage,
                                   sampler=make_sampler(settings.sampler, seed, settings.trials))
-        promoter = Promoter(space, settings.seed, payload["device"], Path(payload["lock"]))
-        res = run_worker(study, evaluator, settings.trials, Path(payload["lock"]), payload["deadline"],
+        promoter = Promoter(space, settings.seed, payload["device"], payload["lock"])
+        res = run_worker(study, evaluator, settings.trials, payload["lock"], payload["deadline"],
                          after_complete=lambda: promoter.run(study))
         results.put({"worker": wid, "status": res.status, "ran": res.ran, "message": res.message})
     except KeyboardInterrupt:
@@ -88,13 +89,13 @@ def _worker_entry(payload: dict, results: Any) -> None:
 
 
 def run_worker_processes(space: SearchSpace, settings: SearchSettings, spec: str, device: str, threads: int,
-                         lock: Path, deadline: Optional[float], study: optuna.Study,
+                         lock: ContextManager, deadline: Optional[float], study: optuna.Study,
                          constraint_names: dict, on_poll: Callable[[], None]) -> tuple[str, str]:
     """Run `settings.workers` worker processes to the end; (how they stopped, message)."""
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     base = dict(settings=_settings_payload(settings), space=space.model_dump(mode="json"),
-                space_source=space.source, spec=spec, device=device, threads=threads, lock=str(lock),
+                space_source=space.source, spec=spec, device=device, threads=threads, lock=lock,
                 deadline=deadline, constraint_names=constraint_names)
     procs = [ctx.Process(target=_worker_entry, args=(dict(base, worker=w), results), daemon=False)
              for w in range(settings.workers)]
@@ -122,7 +123,7 @@ def run_worker_processes(space: SearchSpace, settings: SearchSettings, spec: str
                 p.join(timeout=10)
         raise
     fail_dead_trials(study)  # a worker that crashed hard leaves its trial RUNNING
-    bad = [r for r in reports if r["status"] in ("crashed", "failing")]
+    bad = [r for r in reports if r["status"] in ("crashed", "failing", "storage")]
     if bad:
         return bad[0]["status"], f"worker {bad[0]['worker']}: {bad[0]['message']}"
     missing = len(procs) - len(reports)

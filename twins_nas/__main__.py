@@ -1,0 +1,4 @@
+"""`python -m twins_nas ...` is the `twins-nas` command."""
+from .cli import main
+
+main()
