@@ -1,0 +1,68 @@
+"""`twins-nas dashboard`: a study's storage served by optuna-dashboard (the optional extra
+``twins-nas[dashboard]``), Optuna's own web UI: trials, Pareto front, parameter importances,
+history, live while a search runs.
+
+`serve_dashboard(spec, host, port)` opens the storage (any spec `storage.resolve_storage`
+gives: RDB URL, journal or SQLite file), names each study's objectives after the space's
+metrics where an older study has no names yet (so the plots say "accuracy" and "throughput",
+not "Objective 0"), and serves the
+dashboard's WSGI app with the standard library's server until interrupted.
+"""
+from __future__ import annotations
+
+import socketserver
+import warnings
+from typing import Callable, Optional
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import optuna
+
+from ..config import ConfigError
+from .storage import describe_storage, open_storage
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # no line per request
+        pass
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def dashboard_app(spec: str):
+    """The WSGI app of optuna-dashboard over the study storage `spec`."""
+    try:
+        import optuna_dashboard  # heavy import: see README (optional extra)
+    except ImportError:
+        raise ConfigError('the dashboard needs optuna-dashboard: pip install "twins-nas[dashboard]"') from None
+    storage = open_storage(spec)
+    names = optuna.get_all_study_names(storage)
+    if not names:
+        raise ConfigError(f"--storage={describe_storage(spec)}: holds no study")
+    for name in names:  # a study written before its metrics were named
+        study = optuna.load_study(study_name=name, storage=storage)
+        metrics = [m for m, _ in (study.user_attrs.get("objectives") or [])]
+        if metrics and len(metrics) == len(study.directions) and study.metric_names is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(metrics)
+    return optuna_dashboard.wsgi(storage)
+
+
+def serve_dashboard(spec: str, host: str = "127.0.0.1", port: int = 8080,
+                    ready: Optional[Callable[[str], None]] = None) -> None:
+    """Serve the dashboard of `spec` on host:port (0: a free port) until KeyboardInterrupt;
+    `ready(url)` is called once it listens."""
+    app = dashboard_app(spec)
+    try:
+        server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
+    except OSError as e:
+        raise ConfigError(f"--host {host} --port {port}: cannot listen ({e.strerror or e})") from None
+    url = f"http://{host}:{server.server_port}/dashboard/"
+    if ready is not None:
+        ready(url)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
