@@ -5,7 +5,7 @@ who wants to try a search across processes or machines without a database admini
     python3 scripts/local_postgres.py stop /tmp/pg
 
 `start` runs Debian's `initdb` into DIR/data (as the ``postgres`` user when run as root: the
-server refuses to run as root), starts the server on 127.0.0.1 and the given (or a free) port
+server refuses to run as root, and DIR's parent folders must let that user through), starts the server on 127.0.0.1 and the given (or a free) port
 with password authentication for TCP, and prints the storage URL. From Python:
 `LocalPostgres(dir).start()` ... `.stop()`, `.restart()`, `.create_database(name)`.
 """
@@ -69,7 +69,11 @@ class LocalPostgres:
         cmd = [str(self.bindir / args[0]), *args[1:]]
         if os.geteuid() == 0:  # the server refuses to run as root
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=120)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if check and res.returncode != 0:
+            last = (res.stderr.strip() or res.stdout.strip() or "no output").splitlines()[-1]
+            raise RuntimeError(f"{args[0]} failed (exit {res.returncode}): {last}")
+        return res
 
     def start(self) -> "LocalPostgres":
         self.root.mkdir(parents=True, exist_ok=True)
