@@ -70,7 +70,8 @@ class Workers:
         prefix = ["unshare", "-u", "sh", "-c", f'hostname worker{i} && exec "$0" "$@"'] if self.hosts else []
         return [*prefix, sys.executable, "-m", "twins_nas", "search", "--space", str(self.space), "--trials",
                 str(self.trials), "--storage", self.storage, "--out", str(self.root / f"w{i}-{self.started}"),
-                "--device", "cpu", "--threads", str(self.threads), "--heartbeat", "1", "--no-png", "--seed", str(self.started)]
+                "--device", "cpu", "--threads", str(self.threads), "--heartbeat", "1", "--no-png",
+                "--seed", str(self.started)]
 
     def start(self, i: int) -> None:
         self.procs[i] = subprocess.Popen(self.cmd(i), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
