@@ -13,7 +13,8 @@ from strategies import TINY_SPACE
 from typer.testing import CliRunner
 
 from twins_nas.cli import app
-from twins_nas.search.fidelity import run_fidelity
+from twins_nas.config import ArchConfig
+from twins_nas.search.fidelity import attention_geometry, draw_plan, run_fidelity
 from twins_nas.search.space import load_space
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -155,3 +156,26 @@ def test_other_settings_in_the_same_folder_and_bad_input_are_one_line_errors(tmp
     r = runner.invoke(app, ["fidelity", "--space", str(space_file), "--archs", "3", "--pairs", "2", *fixed, *REF,
                             "--out", str(tmp_path / "x"), "--no-png"])
     assert r.exit_code == 2 and "controlled pairs" in r.output
+
+
+def test_pairs_that_attend_alike_are_never_drawn_nor_counted():
+    """On SVT-S at 224 the stage-4 map is 7 x 7: an L block with a 7 x 7 window attends over all
+    49 tokens, as a G block with k = 1 does (the same attention); on the 14 x 14 stage-3 map the
+    same window is local (4 windows), so there they differ."""
+    svt = ArchConfig.preset("twins-svt-s").to_dict()
+
+    def with_stage(i, **kw):
+        d = json.loads(json.dumps(svt))
+        d["stages"][i].update(kw)
+        return ArchConfig.from_dict(d)
+
+    assert (attention_geometry(with_stage(3, pattern="L", window=[7, 7]), 224)
+            == attention_geometry(with_stage(3, pattern="G", sr_ratio=1), 224))
+    assert (attention_geometry(with_stage(2, pattern="L", window=[7, 7]), 224)
+            != attention_geometry(with_stage(2, pattern="G", sr_ratio=1), 224))
+    space = load_space(Path(__file__).resolve().parents[2] / "search_spaces" / "svt.yaml")
+    plan = draw_plan(space, archs=2, pairs=40, seed=1)
+    configs = {a["id"]: ArchConfig.from_dict(a["config"]) for a in plan["archs"]}
+    for p in plan["pairs"]:
+        assert (attention_geometry(configs[p["a"]], space.resolution)
+                != attention_geometry(configs[p["b"]], space.resolution)), p

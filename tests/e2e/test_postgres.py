@@ -26,6 +26,8 @@ from local_postgres import LocalPostgres, find_bindir  # noqa: E402
 from twins_nas.search.storage import open_storage  # noqa: E402
 from twins_nas.search.trials import Heartbeat, fail_dead_trials, on_stale_trial  # noqa: E402
 
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed")  # Heartbeat records them
+
 # accuracy vs GMACs (nothing timed): each trial is a ~1 s proxy training on one thread
 PG_SPACE = """\
 name: pg

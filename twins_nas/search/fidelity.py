@@ -81,13 +81,22 @@ def _feasible(space: SearchSpace, cfg: ArchConfig) -> bool:
     return all(v <= 0 for v in constraint_values(cheap_metrics(cfg, space.resolution), cheap).values())
 
 
-def _geometry_key(cfg: ArchConfig, resolution: int) -> tuple:
+def attention_geometry(cfg: ArchConfig, resolution: int) -> tuple:
+    """What each block attends over at `resolution`, per stage: ("L", window) or ("G", k,
+    sub-sampler). An L block whose window covers its whole map is global attention over every
+    token, as a G block with k = 1 is: both are ("G", (1, 1), None). Two configs with the same
+    geometry differ in no window, k, pattern or sub-sampling that the network can feel."""
     key = []
     for s, (h, w) in zip(cfg.stages, cfg.stage_sizes(resolution)):
-        kinds = tuple(s.block_types)
-        k = (min(s.sr_pair[0], h), min(s.sr_pair[1], w)) if "G" in kinds else None
-        key.append((kinds, s.lsa_window((h, w)) if "L" in kinds else None, k,
-                    s.subsample if k not in (None, (1, 1)) else None))
+        blocks = []
+        for kind in s.block_types:
+            if kind == "L":
+                win = tuple(s.lsa_window((h, w)))
+                blocks.append(("G", (1, 1), None) if win == (h, w) else ("L", win))
+            else:
+                k = (min(s.sr_pair[0], h), min(s.sr_pair[1], w))
+                blocks.append(("G", k, s.subsample if k != (1, 1) else None))
+        key.append(tuple(blocks))
     return tuple(key)
 
 
@@ -112,7 +121,7 @@ def _variants(space: SearchSpace, cfg: ArchConfig, field: str, stage: int) -> li
         except ConfigError:
             continue
         if (space.contains(other) and _feasible(space, other)
-                and _geometry_key(other, space.resolution) != _geometry_key(cfg, space.resolution)):
+                and attention_geometry(other, space.resolution) != attention_geometry(cfg, space.resolution)):
             out.append((other, c))
     return out
 
@@ -333,6 +342,10 @@ def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default:
                           scores={s: mean.get(a["id"], {}).get(s) for s in scorers},
                           reference_seeds=ref, reference_spread=float(np.std(ref, ddof=1)) if len(ref) > 1 else None))
     random_ids = [a["id"] for a in plan["archs"] if a["kind"] == "random"]
+    configs = {a["id"]: ArchConfig.from_dict(a["config"]) for a in plan["archs"] if a["kind"] == "pair"}
+    identical = {p["id"] for p in plan["pairs"]  # drawn before the draw skipped them: not counted
+                 if attention_geometry(configs[p["a"]], space.resolution)
+                 == attention_geometry(configs[p["b"]], space.resolution)}
     rng = np.random.default_rng(0)
     out_scorers = {}
     for s in scorers:
@@ -353,6 +366,8 @@ def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default:
         ci = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] if boots else [math.nan] * 2
         agree = []
         for p in plan["pairs"]:
+            if p["id"] in identical:
+                continue
             ma, mb = mean.get(p["a"], {}), mean.get(p["b"], {})
             if s in ma and s in mb and "reference" in ma and "reference" in mb and ma["reference"] != mb["reference"]:
                 ref_order = np.sign(ma["reference"] - mb["reference"])
@@ -364,7 +379,8 @@ def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default:
     pairs = []
     for p in plan["pairs"]:
         ma, mb = mean.get(p["a"], {}), mean.get(p["b"], {})
-        pairs.append(dict(p, a_scores={s: ma.get(s) for s in scorers}, b_scores={s: mb.get(s) for s in scorers}))
+        pairs.append(dict(p, a_scores={s: ma.get(s) for s in scorers}, b_scores={s: mb.get(s) for s in scorers},
+                          identical=p["id"] in identical))
     seeded = [a for a in archs if len(a["reference_seeds"]) > 1]
     noise = math.nan
     if len(seeded) >= 3:
