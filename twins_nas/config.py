@@ -10,12 +10,15 @@ import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Tuple, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
+from .atomic import write_text
 from .errors import ConfigError, loc_str, one_line, show_value
+from .numbers import Number, PositiveInt
 from .preset_data import PRESETS
 
 SCHEMA_VERSION = 1
+MIN_RESOLUTION = 32  # the smallest input a Twins accepts (four stages of patches, the first of 4)
 SUBSAMPLE_CHOICES = ("conv", "dwconv", "avgpool")
 _PATTERN_RE = re.compile(r"^[LG]+$")
 
@@ -97,7 +100,7 @@ class StageConfig(BaseModel):
     embed_dim: PositiveInt
     depth: PositiveInt
     num_heads: PositiveInt
-    mlp_ratio: float = Field(gt=0, description="MLP hidden = int(embed_dim * mlp_ratio)")
+    mlp_ratio: Number = Field(gt=0, description="MLP hidden = int(embed_dim * mlp_ratio)")
     window: Optional[Pair] = Field(
         default=None, description="LSA window (m rows, n cols); required when pattern has an L")
     sr_ratio: Union[PositiveInt, Pair] = Field(
@@ -141,13 +144,13 @@ class ArchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: StrictInt = SCHEMA_VERSION
     name: Optional[str] = None
     stages: Tuple[StageConfig, ...] = Field(min_length=1)
     in_chans: PositiveInt = 3
-    num_classes: int = Field(default=1000, ge=0, description="0 = no classifier (features only)")
+    num_classes: StrictInt = Field(default=1000, ge=0, description="0 = no classifier (features only)")
     qkv_bias: bool = True
-    drop_path_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
+    drop_path_rate: Number = Field(default=0.0, ge=0.0, lt=1.0)
     peg: bool = Field(default=True, description="conditional position encoding after each stage's first block")
 
     def __init__(self, **data: Any) -> None:
@@ -233,7 +236,7 @@ class ArchConfig(BaseModel):
             d["meta"] = meta
         text = json.dumps(d, indent=indent)
         if path is not None:
-            Path(path).write_text(text + "\n")
+            write_text(path, text + "\n")
         return text
 
     @classmethod

@@ -47,7 +47,7 @@ def test_balanced_split_is_balanced_disjoint_and_seeded():
 
 def test_load_from_data_root_shapes_dtypes_and_cache(tmp_path):
     write_idx(tmp_path)
-    settings = ProxySettings(data_root=str(tmp_path), train_samples=60, val_samples=30, resolution=32)
+    settings = ProxySettings(data_root=str(tmp_path), train_samples=60, val_samples=30, resolution=32, batch_size=30)
     d = load_proxy_data(settings)
     assert d.name == "fashion-mnist" and d.num_classes == 10 and d.in_chans == 1
     assert d.train_x.shape == (60, 1, 32, 32) and d.val_x.shape == (30, 1, 32, 32)
@@ -76,7 +76,7 @@ def test_same_seed_same_subset(tmp_path):
 def test_too_many_samples_is_a_config_error(tmp_path):
     write_idx(tmp_path, n=100)
     with pytest.raises(ConfigError, match="proxy.train_samples=95 \\+ proxy.val_samples=10"):
-        load_proxy_data(ProxySettings(data_root=str(tmp_path), train_samples=95, val_samples=10))
+        load_proxy_data(ProxySettings(data_root=str(tmp_path), train_samples=95, val_samples=10, batch_size=10))
 
 
 def test_missing_data_set_is_one_clear_line(tmp_path, monkeypatch):
@@ -88,7 +88,7 @@ def test_missing_data_set_is_one_clear_line(tmp_path, monkeypatch):
     import torchvision.datasets
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", no_network)
     with pytest.raises(ConfigError) as e:
-        load_proxy_data(ProxySettings(data_root=str(tmp_path / "empty"), train_samples=10, val_samples=10))
+        load_proxy_data(ProxySettings(data_root=str(tmp_path / "empty"), train_samples=10, val_samples=10, batch_size=10))
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("fashion-mnist: ")
     assert str(tmp_path / "empty") in msg and "dataset-fashion-mnist" in msg and "--data-root" in msg
@@ -101,13 +101,13 @@ def test_imagefolder(tmp_path):
         (tmp_path / "train" / c).mkdir(parents=True)
         for i in range(6):
             Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(tmp_path / "train" / c / f"{i}.png")
-    d = load_proxy_data(ProxySettings(dataset=f"imagefolder:{tmp_path}", train_samples=9, val_samples=6,
+    d = load_proxy_data(ProxySettings(dataset=f"imagefolder:{tmp_path}", train_samples=9, val_samples=6, batch_size=3,
                                       resolution=16))
     assert d.num_classes == 3 and d.in_chans == 3
     assert d.train_x.shape == (9, 3, 16, 16) and d.val_x.shape == (6, 3, 16, 16)
     assert torch.bincount(d.val_y).tolist() == [2, 2, 2]
     with pytest.raises(ConfigError, match="no such folder"):
-        load_proxy_data(ProxySettings(dataset=f"imagefolder:{tmp_path / 'x'}", train_samples=3, val_samples=3))
+        load_proxy_data(ProxySettings(dataset=f"imagefolder:{tmp_path / 'x'}", train_samples=3, val_samples=3, batch_size=3))
 
 
 @pytest.mark.skipif(not HAVE_FMNIST, reason="Debian package dataset-fashion-mnist not installed")

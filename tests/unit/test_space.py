@@ -154,7 +154,7 @@ def mutate(**changes):
     (mutate(stages__0__window=KeyError), ["stages[0].window: required because pattern choice LG, LLG, L"]),
     (mutate(stages__0__head_dim=KeyError), ["stages[0]: give exactly one of head_dim"]),
     (mutate(stages__0__depth=[1, 1]), ["stages[0].depth: duplicate choice 1"]),
-    (mutate(resolution=16), ["resolution=16: too small"]),
+    (mutate(resolution=16), ["resolution=16", "greater than or equal to 32"]),
     (mutate(name=KeyError), ["name: required key missing"]),
 ])
 def test_bad_space_is_one_line_naming_the_key_path(tmp_path, data, needles):

@@ -1,7 +1,14 @@
 """The `twins-nas` command line: a thin layer over the Python API."""
 from __future__ import annotations
 
+import sys
+from typing import Optional
+
+import typer
+from typer.exceptions import TyperException
+
 from .app import app
+from .common import err_console, one_line
 
 # Importing a command module registers its commands on `app`; --help lists them in this order.
 from . import show  # noqa: F401, I001  # isort: skip
@@ -11,5 +18,16 @@ from . import fidelity  # noqa: F401  # isort: skip
 from . import dashboard  # noqa: F401  # isort: skip
 
 
-def main() -> None:
-    app()
+def main(argv: Optional[list[str]] = None) -> None:
+    """The `twins-nas` command. Usage errors (unknown option, missing or malformed value) are one
+    line with exit code 2, like every other bad input; Ctrl-C exits with 130."""
+    try:
+        code = app(args=argv, standalone_mode=False, prog_name="twins-nas")
+    except TyperException as e:  # click's UsageError and friends (typer vendors click)
+        message = " ".join(str(e.format_message()).split()) if hasattr(e, "format_message") else str(e)
+        err_console.print(f"[bold red]error:[/] {one_line(message)}", highlight=False, soft_wrap=True)
+        sys.exit(getattr(e, "exit_code", 2) or 2)
+    except typer.Abort:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -18,6 +18,7 @@ No LaTeX anywhere (MathJax would be fetched from the network); the HTML embeds p
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Optional
@@ -28,6 +29,7 @@ import plotly.io as pio
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from ..atomic import OutputError, atomic_path, ensure_dir
 from ..browser import find_chromium
 
 PANELS = {  # file stem -> title
@@ -250,13 +252,14 @@ def write_report(df: pd.DataFrame, fig: Optional[go.Figure], out_dir: str | Path
     """Write profile.csv, complexity.html (self-contained, works offline) and, when a Chromium
     is present, complexity.png plus one PNG per panel (`panels`). Never fails for want of a
     browser: returns {"files": [paths], "notes": [what was skipped and why]}."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(out_dir)
     fig = complexity_figure(df) if fig is None else fig
     files, notes = [], []
-    df.to_csv(out / "profile.csv", index=False)
+    with atomic_path(out / "profile.csv") as tmp:
+        df.to_csv(tmp, index=False)
     files.append(out / "profile.csv")
-    fig.write_html(out / "complexity.html", include_plotlyjs=True, full_html=True)
+    with atomic_path(out / "complexity.html") as tmp:
+        fig.write_html(tmp, include_plotlyjs=True, full_html=True)
     files.append(out / "complexity.html")
     if png:
         browser = find_chromium()
@@ -269,10 +272,14 @@ def write_report(df: pd.DataFrame, fig: Optional[go.Figure], out_dir: str | Path
                     figs.append(panel_figure(df, p))
                     paths.append(out / f"complexity_{p}.png")
             try:
-                pio.write_images(figs, [str(p) for p in paths], format="png", scale=1,
-                                 width=[f.layout.width or 1200 for f in figs],
-                                 height=[f.layout.height or 700 for f in figs])
+                with contextlib.ExitStack() as stack:  # all PNGs renamed into place, or none
+                    tmps = [stack.enter_context(atomic_path(p)) for p in paths]
+                    pio.write_images(figs, [str(t) for t in tmps], format="png", scale=1,
+                                     width=[f.layout.width or 1200 for f in figs],
+                                     height=[f.layout.height or 700 for f in figs])
                 files += paths
+            except OutputError:
+                raise
             except Exception as e:  # noqa: BLE001 (a broken browser must not lose the CSV/HTML)
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 notes.append(f"PNG export failed ({msg}): PNGs skipped")

@@ -33,6 +33,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from ..atomic import OutputError, atomic_path, ensure_dir, write_text
 from ..browser import find_chromium
 from ..config import SCHEMA_VERSION, ArchConfig, ConfigError
 from .metrics import METRICS, canonical_metric, rename_legacy
@@ -283,7 +284,7 @@ def export_study(study: Union[optuna.Study, str], out_dir: Union[str, Path], pic
         storage = spec
     rule = parse_pick(pick)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     objectives = _objectives(study)
     notes: list[str] = []
     if storage is None:
@@ -344,11 +345,12 @@ def export_study(study: Union[optuna.Study, str], out_dir: Union[str, Path], pic
                                picked_trial=numbers[picked], pick=rule.text, hypervolume=hv[-1] if hv else None,
                                order=f"best {first} first"),
                   "configs": configs}
-        (out / "pareto.json").write_text(json.dumps(pareto, indent=2) + "\n")
+        write_text(out / "pareto.json", json.dumps(pareto, indent=2) + "\n")
         files.append(out / "pareto.json")
     else:
         hv = [0.0] * len(df)
-    df.to_csv(out / "trials.csv", index=False)
+    with atomic_path(out / "trials.csv") as tmp:
+        df.to_csv(tmp, index=False)
     files.append(out / "trials.csv")
 
     presets = {name: rename_legacy(row) if isinstance(row, dict) else row
@@ -356,15 +358,19 @@ def export_study(study: Union[optuna.Study, str], out_dir: Union[str, Path], pic
     fig = pareto_figure(df, objectives, presets, hv,
                         title=f"{study.study_name}: {len(df)} trials, {len(front_idx)} on the front "
                               f"(space {common['space']['name']}, {common['device'].get('device', '')})")
-    fig.write_html(out / "pareto.html", include_plotlyjs=True, full_html=True)
+    with atomic_path(out / "pareto.html") as tmp:
+        fig.write_html(tmp, include_plotlyjs=True, full_html=True)
     files.append(out / "pareto.html")
     if png:
         if find_chromium() is None:
             notes.append("no Chromium found (install chromium or set BROWSER_PATH): pareto.png skipped")
         else:
             try:
-                fig.write_image(str(out / "pareto.png"), width=1400, height=620, scale=1)
+                with atomic_path(out / "pareto.png") as tmp:
+                    fig.write_image(str(tmp), width=1400, height=620, scale=1)
                 files.append(out / "pareto.png")
+            except OutputError:
+                raise
             except Exception as e:  # noqa: BLE001 (a broken browser must not lose the other outputs)
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 notes.append(f"pareto.png not written ({msg})")

@@ -32,6 +32,7 @@ from typing import Callable, Optional
 import numpy as np
 from scipy import stats
 
+from ..atomic import OutputError, atomic_path, ensure_dir, write_text
 from ..config import ArchConfig, ConfigError
 from .data import load_proxy_data
 from .objective import cheap_metrics, constraint_values
@@ -238,7 +239,7 @@ def open_plan(space: SearchSpace, reference: ProxySettings, out_dir: Path, archs
     """The plan of the run in `out_dir`: drawn and written (plan.json) on the first call, read
     back on the next ones; ConfigError when `out_dir` holds a run with other settings."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir)
     settings = dict(draw=draw_key(space), reference=reference.model_dump(mode="json", exclude={"data_root"}),
                     archs=archs, pairs=pairs, seeds=seeds, seeded=seeded, seed=seed)
     plan_path = out_dir / "plan.json"
@@ -251,9 +252,7 @@ def open_plan(space: SearchSpace, reference: ProxySettings, out_dir: Path, archs
         return plan
     plan = dict(version=PLAN_VERSION, settings=settings, space=space.model_dump(mode="json"),
                 **draw_plan(space, archs, pairs, seed))
-    tmp = plan_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(plan, indent=1) + "\n")
-    tmp.replace(plan_path)
+    write_text(plan_path, json.dumps(plan, indent=1) + "\n")
     return plan
 
 
@@ -417,13 +416,12 @@ def write_outputs(summary: dict, out_dir: Path, png: bool = True) -> list[Path]:
     import pandas as pd
     out_dir = Path(out_dir)
     files = []
-    tmp = out_dir / "fidelity.json.tmp"
-    tmp.write_text(json.dumps(_clean(summary), indent=1) + "\n")
-    tmp.replace(out_dir / "fidelity.json")
+    write_text(out_dir / "fidelity.json", json.dumps(_clean(summary), indent=1) + "\n")
     files.append(out_dir / "fidelity.json")
     rows = [dict(id=a["id"], kind=a["kind"], **a["scores"], reference_spread=a["reference_spread"])
             for a in summary["archs"]]
-    pd.DataFrame(rows).to_csv(out_dir / "fidelity.csv", index=False)
+    with atomic_path(out_dir / "fidelity.csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
     files.append(out_dir / "fidelity.csv")
     files += _figure(summary, out_dir, png)
     return files
@@ -458,12 +456,16 @@ def _figure(summary: dict, out_dir: Path, png: bool) -> list[Path]:
                             f"{summary['default_scorer']})", height=330 * rows + 80, width=1400,
                       template="plotly_white")
     files = []
-    fig.write_html(out_dir / "fidelity.html", include_plotlyjs=True, full_html=True)
+    with atomic_path(out_dir / "fidelity.html") as tmp:
+        fig.write_html(tmp, include_plotlyjs=True, full_html=True)
     files.append(out_dir / "fidelity.html")
     if png and find_chromium() is not None:
         try:
-            fig.write_image(str(out_dir / "fidelity.png"), scale=1)
+            with atomic_path(out_dir / "fidelity.png") as tmp:
+                fig.write_image(str(tmp), scale=1)
             files.append(out_dir / "fidelity.png")
+        except OutputError:
+            raise
         except Exception:  # noqa: BLE001 (a broken browser must not lose the other outputs)
             pass
     return files

@@ -7,11 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from ..hardware import DEVICE_NAMES, DTYPE_NAMES, check_device_name, check_dtype_name
+from ..numbers import Number
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH")
+DATASET_CLASSES = {"fashion-mnist": 10, "cifar10": 10, "cifar100": 100}  # an image folder: its subfolders
 
 
 class MeasureSettings(BaseModel):
@@ -59,16 +61,16 @@ class ProxySettings(BaseModel):
         default=2, ge=1, description="stage-1 patch of the proxy (null: the full-size one); 32 px / 2 = 16x16 maps")
     geometry: Literal["faithful", "clamp"] = Field(
         default="faithful", description="faithful: windows and k scaled with the maps; clamp: clamped to them")
-    width_mult: float = Field(default=0.25, gt=0, le=4)
+    width_mult: Number = Field(default=0.25, gt=0, le=4)
     min_head_dim: StrictInt = Field(default=8, ge=1, description="proxy heads are at least this wide")
     train_samples: StrictInt = Field(default=2000, ge=1)
     val_samples: StrictInt = Field(default=1000, ge=1)
     epochs: StrictInt = Field(default=2, ge=1)
     batch_size: StrictInt = Field(default=128, ge=1)
-    lr: float = Field(default=2e-3, gt=0)
-    weight_decay: float = Field(default=0.05, ge=0)
-    warmup_epochs: float = Field(default=0.5, ge=0, description="linear warm-up length (fractions allowed)")
-    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    lr: Number = Field(default=2e-3, gt=0)
+    weight_decay: Number = Field(default=0.05, ge=0)
+    warmup_epochs: Number = Field(default=0.5, ge=0, description="linear warm-up length (fractions allowed)")
+    label_smoothing: Number = Field(default=0.1, ge=0, lt=1)
 
     @field_validator("dataset")
     @classmethod
@@ -76,6 +78,25 @@ class ProxySettings(BaseModel):
         if v in DATASETS[:3] or (v.startswith("imagefolder:") and len(v) > len("imagefolder:")):
             return v
         raise ValueError(f"={v!r}: valid data sets are {', '.join(DATASETS)}")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ProxySettings":
+        """Rules between fields (each message names its field, as pydantic's own do)."""
+        problems = []
+        if self.warmup_epochs >= self.epochs:
+            problems.append(f"warmup_epochs={self.warmup_epochs:g}: must be less than epochs={self.epochs} "
+                            f"(the warm-up would take the whole training)")
+        classes = DATASET_CLASSES.get(self.dataset)
+        for name in ("train_samples", "val_samples"):
+            n = getattr(self, name)
+            if classes is not None and n < classes:
+                problems.append(f"{name}={n}: fewer than the {classes} classes of {self.dataset} "
+                                f"(every class needs an image)")
+            elif n < self.batch_size:
+                problems.append(f"{name}={n}: fewer than one batch (batch_size={self.batch_size})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class FidelitySettings(BaseModel):

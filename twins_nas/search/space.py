@@ -46,8 +46,9 @@ from pydantic import (
     model_validator,
 )
 
-from ..config import SUBSAMPLE_CHOICES, ArchConfig, ConfigError, block_types
+from ..config import MIN_RESOLUTION, SUBSAMPLE_CHOICES, ArchConfig, ConfigError, block_types
 from ..errors import loc_str, one_line
+from ..numbers import Number
 from .metrics import CURRENT_TO_LEGACY, LEGACY_NAMES, METRICS, Metric, canonical_metric
 from .proxy_arch import StageChoices
 from .settings import FidelitySettings, MeasureSettings, ProxySettings
@@ -142,7 +143,7 @@ class StageSpace(_Strict):
     embed_dim: list[StrictInt]
     head_dim: Optional[list[StrictInt]] = None
     num_heads: Optional[list[StrictInt]] = None
-    mlp_ratio: list[float]
+    mlp_ratio: list[Number]
     window: Optional[list[Pair]] = Field(default=None, description="LSA window m x n")
     sr_ratio: list[Pair] = Field(default=[(1, 1)], description="GSA sub-sample ratio k or (k1, k2)")
     pattern: list[str] = Field(default=["G"], description="L/G block pattern, repeated over the depth")
@@ -214,8 +215,8 @@ class StageSpace(_Strict):
 class Bound(_Strict):
     """A constraint on one metric: `min <= value <= max` (either side may be left out)."""
 
-    min: Optional[float] = None
-    max: Optional[float] = None
+    min: Optional[Number] = None
+    max: Optional[Number] = None
 
     @model_validator(mode="after")
     def _some(self) -> "Bound":
@@ -231,7 +232,7 @@ class SearchSpace(_Strict):
 
     name: str
     description: str = ""
-    resolution: StrictInt = Field(ge=1, description="input size at which the full-size model is measured")
+    resolution: StrictInt = Field(ge=MIN_RESOLUTION, description="input size at which the full-size model is measured")
     num_classes: StrictInt = Field(default=1000, ge=0, description="classifier size of the measured model")
     in_chans: StrictInt = Field(default=3, ge=1)
     stages: list[StageSpace] = Field(min_length=1)
@@ -553,7 +554,8 @@ def apply_override(data: dict, override: str) -> None:
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {override!r}: value is not valid YAML ({getattr(e, 'problem', e)})") from None
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())  # one line, whatever YAML says
+        raise ConfigError(f"override {override!r}: value is not valid YAML ({problem})") from None
     schema: Any = SearchSpace
     node: Any = data
     done: list = []
@@ -613,7 +615,8 @@ def load_space(path: str | Path, overrides: Sequence[str] = ()) -> SearchSpace:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML ({getattr(e, 'problem', None) or e}{where})") from None
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"{path}: not valid YAML ({problem}{where})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read ({e})") from None
     return space_from_dict(data, source=str(path), overrides=overrides)

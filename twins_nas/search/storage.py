@@ -38,6 +38,7 @@ import sqlalchemy
 import sqlalchemy.exc
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+from ..atomic import ensure_dir
 from ..config import ConfigError
 
 try:
@@ -163,11 +164,12 @@ def open_storage(spec: str, heartbeat: Optional[int] = None,
     (None: none) and calls `on_stale(study, trial)` for each trial that went stale."""
     if spec.startswith("journal:"):
         path = Path(spec[len("journal:"):])
-        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(path.parent)
         return JournalStorage(JournalFileBackend(str(path)))
+    if spec.startswith("sqlite:///"):
+        ensure_dir(Path(spec[len("sqlite:///"):]).parent)
     try:
         if spec.startswith("sqlite:///"):
-            Path(spec[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.RDBStorage(spec, engine_kwargs={"connect_args": {"timeout": 60}})
         beats = {} if not heartbeat else dict(heartbeat_interval=int(heartbeat),
                                               grace_period=GRACE_HEARTBEATS * int(heartbeat),

@@ -28,6 +28,7 @@ from typing import Callable, ContextManager, Optional
 
 import optuna
 
+from ..atomic import ensure_dir
 from ..config import ConfigError
 from ..hardware import cpu_cores
 from ..presets import PRESETS, get_preset
@@ -195,7 +196,7 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
     seed = sampler_seed(settings.seed, 0, _existing_trials(spec, settings.study_name))
     study, created = open_study(space, settings, spec, make_sampler(settings.sampler, seed, settings.trials),
                                 device_label, threads)
-    settings.out_dir.mkdir(parents=True, exist_ok=True)  # after the storage opened: a bad one writes nothing
+    ensure_dir(settings.out_dir)  # after the storage opened: a bad one writes nothing
     notes = _resume_notes(study, created, spec, device, threads, settings.workers)
     dead = fail_dead_trials(study)
     if dead:

@@ -1,0 +1,95 @@
+"""Faults around the outputs: every file is written atomically (a failed write leaves the old
+file or none, never a truncated one), and a full disk or a read-only folder is one line naming
+the path and the problem, exit code 3, with the study intact and resumable."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+from strategies import TINY_SPACE
+from typer.testing import CliRunner
+
+from twins_nas.atomic import OutputError, atomic_path, write_text
+from twins_nas.cli import app
+
+runner = CliRunner()
+FAST = ["--timing-budget", "0.02", "--threads", "1", "--device", "cpu", "--set", "proxy.epochs=1"]
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "report.json"
+    write_text(target, '{"complete": true}\n')
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text('{"compl')  # the writer dies half-way
+        raise RuntimeError("crash")
+    assert json.loads(target.read_text()) == {"complete": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary file left
+
+
+@contextlib.contextmanager
+def small_mount(path: Path, size: str, readonly: bool = False):
+    """A tmpfs of `size` at `path` (root only); skips the test where it cannot be mounted."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    opts = f"size={size}" + (",ro" if readonly else "")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def one_line(result, code: int) -> str:
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]  # beside the progress view
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_disk_full_is_one_line_no_truncated_file_and_the_study_resumes(tmp_path):
+    space = tmp_path / "tiny.yaml"
+    space.write_text(TINY_SPACE)
+    with small_mount(tmp_path / "small", "600k") as disk:
+        out = disk / "out"
+        r = runner.invoke(app, ["search", "--space", str(space), "--trials", "3", "--out", str(out), *FAST])
+        line = one_line(r, 3)
+        assert "no space left on the device" in line and str(out) in line
+        for f in out.iterdir():  # what is there is whole: JSON parses, no half-written report
+            assert not f.name.startswith("."), f"temporary file left: {f.name}"
+            if f.suffix == ".json":
+                json.loads(f.read_text())
+            assert f.suffix != ".html", "pareto.html (~5 MB) cannot fit: it must not exist at all"
+        study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
+        assert sum(t.state.name == "COMPLETE" for t in study.trials) == 3  # every finished trial kept
+        # the study is intact: its report, written elsewhere, is complete
+        r = runner.invoke(app, ["export", "--study", "tiny", "--storage", str(out / "study.db"), "--out",
+                                str(tmp_path / "report"), "--no-png"])
+        assert r.exit_code == 0, r.output
+        assert (tmp_path / "report" / "pareto.html").stat().st_size > 1e6
+
+
+def test_read_only_folder_is_one_line(tmp_path):
+    space = tmp_path / "tiny.yaml"
+    space.write_text(TINY_SPACE)
+    with small_mount(tmp_path / "ro", "100k", readonly=True) as ro:
+        r = runner.invoke(app, ["search", "--space", str(space), "--trials", "1", "--out", str(ro / "out"), *FAST])
+        line = one_line(r, 3)
+        assert "read-only file system" in line and str(ro / "out") in line
+        r = runner.invoke(app, ["profile", "--resolutions", "224", "--no-latency", "--out", str(ro / "prof")])
+        assert "read-only file system" in one_line(r, 3)
+
+
+def test_unwritable_output_error_names_the_path(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match=f"{blocker}/sub: cannot write"):
+        write_text(blocker / "sub" / "a.json", "{}")
