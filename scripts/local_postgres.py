@@ -5,8 +5,9 @@ who wants to try a search across processes or machines without a database admini
     python3 scripts/local_postgres.py stop /tmp/pg
 
 `start` runs Debian's `initdb` into DIR/data (as the ``postgres`` user when run as root: the
-server refuses to run as root, and DIR's parent folders must let that user through), starts the server on 127.0.0.1 and the given (or a free) port
-with password authentication for TCP, and prints the storage URL. From Python:
+server refuses to run as root, and DIR's parent folders must let that user through), starts
+the server on 127.0.0.1 and the given (or a free) port with password authentication for TCP,
+and prints the storage URL. From Python:
 `LocalPostgres(dir).start()` ... `.stop()`, `.restart()`, `.create_database(name)`.
 """
 from __future__ import annotations

@@ -88,7 +88,8 @@ def test_missing_data_set_is_one_clear_line(tmp_path, monkeypatch):
     import torchvision.datasets
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", no_network)
     with pytest.raises(ConfigError) as e:
-        load_proxy_data(ProxySettings(data_root=str(tmp_path / "empty"), train_samples=10, val_samples=10, batch_size=10))
+        load_proxy_data(ProxySettings(data_root=str(tmp_path / "empty"), train_samples=10, val_samples=10,
+                                      batch_size=10))
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("fashion-mnist: ")
     assert str(tmp_path / "empty") in msg and "dataset-fashion-mnist" in msg and "--data-root" in msg
@@ -107,7 +108,8 @@ def test_imagefolder(tmp_path):
     assert d.train_x.shape == (9, 3, 16, 16) and d.val_x.shape == (6, 3, 16, 16)
     assert torch.bincount(d.val_y).tolist() == [2, 2, 2]
     with pytest.raises(ConfigError, match="no such folder"):
-        load_proxy_data(ProxySettings(dataset=f"imagefolder:{tmp_path / 'x'}", train_samples=3, val_samples=3, batch_size=3))
+        load_proxy_data(ProxySettings(dataset=f"imagefolder:{tmp_path / 'x'}", train_samples=3, val_samples=3,
+                                      batch_size=3))
 
 
 @pytest.mark.skipif(not HAVE_FMNIST, reason="Debian package dataset-fashion-mnist not installed")

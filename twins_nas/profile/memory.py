@@ -33,6 +33,7 @@ import torch.nn as nn
 
 from ..config import ArchConfig, load_config
 from ..models import build_model
+from ..models.cost_model import analytic_params
 from .latency import _as_model, autocast_context, resolve_device, resolve_dtype
 
 MIB = 2 ** 20
@@ -206,3 +207,49 @@ def measure_peak_memory(
     """Peak memory (MiB) one inference forward needs beyond the model's weights: CUDA
     allocator peak on a GPU, peak-RSS increase of a fresh process on CPU (see module doc)."""
     return measure_peak_memory_many(model_or_cfg, [resolution], batch, device, dtype)[resolution]
+
+
+# ---- closed-form bound, before anything is built ------------------------------------------------
+def min_forward_bytes(cfg: ArchConfig, resolution: Union[int, tuple], batch: int, bytes_per_value: int = 4) -> int:
+    """A lower bound of the memory one inference forward at `batch` needs, weights included,
+    from the config alone: the weights, the input image, and, for the largest block, the two
+    tensors that must coexist whatever the kernels do: the block's input (kept for the
+    residual) and its MLP's hidden layer. A config whose bound exceeds the free memory
+    cannot run, so it is rejected before it is built (attention scores, q/k/v and workspaces
+    come on top, so the real need is larger)."""
+    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+    block = max(mh * mw * (st.embed_dim + st.mlp_hidden) for st, (mh, mw) in zip(cfg.stages, cfg.stage_sizes((h, w))))
+    return (batch * (cfg.in_chans * h * w + block) + analytic_params(cfg)) * bytes_per_value
+
+
+def available_bytes(device: Union[str, torch.device] = "cpu") -> Optional[int]:
+    """Memory free for a new model on `device`: CUDA's free memory, or MemAvailable of
+    /proc/meminfo on CPU; None when it cannot be told."""
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0])
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """True for an allocation failure: CUDA's OutOfMemoryError, Python's MemoryError, or the
+    CPU allocator's RuntimeError ("DefaultCPUAllocator: can't allocate memory")."""
+    if isinstance(e, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                            or "not enough memory" in text)
+
+
+def free_memory() -> None:
+    """Give back what a failed allocation left: collect garbage, empty CUDA's cache."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+

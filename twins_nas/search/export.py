@@ -236,7 +236,7 @@ def pareto_figure(df: pd.DataFrame, objectives: dict[str, str], presets: dict, h
         marks = sorted((row[x] * scale.get(x, 1.0), pname) for pname, row in presets.items()
                        if isinstance(row, dict) and row.get(x) is not None and math.isfinite(row[x]))
         xs_all = [v for v, _ in marks] + [v for v in xs(have).tolist() if math.isfinite(v)]
-        span = (max(xs_all) - min(xs_all)) or 1.0
+        span = ((max(xs_all) - min(xs_all)) if xs_all else 0.0) or 1.0
         level, last = 0, None
         for v, pname in marks:
             level = level + 1 if last is not None and v - last < 0.04 * span else 0  # stagger close labels

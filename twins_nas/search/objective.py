@@ -58,7 +58,7 @@ from ..config import ArchConfig
 from ..models.cost_model import analytic_gmacs, analytic_params
 from ..models.twins import Twins
 from ..profile.latency import LatencyReport, measure_latency
-from ..profile.memory import measure_peak_memory
+from ..profile.memory import available_bytes, measure_peak_memory, min_forward_bytes
 from .data import ProxyData
 from .metrics import CHEAP_METRICS, DATA_METRICS, MEMORY_METRICS, TIMED_METRICS, ZERO_COST_METRICS, trial_metrics
 from .proxy_train import train_proxy
@@ -144,6 +144,15 @@ def time_model(model_or_cfg: Union[ArchConfig, torch.nn.Module], space: SearchSp
     return measure_latency(model, space.resolution, space.measure.batch_size, device=device,
                            dtype=space.measure.dtype, warmup=budget.warmup, min_repeats=budget.min_repeats,
                            max_repeats=budget.max_repeats, budget_s=budget.budget_s)
+
+
+def check_fits(cfg: ArchConfig, resolution: int, batch: int, device: str) -> None:
+    """MemoryError (the trial fails as "out of memory") before a model is built whose forward
+    cannot fit: the closed-form lower bound of its memory exceeds what `device` has free."""
+    need, free = min_forward_bytes(cfg, resolution, batch), available_bytes(device)
+    if free is not None and need > free:
+        raise MemoryError(f"needs at least {need / 2 ** 30:.2f} GiB at {resolution} px, batch {batch} "
+                          f"(closed form), {free / 2 ** 30:.2f} GiB free on {device}")
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -256,6 +265,7 @@ class Evaluator:
         model = None
         try:
             if not broken and self.needed & set(TIMED_METRICS + MEMORY_METRICS):
+                check_fits(cfg, space.resolution, space.measure.batch_size, self.device)
                 t = time.perf_counter()
                 model = timing_model(cfg)
                 sec["build"] += time.perf_counter() - t

@@ -46,6 +46,7 @@ from typing import Any, Callable, ContextManager, Optional, Sequence, TypeVar, U
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..profile.memory import free_memory, is_out_of_memory
 from .optuna_compat import fail_running_trial, heartbeat_interval, record_heartbeat
 from .storage import FileLock, server_problem, storage_down
 
@@ -357,6 +358,12 @@ def run_trial(study: optuna.Study, trial: optuna.Trial,
         fail_trial(study, trial, "interrupted" if isinstance(e, KeyboardInterrupt) else f"exit ({e})")
         raise
     except Exception as e:  # noqa: BLE001 (any failure of one trial must not stop the study)
+        if is_out_of_memory(e):  # this config is too big here: give back what it held, go on
+            detail = error_line(e)
+            del e
+            free_memory()
+            fail_trial(study, trial, f"out of memory ({detail})")
+            return TrialState.FAIL
         if storage_down(e):  # not the config's fault: run it again
             reason = f"lost the storage: {server_problem(e)}"
             reconnecting(lambda: fail_trial(study, trial, reason))
