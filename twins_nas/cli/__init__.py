@@ -1,6 +1,7 @@
 """The `twins-nas` command line: a thin layer over the Python API."""
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Optional
 
@@ -18,9 +19,15 @@ from . import fidelity  # noqa: F401  # isort: skip
 from . import dashboard  # noqa: F401  # isort: skip
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """The `twins-nas` command. Usage errors (unknown option, missing or malformed value) are one
-    line with exit code 2, like every other bad input; Ctrl-C exits with 130."""
+    line with exit code 2, like every other bad input; Ctrl-C and SIGTERM stop it as Ctrl-C
+    does (a running trial is marked failed, the report of what is done written) with 130."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         code = app(args=argv, standalone_mode=False, prog_name="twins-nas")
     except TyperException as e:  # click's UsageError and friends (typer vendors click)

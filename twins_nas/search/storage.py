@@ -115,7 +115,8 @@ def storage_error(spec: str, e: BaseException) -> ConfigError:
     if isinstance(e, (ImportError, ModuleNotFoundError)):
         hint = ' (pip install "twins-nas[postgres]")' if is_postgresql(spec) else ""
         return ConfigError(f"--storage={describe_storage(spec)}: a database driver is missing{hint} ({e})")
-    return ConfigError(f"--storage={describe_storage(spec)}: cannot connect ({server_problem(e)})")
+    verb = "cannot connect" if is_server(spec) else "cannot open"
+    return ConfigError(f"--storage={describe_storage(spec)}: {verb} ({server_problem(e)})")
 
 
 def server_problem(e: BaseException) -> str:
