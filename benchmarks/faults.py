@@ -14,7 +14,7 @@ Faults and what must hold afterwards:
   the end the same command completes exactly N;
 - a truncated and a corrupted storage file: exit 2 with one line, nothing else written;
 - out of memory (a child process whose data segment is capped at 1.5 GiB, timing at batch
-  2000): the trials that do not fit fail as "out of memory", the others complete, exactly N at
+  1200): the trials that do not fit fail as "out of memory", the others complete, exactly N at
   the end.
 """
 from __future__ import annotations
@@ -61,6 +61,14 @@ def finished(db: Path, name: str = "faults") -> dict:
     except (KeyError, Exception):  # noqa: BLE001 (no study yet)
         return {}
     return {t.number: (t.params, t.values) for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE}
+
+
+def running_trials(db: Path, name: str = "faults") -> int:
+    try:
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    except (KeyError, Exception):  # noqa: BLE001 (no study yet)
+        return 0
+    return sum(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
 
 
 def files_whole(out: Path) -> bool:
@@ -118,7 +126,7 @@ def signals(root: Path, space: Path, each: int, rng: random.Random) -> list:
     rows = []
     lost = changed = 0
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-        codes, whole, one_line = [], True, True
+        codes, whole, one_line, left_running = [], True, True, 0
         for _ in range(each):
             seen = finished(out / "study.db")
             p = subprocess.Popen(search_cmd(space, out, n, "--threads", "1"), stdout=subprocess.DEVNULL,
@@ -132,10 +140,16 @@ def signals(root: Path, space: Path, each: int, rng: random.Random) -> list:
             changed += sum(1 for k, v in seen.items() if k in now and now[k] != v)
             whole &= files_whole(out)
             one_line &= "Traceback" not in err
-        want = {signal.SIGKILL: {-9, 0}}.get(sig, {130, 0})
-        ok = set(codes) <= want and whole and one_line and lost == 0 and changed == 0
-        rows.append((f"{sig.name} x {each}", f"exit codes {sorted(set(codes))}, finished trials lost {lost}, "
-                                             f"changed {changed}, files whole: {whole}", ok))
+            if sig != signal.SIGKILL and p.returncode != 0:  # a stopped search leaves no trial running
+                left_running += running_trials(out / "study.db")
+        # SIGTERM before the handler is installed (Python still importing torch) is the default
+        # death: -15, before any trial started
+        want = {signal.SIGINT: {130, 0}, signal.SIGTERM: {130, 0, -15}, signal.SIGKILL: {-9, 0}}[sig]
+        ok = set(codes) <= want and whole and one_line and lost == 0 and changed == 0 and left_running == 0
+        tally = ", ".join(f"{c} x{codes.count(c)}" for c in sorted(set(codes), reverse=True))
+        rows.append((f"{sig.name} x {each}", f"exit codes {tally}; finished trials lost {lost}, changed {changed}; "
+                                             f"left RUNNING {left_running if sig != signal.SIGKILL else 'n/a'}; "
+                                             f"files whole: {whole}", ok))
     r = run(search_cmd(space, out, n, "--threads", "1"))
     study = optuna.load_study(study_name="faults", storage=f"sqlite:///{out / 'study.db'}")
     complete = sum(t.state == TrialState.COMPLETE for t in study.trials)
@@ -174,8 +188,10 @@ def rng_bytes(n: int) -> bytes:
 def out_of_memory(root: Path, space_text: str) -> tuple:
     """Full-size models timed at a large batch in a process whose data segment is capped: the
     bigger configs cannot allocate their forward, the smaller ones can."""
-    space = root / "oom.yaml"
-    space.write_text(space_text.replace("measure: {batch_size: 4}", "measure: {batch_size: 2000}"))
+    space = root / "oom.yaml"  # stage 1 at width 16 fits the cap at batch 1200, at width 128 it cannot
+    space.write_text(space_text.replace("embed_dim: [16, 32], head_dim: 16, mlp_ratio: [2, 4]",
+                                        "embed_dim: [16, 128], head_dim: 16, mlp_ratio: 4")
+                     .replace("measure: {batch_size: 4}", "measure: {batch_size: 1200}"))
     out = root / "oom"
     cap = 3 * 2 ** 29  # 1.5 GiB: about 0.7 GiB left once torch is loaded
 
@@ -190,7 +206,7 @@ def out_of_memory(root: Path, space_text: str) -> tuple:
     other = [t for t in study.trials if t.state == TrialState.FAIL and t not in oom]
     complete = sum(t.state == TrialState.COMPLETE for t in study.trials)
     ok = r.returncode == 0 and complete == 4 and len(oom) >= 1 and not other and "Traceback" not in r.stderr
-    return ("out of memory (1.5 GiB data cap, batch 2000)",
+    return ("out of memory (1.5 GiB data cap, batch 1200)",
             f"exit {r.returncode}, {len(oom)} trial(s) failed 'out of memory', {complete}/4 COMPLETE, "
             f"other failures {len(other)}", ok)
 
