@@ -177,7 +177,8 @@ def broken_storage(root: Path, space: Path) -> list:
         after = {f.name: f.stat().st_mtime_ns for f in out.iterdir()}
         lines = error_lines(r.stderr)
         ok = r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr and after == listing
-        rows.append((f"{what} study.db", f"exit {r.returncode}: {lines[0][:90] if lines else r.stderr[-90:]!r}", ok))
+        problem = lines[0].rsplit(": ", 1)[-1] if lines else r.stderr.strip()[-90:]  # after the (long) path
+        rows.append((f"{what} study.db", f"exit {r.returncode}, one line: ...{problem}; nothing written", ok))
     return rows
 
 
