@@ -10,7 +10,7 @@ per minute with 1 and with W workers (torch threads per worker: CPU cores // wor
 one, so workers do not fight for cores).
 
     python benchmarks/chaos.py                       # PostgreSQL and journal, 3 workers
-    python benchmarks/chaos.py --backend postgresql --workers 3 --trials 80 --minutes 4
+    python benchmarks/chaos.py --backend postgresql --workers 3 --trials 100 --minutes 2
 
 PostgreSQL workers run under their own host names where `unshare -u` works (as root), as on
 separate machines: a killed worker's trial is then found by its missing heartbeat; on one host
@@ -33,20 +33,13 @@ import optuna
 from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from local_postgres import LocalPostgres  # noqa: E402
+from strategies import tiny_space  # noqa: E402
 
-SPACE = """\
-name: chaos
-resolution: 64
-num_classes: 10
-stages:
-  - {patch_size: 4, depth: [1, 2], embed_dim: [16, 32], head_dim: 16, mlp_ratio: [2, 4], window: [2, 4],
-     sr_ratio: [1, 2], pattern: [LG, G]}
-  - {patch_size: 2, depth: [1, 2], embed_dim: [32, 48], head_dim: 16, mlp_ratio: 2, window: 2, sr_ratio: 1,
-     pattern: [LG, G]}
-objectives: {accuracy: maximize, gmacs: minimize}
-proxy: {resolution: 16, width_mult: 0.5, train_samples: 600, val_samples: 200, epochs: 2, batch_size: 100}
-"""
+# the tests' tiny space: about a second per trial
+SPACE = tiny_space("chaos", objectives="{accuracy: maximize, gmacs: minimize}", constraints=False, train_samples=600,
+                   val_samples=200)
 
 
 def can_unshare() -> bool:
@@ -161,8 +154,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backend", choices=("postgresql", "journal", "both"), default="both")
     ap.add_argument("--workers", type=int, default=3)
-    ap.add_argument("--trials", type=int, default=60)
-    ap.add_argument("--minutes", type=float, default=3.0, help="kill for at most this long")
+    ap.add_argument("--trials", type=int, default=200)
+    ap.add_argument("--minutes", type=float, default=4.0, help="kill for at most this long")
     ap.add_argument("--kill-every", type=float, default=3.0, help="seconds between kills (on average)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -35,19 +35,11 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-SPACE = """\
-name: faults
-resolution: 64
-num_classes: 10
-stages:
-  - {patch_size: 4, depth: [1, 2], embed_dim: [16, 32], head_dim: 16, mlp_ratio: [2, 4], window: [2, 4],
-     sr_ratio: [1, 2], pattern: [LG, G]}
-  - {patch_size: 2, depth: [1, 2], embed_dim: [32, 48], head_dim: 16, mlp_ratio: 2, window: 2, sr_ratio: 1,
-     pattern: [LG, G]}
-objectives: {accuracy: maximize, throughput: maximize}
-measure: {batch_size: 4}
-proxy: {resolution: 16, width_mult: 0.5, train_samples: 400, val_samples: 100, epochs: 2, batch_size: 100}
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from strategies import tiny_space  # noqa: E402
+
+# the tests' tiny space: about a second per trial
+SPACE = tiny_space("faults", constraints=False, measure_batch=4, train_samples=400)
 
 
 def search_cmd(space: Path, out: Path, trials: int, *extra: str) -> list:

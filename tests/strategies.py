@@ -137,3 +137,16 @@ constraints: {params_m: {max: 5}}
 measure: {batch_size: 1}
 proxy: {resolution: 16, width_mult: 0.5, train_samples: 200, val_samples: 100, epochs: 2, batch_size: 100}
 """
+
+
+def tiny_space(name: str = "tiny", objectives: str = "{accuracy: maximize, throughput: maximize}",
+               constraints: bool = True, measure_batch: int = 1, train_samples: int = 200,
+               val_samples: int = 100) -> str:
+    """`TINY_SPACE` under another name, with other objectives, no constraint, another timing
+    batch or more proxy images."""
+    text = (TINY_SPACE.replace("name: tiny", f"name: {name}")
+            .replace("objectives: {accuracy: maximize, throughput: maximize}", f"objectives: {objectives}")
+            .replace("measure: {batch_size: 1}", f"measure: {{batch_size: {measure_batch}}}")
+            .replace("train_samples: 200, val_samples: 100",
+                     f"train_samples: {train_samples}, val_samples: {val_samples}"))
+    return text if constraints else text.replace("constraints: {params_m: {max: 5}}\n", "")

@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from local_postgres import LocalPostgres, find_bindir  # noqa: E402
+from strategies import tiny_space  # noqa: E402
 
 from twins_nas.search.storage import open_storage  # noqa: E402
 from twins_nas.search.trials import Heartbeat, fail_dead_trials, on_stale_trial  # noqa: E402
@@ -29,18 +30,7 @@ from twins_nas.search.trials import Heartbeat, fail_dead_trials, on_stale_trial 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed")  # Heartbeat records them
 
 # accuracy vs GMACs (nothing timed): each trial is a ~1 s proxy training on one thread
-PG_SPACE = """\
-name: pg
-resolution: 64
-num_classes: 10
-stages:
-  - {patch_size: 4, depth: [1, 2], embed_dim: [16, 32], head_dim: 16, mlp_ratio: [2, 4], window: [2, 4],
-     sr_ratio: [1, 2], pattern: [LG, G]}
-  - {patch_size: 2, depth: [1, 2], embed_dim: [32, 48], head_dim: 16, mlp_ratio: 2, window: 2, sr_ratio: 1,
-     pattern: [LG, G]}
-objectives: {accuracy: maximize, gmacs: minimize}
-proxy: {resolution: 16, width_mult: 0.5, train_samples: 300, val_samples: 100, epochs: 2, batch_size: 100}
-"""
+PG_SPACE = tiny_space("pg", objectives="{accuracy: maximize, gmacs: minimize}", constraints=False, train_samples=300)
 
 
 @pytest.fixture(scope="module")
