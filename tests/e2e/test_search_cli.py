@@ -375,7 +375,8 @@ def test_early_stop_prunes_a_trial_far_below_its_peers(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["nsga2", "nsga3", "gp", "random"])
 def test_every_sampler_runs_a_constrained_study(tmp_path, name):
-    space = load_space(write_space(tmp_path), ["proxy.epochs=1", "proxy.train_samples=100", "proxy.val_samples=50"])
+    space = load_space(write_space(tmp_path), ["proxy.epochs=1", "proxy.train_samples=100", "proxy.val_samples=50",
+                                                "proxy.batch_size=50"])
     study = optuna.create_study(directions=list(space.objectives.values()), sampler=make_sampler(name, 0, 2))
     ev = Evaluator(space=space, data=load_proxy_data(space.proxy), budget=MeasureBudget(budget_s=0.02))
     assert run_worker(study, ev, 2, tmp_path / "lock").status == "done"
