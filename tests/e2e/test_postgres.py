@@ -121,7 +121,7 @@ def test_kill9_mid_trial_is_failed_by_heartbeat_and_retried(db, space_file, tmp_
             continue
         trials = study.get_trials(deepcopy=False)
         done = [t for t in trials if t.state == TrialState.COMPLETE]
-        running = [t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
+        running = [t for t in trials if t.state == TrialState.RUNNING and "config" in t.user_attrs]  # sampled
         if len(done) >= 2 and running:
             before = {t.number: (t.params, t.values) for t in done}
             os.killpg(victim.pid, signal.SIGKILL)
@@ -151,6 +151,7 @@ def test_heartbeat_of_another_host_goes_stale(db):
     study = optuna.create_study(study_name="hb", storage=storage, directions=["maximize"])
     trial = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
     trial.set_user_attr("worker", {"host": "elsewhere", "pid": 1, "pid_start": None})
+    trial.set_user_attr("config", {"x": trial.params["x"]})  # its config was complete: it is run again
     with Heartbeat(study, trial) as hb:
         hb.beat()
         time.sleep(4)  # beats keep it alive beyond the 3 s grace period

@@ -167,9 +167,11 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
 
 def retry_trial(study: optuna.Study, trial: Union[optuna.Trial, FrozenTrial], reason: str) -> Optional[int]:
     """Queue the config of a trial that died (its parameters, as a WAITING trial the next
-    `ask` takes), unless it was retried `MAX_RETRIES` times already. Returns the original
-    trial's number, or None when it is not retried."""
-    if not trial.params:
+    `ask` takes), unless it was retried `MAX_RETRIES` times already or died before its config
+    was complete (no ``config`` attribute yet: half the parameters would make another config,
+    and the sampler proposes one anyway). Returns the original trial's number, or None when it
+    is not retried."""
+    if not trial.params or "config" not in trial.user_attrs:
         return None
     first = trial.user_attrs.get("retry_of", trial.number)
     retries = int(trial.user_attrs.get("retries", 0)) + 1
