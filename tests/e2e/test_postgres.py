@@ -107,26 +107,31 @@ def test_three_hosts_started_together_finish_exactly_n(db, space_file, tmp_path)
 def test_kill9_mid_trial_is_failed_by_heartbeat_and_retried(db, space_file, tmp_path):
     n = 8
     common = ["--storage", db, "--heartbeat", "1"]
-    victim = subprocess.Popen(search_cmd(space_file, tmp_path / "a", n, *common, "--seed", "1", host="hostA"),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env(),
-                              start_new_session=True)
-    # wait until the victim runs a trial and a few have finished
-    deadline = time.time() + 180
-    killed = None
+    # kill a victim while it runs a sampled trial once a few have finished; the trial seen running
+    # may finish just before the kill lands, so what counts is what is still RUNNING afterwards
+    deadline = time.time() + 240
+    killed, attempt = None, 0
     while time.time() < deadline and killed is None:
-        time.sleep(0.2)
-        try:
-            study = load(db)
-        except KeyError:
-            continue
-        trials = study.get_trials(deepcopy=False)
-        done = [t for t in trials if t.state == TrialState.COMPLETE]
-        running = [t for t in trials if t.state == TrialState.RUNNING and "config" in t.user_attrs]  # sampled
-        if len(done) >= 2 and running:
-            before = {t.number: (t.params, t.values) for t in done}
-            os.killpg(victim.pid, signal.SIGKILL)
-            victim.wait()
-            killed = running[0].number
+        victim = subprocess.Popen(search_cmd(space_file, tmp_path / f"a{attempt}", n, *common, "--seed",
+                                             str(attempt + 1), host="hostA"),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env(),
+                                  start_new_session=True)
+        attempt += 1
+        while time.time() < deadline and victim.poll() is None:
+            time.sleep(0.2)
+            try:
+                trials = load(db).get_trials(deepcopy=False)
+            except KeyError:
+                continue
+            done = [t for t in trials if t.state == TrialState.COMPLETE]
+            if len(done) >= 2 and any(t.state == TrialState.RUNNING and "config" in t.user_attrs for t in trials):
+                before = {t.number: (t.params, t.values) for t in done}
+                os.killpg(victim.pid, signal.SIGKILL)
+                victim.wait()
+                left = [t for t in load(db).get_trials(deepcopy=False)
+                        if t.state == TrialState.RUNNING and "config" in t.user_attrs]
+                killed = left[0].number if left else None
+                break
     assert killed is not None, "the victim never ran a trial"
     survivor = subprocess.run(search_cmd(space_file, tmp_path / "b", n, *common, "--seed", "2", host="hostB"),
                               capture_output=True, text=True, env=child_env(), timeout=400)
