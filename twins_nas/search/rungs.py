@@ -30,7 +30,7 @@ from .metrics import trial_metrics
 from .pareto import promotion_order
 from .proxy_train import train_proxy
 from .settings import ProxySettings
-from .storage import FileLock
+from .storage import as_lock
 from .trials import STATUS_OK, error_line, owner_alive, owner_attrs
 
 PREFIX = "rung:"
@@ -125,7 +125,7 @@ class Promoter:
 
     def __init__(self, space: Any, seed: int, device: str, lock: Union[str, Path, ContextManager]) -> None:
         self.space, self.seed, self.device = space, seed, device
-        self.lock = FileLock(lock) if isinstance(lock, (str, Path)) else lock  # the study's (storage.study_lock)
+        self.lock = as_lock(lock)  # the study's (storage.study_lock)
         self.fidelity = space.fidelity
         self.objectives = dict(space.objectives)
         self.choices = space.geometry_choices()

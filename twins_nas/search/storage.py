@@ -192,13 +192,12 @@ def _schema_lock(spec: str) -> Iterator[None]:
     if not is_postgresql(spec):
         yield
         return
-    engine = _engine(spec)
+    lock = AdvisoryLock(spec, "optuna schema")
     try:
-        with engine.begin() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key("optuna schema")})
+        with lock:
             yield
     finally:
-        engine.dispose()
+        lock.close()
 
 
 def _lock_key(name: str) -> int:
@@ -236,9 +235,9 @@ class AdvisoryLock:
     own: every process on every host that uses the same database and study waits for it, and
     the server releases it when the transaction ends or the connection dies."""
 
-    def __init__(self, spec: str, study_name: str) -> None:
-        self.spec, self.study_name = spec, study_name
-        self.key = _lock_key(f"study\0{study_name}")
+    def __init__(self, spec: str, name: str) -> None:
+        self.spec, self.name = spec, name
+        self.key = _lock_key(name)
         self._engine: Any = None
         self._tx: Any = None
 
@@ -260,15 +259,26 @@ class AdvisoryLock:
         with contextlib.suppress(Exception):  # a lost connection released the lock already
             tx.__exit__(*exc)
 
+    def close(self) -> None:
+        """Close its connection (a later `with` opens a new one)."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
     def __reduce__(self) -> tuple:  # sent to worker processes without its engine
-        return (AdvisoryLock, (self.spec, self.study_name))
+        return (AdvisoryLock, (self.spec, self.name))
 
 
 def study_lock(spec: str, study_name: str) -> Union[FileLock, AdvisoryLock]:
     """The lock that serialises the start of trials of a study (see the module docstring)."""
     if is_postgresql(spec):
-        return AdvisoryLock(spec, study_name)
+        return AdvisoryLock(spec, f"study\0{study_name}")
     return FileLock(lock_path(spec, study_name))
+
+
+def as_lock(lock: Union[str, Path, contextlib.AbstractContextManager]) -> contextlib.AbstractContextManager:
+    """A lock object (`study_lock`'s) as it is, a lock file's path as its `FileLock`."""
+    return FileLock(lock) if isinstance(lock, (str, Path)) else lock
 
 
 @contextlib.contextmanager

@@ -48,7 +48,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..profile.memory import free_memory, is_out_of_memory
 from .optuna_compat import fail_running_trial, heartbeat_interval, record_heartbeat
-from .storage import FileLock, server_problem, storage_down
+from .storage import as_lock, server_problem, storage_down
 
 STATUS_OK, STATUS_INFEASIBLE, STATUS_PRUNED, STATUS_FAILED, STATUS_SURPLUS = (
     "ok", "infeasible", "pruned", "failed", "surplus")
@@ -145,13 +145,14 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
     no process on this host: see the module docstring) and queue their configs again; returns
     the numbers of the trials failed here."""
     failed = []
-    with warnings.catch_warnings():  # fail_stale_trials is marked experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        optuna.storages.fail_stale_trials(study)  # heartbeats: calls on_stale_trial for each
-        if before:
-            failed += sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                             if t.number in before)
+    if heartbeat_interval(study):  # only storages with heartbeats: no extra reads on every step elsewhere
+        with warnings.catch_warnings():  # fail_stale_trials is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+            optuna.storages.fail_stale_trials(study)  # calls on_stale_trial for each
+            if before:
+                failed += sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                                 if t.number in before)
     now = datetime.now().astimezone()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not _is_dead(t, now):
@@ -257,7 +258,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence
     few seconds while waiting; `after_complete()` after every COMPLETE trial of this process
     (the promotions of `rungs.Promoter`); `patience`: seconds to wait for a database server
     that went away before stopping with status ``storage``."""
-    lock = FileLock(lock) if isinstance(lock, (str, Path)) else lock
+    lock = as_lock(lock)
     result = WorkerResult()
     fails = 0
     last_poll = 0.0
