@@ -1,0 +1,54 @@
+"""Window / k optimality of several architectures at several input sizes, as tables.
+
+`optimality_table` has one row per model x size x stage: the configured LSA window and GSA
+ratio k, the cost-optimal ones under the minimum-keys rule (`models.optimum`), their
+window/k-dependent MACs and the configured choice's extra cost in % of the stage and of the
+model. `retarget_columns` gives, per model x size, what retargeting every stage saves.
+All closed form: milliseconds for a whole profile.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Optional
+
+import pandas as pd
+
+from ..config import ArchConfig, format_size
+from ..models.cost_model import Resolution, _pair
+from ..models.optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS, attention_cut, stage_optima
+from ..models.retarget import retarget
+
+
+def _pair_text(p) -> Optional[str]:
+    return None if p is None else f"{p[0]}x{p[1]}"
+
+
+def optimality_table(configs: Mapping[str, ArchConfig], sizes: Iterable[Resolution], min_keys: int = DEFAULT_MIN_KEYS,
+                     max_aspect: Optional[float] = DEFAULT_MAX_ASPECT) -> pd.DataFrame:
+    """One row per model x size x stage (see the module doc); MACs at batch 1."""
+    rows = []
+    for name, cfg in configs.items():
+        for size in sizes:
+            hw = _pair(size)
+            for o in stage_optima(cfg, hw, min_keys, max_aspect):
+                rows.append(dict(
+                    model=name, size=format_size(hw), height=hw[0], width=hw[1], stage=o.stage + 1,
+                    map=f"{o.map_h}x{o.map_w}", lsa_blocks=o.lsa_blocks, gsa_blocks=o.gsa_blocks,
+                    window=_pair_text(o.window), best_window=_pair_text(o.best_window), k=_pair_text(o.k),
+                    best_k=_pair_text(o.best_k), lsa_keys=o.lsa_keys, best_lsa_keys=o.best_lsa_keys,
+                    gsa_keys=o.gsa_keys, best_gsa_keys=o.best_gsa_keys, required_keys=o.required_keys,
+                    attn_gmacs=o.attn_macs / 1e9, best_attn_gmacs=o.best_attn_macs / 1e9,
+                    extra_gmacs=o.extra_macs / 1e9, extra_pct_stage=o.extra_pct_stage,
+                    extra_pct_model=o.extra_pct_model, stage_gmacs=o.stage_macs / 1e9, optimal=o.optimal,
+                    min_keys=min_keys, max_aspect=max_aspect))
+    return pd.DataFrame(rows)
+
+
+def retarget_columns(cfg: ArchConfig, size: Resolution, min_keys: int = DEFAULT_MIN_KEYS,
+                     max_aspect: Optional[float] = DEFAULT_MAX_ASPECT) -> dict:
+    """What retargeting `cfg` to `size` saves (backbone, closed form): attention-matmul GMACs
+    and total GMACs before / after and the cuts in %, and whether weights load as they are."""
+    res = retarget(cfg, size, min_keys, max_aspect)
+    cut = attention_cut(cfg, res.config, size)
+    return dict(retarget_attn_gmacs=cut["retargeted_attn_macs"] / 1e9, retarget_attn_cut_pct=cut["attn_cut_pct"],
+                retarget_backbone_gmacs=cut["retargeted_macs"] / 1e9, retarget_gmacs_cut=
+                (cut["macs"] - cut["retargeted_macs"]) / 1e9, retarget_weights=",".join(res.weights))

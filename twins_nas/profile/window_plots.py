@@ -1,0 +1,131 @@
+"""The window / k optimality figure of one architecture (`optimality_figure`).
+
+Two rows (one when the model has only LSA or only GSA blocks), one column per stage. Top:
+the stage's LSA cost (window-dependent MACs of all its LSA blocks: the attention matmuls
+over the padded map) against a square window's side s;
+bottom: its GSA cost (k-dependent MACs of all its GSA blocks: matmuls, sub-sampling and its
+norm, kv projection) against a square ratio's side k. One curve per input size; on each, the
+configured choice (circle) and the cost optimum under the minimum-keys rule (star; a
+non-square choice m x n is drawn at its cost, at x = √(mn)); a curve is faint where it keeps
+fewer keys than the rule asks. The dotted vertical line is the
+paper's law k1·k2 = √(HW) for that size: with one GSA key per LSA window, LSA + GSA is
+cheapest at a window (and cell) of side (HW)^(1/4).
+
+No LaTeX anywhere (MathJax would be fetched from the network).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Optional
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from ..config import ArchConfig, format_size
+from ..models.cost_model import Resolution, _pair
+from ..models.optimum import (
+    DEFAULT_MAX_ASPECT,
+    DEFAULT_MIN_KEYS,
+    FIGURE_SIZES,
+    gsa_costs,
+    gsa_keys,
+    law_side,
+    lsa_costs,
+    stage_curves,
+    stage_optima,
+)
+
+
+def figure_sizes(sizes: Iterable[Resolution] = ()) -> list:
+    """224, 512 and 1024 px squares plus `sizes`, by pixel count."""
+    out = {_pair(s) for s in list(FIGURE_SIZES) + list(sizes)}
+    return sorted(out, key=lambda s: (s[0] * s[1], s[0]))
+
+
+def _choice_macs(stage, hw, kind: str, p) -> int:
+    """Window- (kind L) or k-dependent (kind G) MACs of all the stage's blocks of that kind."""
+    blocks = stage.block_types.count(kind)
+    if kind == "L":
+        return blocks * int(lsa_costs(hw, stage.embed_dim, *p))
+    return blocks * int(gsa_costs(hw, stage.embed_dim, stage.subsample, *p))
+
+
+def optimality_figure(cfg: ArchConfig, name: Optional[str] = None, sizes: Iterable[Resolution] = (),
+                      min_keys: int = DEFAULT_MIN_KEYS, max_aspect: Optional[float] = DEFAULT_MAX_ASPECT) -> go.Figure:
+    """The figure of the module doc for `cfg` at `figure_sizes(sizes)`."""
+    sizes = figure_sizes(sizes)
+    n = len(cfg.stages)
+    name = name or cfg.name or "model"
+    kinds = [k for k in ("L", "G") if any(k in s.block_types for s in cfg.stages)]  # a row per kind present
+    row_of = {k: r + 1 for r, k in enumerate(kinds)}
+    titles = [f"stage {i + 1}: {'LSA vs window side' if k == 'L' else 'GSA vs k'}" for k in kinds for i in range(n)]
+    fig = make_subplots(rows=len(kinds), cols=n, subplot_titles=titles, horizontal_spacing=0.05,
+                        vertical_spacing=0.16)
+    shown = set()
+    pal = qualitative.D3
+    for j, size in enumerate(sizes):
+        color = pal[j % len(pal)]
+        label = format_size(size)
+        optima = stage_optima(cfg, size, min_keys, max_aspect)
+        maps = cfg.stage_sizes(size)
+        for i, (stage, hw, o) in enumerate(zip(cfg.stages, maps, optima)):
+            curves = stage_curves(stage, hw)
+            law = law_side(hw)
+            for kind, key in (("L", "lsa"), ("G", "gsa")):
+                ys = curves[key]
+                if ys is None:
+                    continue
+                row = row_of[kind]
+                gm = [y / 1e9 for y in ys]
+                side = np.asarray(curves["side"])
+                keys = (np.minimum(side, hw[0]) * np.minimum(side, hw[1]) if kind == "L"
+                        else gsa_keys(hw, side, side))
+                ok = keys >= o.required_keys
+                hover = f"{label}, map {hw[0]}x{hw[1]}<br>side %{{x}}: %{{y:.4g}} GMACs"
+                fig.add_trace(go.Scatter(  # every side, faint: where it keeps too few keys
+                    x=curves["side"], y=gm, mode="lines", showlegend=False, legendgroup=label, opacity=0.3,
+                    line=dict(color=color), hovertemplate=hover + "<extra></extra>"), row=row, col=i + 1)
+                fig.add_trace(go.Scatter(  # the sides that keep the required keys
+                    x=curves["side"], y=[g if a else None for g, a in zip(gm, ok)], mode="lines", name=label,
+                    legendgroup=label, showlegend=label not in shown, line=dict(color=color),
+                    hovertemplate=hover + "<extra></extra>"), row=row, col=i + 1)
+                shown.add(label)
+                top = max(gm)
+                fig.add_trace(go.Scatter(
+                    x=[law, law], y=[min(v for v in gm if v > 0), top], mode="lines", showlegend=False,
+                    legendgroup=label, line=dict(color=color, dash="dot", width=1),
+                    hovertemplate=f"{label}: k1·k2 = √(HW) at side {law:.1f}<extra></extra>"), row=row, col=i + 1)
+                conf, best = (o.window, o.best_window) if kind == "L" else (o.k, o.best_k)
+                for what, p, symbol in (("configured", conf, "circle-open"), ("optimum", best, "star")):
+                    fig.add_trace(go.Scatter(
+                        x=[math.sqrt(p[0] * p[1])], y=[_choice_macs(stage, hw, kind, p) / 1e9], mode="markers",
+                        showlegend=False,
+                        legendgroup=label, marker=dict(color=color, symbol=symbol, size=11 if what == "optimum" else 9,
+                                                       line=dict(width=2, color=color)),
+                        hovertemplate=f"{label}: {what} {p[0]}x{p[1]}, %{{y:.4g}} GMACs<extra></extra>"),
+                        row=row, col=i + 1)
+    for i, stage in enumerate(cfg.stages):
+        for kind, row in row_of.items():
+            axis = "window side s (s x s)" if kind == "L" else "k (k x k)"
+            fig.update_xaxes(type="log", title_text=axis, row=row, col=i + 1)
+            fig.update_yaxes(type="log", row=row, col=i + 1)
+            if kind not in stage.block_types:
+                sp = fig.get_subplot(row, i + 1)
+                fig.update_xaxes(visible=False, row=row, col=i + 1)
+                fig.update_yaxes(visible=False, row=row, col=i + 1)
+                fig.add_annotation(text=f"no {'LSA' if kind == 'L' else 'GSA'} blocks", showarrow=False,
+                                   x=sum(sp.xaxis.domain) / 2, y=sum(sp.yaxis.domain) / 2, xref="paper", yref="paper",
+                                   font=dict(color="gray"))
+    for kind, row in row_of.items():
+        fig.update_yaxes(title_text=f"GMACs ({'window' if kind == 'L' else 'k'}-dependent)", row=row, col=1)
+    rule = f"min keys {min_keys}" + (f", aspect <= {max_aspect:g}" if max_aspect is not None else "")
+    fig.update_layout(
+        title=dict(text=f"{name}: attention cost per stage vs window and k ({rule}) · circle = configured, "
+                        f"star = optimum, faint = too few keys, dotted = k1·k2 = √(HW)", x=0.01),
+        width=max(900, 380 * n), height=180 + 290 * len(kinds), template="plotly_white", hovermode="closest",
+        legend=dict(title_text="input size", orientation="h", x=0.0, y=-0.12 if len(kinds) == 2 else -0.25,
+                    xanchor="left", yanchor="top"),
+        margin=dict(l=70, r=30, t=80, b=110))
+    return fig
