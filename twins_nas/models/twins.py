@@ -28,7 +28,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ArchConfig, StageConfig, clamp_window, load_config
+from .head_config import HeadConfig, head_config
 from .kernels import TokenConv, fast_mlp, window_attention
+from .segmentation import TwinsSegmentation
 
 Size = Tuple[int, int]
 
@@ -318,15 +320,33 @@ class Twins(nn.Module):
         return self.forward_head(self.forward_features(x)[-1])
 
 
-def build_model(cfg: ArchConfig | dict | str, seed: int | None = None) -> Twins:
+def build_model(cfg: ArchConfig | dict | str, seed: int | None = None, head: HeadConfig | dict | str | None = None,
+                num_classes: int | None = None) -> Twins | TwinsSegmentation:
     """Build the network for a config (an ArchConfig, its dict, a preset name or a JSON path).
-    With `seed`, the initial weights are reproducible."""
+    With `seed`, the initial weights are reproducible.
+
+    With `head` (a name of `HEADS`, a dict or a HeadConfig), a `TwinsSegmentation`: the Twins
+    without classifier (cfg.num_classes is ignored) and without its final norm, plus that head;
+    `num_classes` sets the head's classes (default: the head's own, 150). Without a head the
+    classifier's classes are cfg.num_classes, and passing `num_classes` is a TypeError."""
     if isinstance(cfg, str):
         cfg = load_config(cfg)
     elif isinstance(cfg, dict):
         cfg = ArchConfig.from_dict(cfg)
+    if head is None and num_classes is not None:
+        raise TypeError("build_model: num_classes is the segmentation head's; without a head, "
+                        "set the classifier's in the config (cfg.num_classes)")
+    head = head_config(head, num_classes)
+
+    def make() -> Twins | TwinsSegmentation:
+        if head is None:
+            return Twins(cfg)
+        backbone = Twins(cfg.replace(num_classes=0))
+        backbone.norm = nn.Identity()  # forward_features' maps come before it: unused
+        return TwinsSegmentation(backbone, head)
+
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return Twins(cfg)
-    return Twins(cfg)
+            return make()
+    return make()

@@ -10,6 +10,10 @@ residual adds, padding, average pooling, the final mean).
 
 fvcore traces with torch.jit: shapes, and so the padding the model decides from them, are
 recorded for the traced input only. Every call traces anew at its own resolution.
+
+`count_dense_flops` counts a `TwinsSegmentation` (backbone + Semantic FPN) the same way, with
+fvcore's own handles for what the head adds (eval BatchNorm 2 per element, nearest upsample 1
+and bilinear upsample 4 per output element; ReLU and dropout 0), as `head_cost.py` does.
 """
 from __future__ import annotations
 
@@ -22,16 +26,20 @@ import torch.nn as nn
 
 from ..config import ArchConfig
 from ..models.cost_model import FlopReport, Resolution
+from ..models.head_config import HeadConfig, head_config
+from ..models.head_cost import DenseFlopReport
+from ..models.segmentation import TwinsSegmentation
 from ..models.twins import GlobalSubSampleAttn, LocallyGroupedAttn, Twins, build_model
 
 SDPA = "aten::scaled_dot_product_attention"
 
 # Ops that are traced but carry no multiply-adds in this convention: elementwise maths
-# (residual adds, GELU, the mask fill, index arithmetic), padding, average pooling and
-# the global mean. Registered as "ignored" so fvcore does not warn about them.
+# (residual adds, GELU, the mask fill, index arithmetic, ReLU), padding, average pooling,
+# the global mean and dropout. Registered as "ignored" so fvcore does not warn about them.
 ZERO_COST_OPS = ("aten::add", "aten::add_", "aten::sub", "aten::mul", "aten::div", "aten::neg", "aten::fill_",
                  "aten::gelu", "aten::pad", "aten::avg_pool2d", "aten::mean", "aten::softmax",
-                 "aten::masked_fill", "aten::bitwise_not")
+                 "aten::masked_fill", "aten::bitwise_not", "aten::relu", "aten::relu_", "aten::dropout",
+                 "aten::feature_dropout")
 
 
 def sdpa_flop_jit(inputs, outputs) -> int:
@@ -104,20 +112,9 @@ def _fvcore():
     return FlopCountAnalysis
 
 
-def count_flops(cfg_or_model: Union[ArchConfig, Twins, dict, str], resolution: Resolution,
-                batch: int = 1) -> FlopReport:
-    """Multiply-adds of one inference forward pass on CPU, traced by fvcore, split into the
-    categories of `FlopReport`. Accepts a config (ArchConfig, dict, preset name or JSON path)
-    or a built `Twins`; `resolution` is an int (square) or (H, W)."""
+def _trace(model: nn.Module, x: torch.Tensor):
+    """fvcore's by_module_and_operator() of `model` on `x`, in eval mode, without gradients."""
     FlopCountAnalysis = _fvcore()
-
-    if isinstance(cfg_or_model, Twins):
-        model = cfg_or_model
-    else:
-        model = build_model(cfg_or_model)
-    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
-    model.cfg.stage_sizes((h, w))  # one-line ConfigError when the input is too small
-    x = torch.zeros(batch, model.cfg.in_chans, h, w)
     was_training = model.training
     model.eval()
     try:
@@ -125,9 +122,23 @@ def count_flops(cfg_or_model: Union[ArchConfig, Twins, dict, str], resolution: R
             fca = FlopCountAnalysis(model, x).set_op_handle(SDPA, sdpa_flop_jit)
             fca.set_op_handle(**{op: None for op in ZERO_COST_OPS})
             fca.tracer_warnings("none").uncalled_modules_warnings(False)
-            by_mod = fca.by_module_and_operator()
+            return fca.by_module_and_operator()
     finally:
         model.train(was_training)
+
+
+def count_flops(cfg_or_model: Union[ArchConfig, Twins, dict, str], resolution: Resolution,
+                batch: int = 1) -> FlopReport:
+    """Multiply-adds of one inference forward pass on CPU, traced by fvcore, split into the
+    categories of `FlopReport`. Accepts a config (ArchConfig, dict, preset name or JSON path)
+    or a built `Twins`; `resolution` is an int (square) or (H, W)."""
+    if isinstance(cfg_or_model, Twins):
+        model = cfg_or_model
+    else:
+        model = build_model(cfg_or_model)
+    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+    model.cfg.stage_sizes((h, w))  # one-line ConfigError when the input is too small
+    by_mod = _trace(model, torch.zeros(batch, model.cfg.in_chans, h, w))
     cats: Dict[str, int] = {}
     for (module, op), v in _own_counts(by_mod).items():
         c = _category(model, module, op)
@@ -135,5 +146,68 @@ def count_flops(cfg_or_model: Union[ArchConfig, Twins, dict, str], resolution: R
     report = FlopReport.from_categories(cats)
     if report.total != by_mod[""].total():
         raise RuntimeError(f"count_flops: categories sum to {report.total}, fvcore's total is "
+                           f"{by_mod[''].total()}")
+    return report
+
+
+def _dense_category(model: TwinsSegmentation, module: str, op: str) -> Tuple[str, str]:
+    """(part, category) of `op` run directly inside `module` of a TwinsSegmentation: part is
+    backbone (FlopReport's categories, as `_category` on the backbone), neck or head."""
+    parts = module.split(".")
+    top = parts[0]
+    if top == "backbone" and len(parts) > 1:
+        return "backbone", _category(model.backbone, module[len("backbone."):], op)
+    if top == "neck":
+        if len(parts) == 1 and op == "upsample_nearest2d":  # FPN.forward: the top-down pass
+            return "neck", "top_down"
+        if len(parts) >= 2 and parts[1] == "lateral_convs" and op == "conv":
+            return "neck", "lateral"
+        if len(parts) >= 2 and parts[1] == "fpn_convs" and op == "conv":
+            return "neck", "fpn_conv"
+    if top == "decode_head":
+        if len(parts) == 1 and op == "upsample_bilinear2d":  # FPNHead.forward: resizes to level 0
+            return "head", "upsample"
+        if len(parts) >= 2 and parts[1] == "conv_seg" and op == "conv":
+            return "head", "cls"
+        if len(parts) >= 2 and parts[1] == "scale_heads":
+            leaf = parts[-1]
+            if leaf == "conv" and op == "conv":
+                return "head", "conv"
+            if leaf == "bn" and op == "batch_norm":
+                return "head", "norm"
+            if op == "upsample_bilinear2d":  # the x2 nn.Upsample of a scale head
+                return "head", "upsample"
+    if module == "" and op == "upsample_bilinear2d":  # TwinsSegmentation.forward: to the input size
+        return "head", "resize"
+    raise RuntimeError(f"count_dense_flops: no FLOP category for op {op!r} in module {module!r}; "
+                       "update twins_nas/profile/flops.py and twins_nas/models/head_cost.py together")
+
+
+def count_dense_flops(cfg_or_model: Union[ArchConfig, TwinsSegmentation, dict, str],
+                      head: Union[None, str, dict, HeadConfig], size: Resolution, batch: int = 1) -> DenseFlopReport:
+    """Multiply-adds of one inference forward pass of a backbone + segmentation head on CPU,
+    traced by fvcore: backbone (FlopReport's categories), neck and head (`head_cost`'s
+    categories). Accepts a config (ArchConfig, dict, preset name or JSON path) with `head` (a
+    name, dict or HeadConfig), or a built `TwinsSegmentation` (`head` None, or its own head);
+    `size` is an int (square) or (H, W)."""
+    if isinstance(cfg_or_model, TwinsSegmentation):
+        model = cfg_or_model
+        if head is not None and head_config(head) != model.head_cfg:
+            raise ValueError(f"count_dense_flops: head={head!r} is not the model's ({model.head_cfg!r})")
+    else:
+        if head is None:
+            raise ValueError("count_dense_flops: a config needs a head (e.g. 'semantic-fpn')")
+        model = build_model(cfg_or_model, head=head)
+    h, w = (size, size) if isinstance(size, int) else size
+    model.cfg.stage_sizes((h, w))  # one-line ConfigError when the input is too small
+    by_mod = _trace(model, torch.zeros(batch, model.cfg.in_chans, h, w))
+    cats: Dict[str, Dict[str, int]] = {"backbone": {}, "neck": {}, "head": {}}
+    for (module, op), v in _own_counts(by_mod).items():
+        part, c = _dense_category(model, module, op)
+        cats[part][c] = cats[part].get(c, 0) + int(v)
+    report = DenseFlopReport(backbone=FlopReport.from_categories(cats["backbone"]), neck=cats["neck"],
+                             head=cats["head"])
+    if report.total != by_mod[""].total():
+        raise RuntimeError(f"count_dense_flops: categories sum to {report.total}, fvcore's total is "
                            f"{by_mod[''].total()}")
     return report
