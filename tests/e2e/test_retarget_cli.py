@@ -1,0 +1,79 @@
+"""`twins-nas retarget`: the written config loads, builds and runs at the size; what it
+prints (per-stage choice, weight case, GMACs before and after); bad input is one line."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from twins_nas import build_model, get_preset, load_config
+from twins_nas.cli import app
+from twins_nas.models.cost_model import analytic_flops
+from twins_nas.models.retarget import adapt_state_dict
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+WIDE = {"COLUMNS": "220"}
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, ["retarget", *args], env=WIDE)
+
+
+def test_retarget_svt_s_to_1024_writes_a_config_that_loads_builds_and_runs(tmp_path):
+    out = tmp_path / "svt.json"
+    res = run("twins-svt-s", "--size", "1024x1024", "--no-latency", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    new = load_config(str(out))
+    old = get_preset("twins-svt-s")
+    # the published k keeps 32 x 32 keys in every GSA at 1024 px; the optimum ~ 7 x 7
+    assert [s.sr_pair for s in old.stages] == [(8, 8), (4, 4), (2, 2), (1, 1)]
+    assert all(s.sr_pair[0] > o.sr_pair[0] for s, o in zip(new.stages, old.stages))
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["weights"] == ["resampled", "resampled", "resampled", "new"]
+    assert meta["size"] == [1024, 1024]
+    before, after = analytic_flops(old, 1024), analytic_flops(new, 1024)
+    assert f"{before.gmacs:.2f} -> {after.gmacs:.2f}" in res.stdout
+    assert after.attention < 0.2 * before.attention
+    assert "adapt_state_dict" in res.stdout
+    model = build_model(new)
+    model.load_state_dict(adapt_state_dict(build_model(old).state_dict(), old, new), strict=True)
+    with torch.no_grad():  # runs at a non-square size too (the JSON is an ordinary config)
+        assert model(torch.randn(1, 3, 96, 160)).shape == (1, 1000)
+
+
+def test_keep_weights_changes_only_what_loads_as_is(tmp_path):
+    out = tmp_path / "p.json"
+    res = run("twins-pcpvt-s", "--size", "512x2048", "--keep-weights", "--no-latency", "-o", str(out))
+    assert res.exit_code == 0, res.output
+    assert "loads as it is" in res.stdout
+    new = load_config(str(out))
+    build_model(new).load_state_dict(build_model("twins-pcpvt-s").state_dict(), strict=True)
+
+
+def test_latency_is_timed_per_stage(tmp_path):
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(dict(stages=[
+        dict(patch_size=4, embed_dim=16, depth=2, num_heads=2, mlp_ratio=2.0, window=[3, 3], sr_ratio=2, pattern="LG"),
+        dict(patch_size=2, embed_dim=16, depth=1, num_heads=2, mlp_ratio=2.0, sr_ratio=1, pattern="G")],
+        num_classes=0, name="tiny")))
+    res = run(str(cfg), "--size", "64x96", "--budget", "1", "--min-keys", "9", "-o", str(tmp_path / "t.json"))
+    assert res.exit_code == 0, res.output
+    assert "backbone latency" in res.stdout and "median of" in res.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--size", "51x"], "--size"),
+    (["--size", "16x16"], "at least 32"),
+    (["--size", "512", "--min-keys", "0"], "--min-keys"),
+    (["--size", "512", "--max-aspect", "0.5"], "--max-aspect"),
+    (["--size", "512", "--budget", "0"], "--budget"),
+])
+def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
+    res = run("twins-svt-s", *args, "-o", str(tmp_path / "x.json"))
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "x.json").exists()
