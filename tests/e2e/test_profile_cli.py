@@ -102,3 +102,86 @@ def test_bad_input_is_one_line_exit_2(args, msg, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and msg in lines[0]
     assert not (tmp_path / "profile.csv").exists()
+
+
+# ---- non-square sizes, a segmentation head, window / k optimality -----------------------------
+
+def tiny_cfg() -> ArchConfig:
+    stages = [dict(patch_size=4, embed_dim=16, depth=2, num_heads=2, mlp_ratio=2, window=(3, 3), sr_ratio=2,
+                   pattern="LG"),
+              dict(patch_size=2, embed_dim=24, depth=1, num_heads=2, mlp_ratio=2, sr_ratio=2, subsample="dwconv"),
+              dict(patch_size=2, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2, sr_ratio=1)]
+    return ArchConfig(name="tiny", stages=stages)
+
+
+@pytest.fixture(scope="module")
+def dense_report(tmp_path_factory):
+    import torch
+    threads = torch.get_num_threads()
+    tmp = tmp_path_factory.mktemp("dense")
+    tiny_cfg().to_json(tmp / "tiny.json")
+    out = tmp / "out"
+    r = runner.invoke(app, ["profile", "--size", "96x160,64x64", "--size", "75x99", "--config", str(tmp / "tiny.json"),
+                            "--head", "semantic-fpn", "--num-classes", "7", "--fvcore", "--budget", "0",
+                            "--no-png", "--threads", "1", "--min-keys", "9", "--out", str(out)],
+                      env={"COLUMNS": "250"})
+    torch.set_num_threads(threads)
+    assert r.exit_code == 0, r.output + (r.stderr or "")
+    return out, r
+
+
+def test_dense_profile_splits_backbone_neck_head_exactly(dense_report):
+    from twins_nas.models import head_config
+    from twins_nas.models.head_cost import analytic_dense_flops, analytic_dense_params
+    out, r = dense_report
+    df = pd.read_csv(out / "profile.csv")
+    assert list(df["size"]) == ["64x64", "75x99", "96x160"]  # by pixel count
+    assert list(zip(df["height"], df["width"])) == [(64, 64), (75, 99), (96, 160)]
+    head = head_config("semantic-fpn", 7)
+    params = analytic_dense_params(tiny_cfg(), head)
+    for _, row in df.iterrows():
+        rep = analytic_dense_flops(tiny_cfg(), head, (row["height"], row["width"]))
+        assert row["gmacs"] == pytest.approx(rep.total / 1e9, rel=1e-12)
+        assert row["gmacs_fvcore"] == pytest.approx(row["gmacs"], rel=1e-12)  # traced whole model, independent
+        assert row["backbone_gmacs"] + row["neck_gmacs"] + row["head_gmacs"] == pytest.approx(row["gmacs"])
+        assert row["params"] == params["total"]
+        assert row["latency_ms"] > 0 and row["peak_mem_mb"] > 0  # the dense model ran at H x W
+    assert "backbone" in r.stdout and "neck" in r.stdout and "75x99" in r.stdout
+
+
+def test_dense_profile_writes_the_optimality_table(dense_report):
+    import json
+
+    from twins_nas.models.optimum import stage_optima
+    out, _ = dense_report
+    table = pd.read_csv(out / "optimality.csv")
+    assert len(table) == 3 * 3  # sizes x stages
+    doc = json.loads((out / "optimality.json").read_text())
+    assert doc["rule"] == {"min_keys": 9, "max_aspect": 2.0} and len(doc["stages"]) == 9
+    for _, row in table.iterrows():
+        o = stage_optima(tiny_cfg(), (row["height"], row["width"]), min_keys=9)[row["stage"] - 1]
+        assert row["extra_pct_model"] == pytest.approx(o.extra_pct_model)
+        assert row["best_k"] == f"{o.best_k[0]}x{o.best_k[1]}"
+    html = (out / "optimality.html").read_text()
+    assert html.count("plotly.js") >= 1 and "k1·k2 = √(HW)" in html
+    df = pd.read_csv(out / "profile.csv")
+    for _, row in df.iterrows():  # retargeting saves exactly the extra cost of every stage
+        extra = table[table["size"] == row["size"]]["extra_gmacs"].sum()
+        assert row["retarget_gmacs_cut"] == pytest.approx(extra, rel=1e-9, abs=1e-15)
+        assert row["retarget_gmacs_cut"] >= 0  # every configured choice keeps the 9 keys: the optimum is cheaper
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--size", "51x"], "--size"),
+    (["--size", "512x16"], "at least 32"),
+    (["--size", "64", "--resolutions", "64"], "give one of them"),
+    (["--num-classes", "3"], "--head"),
+    (["--head", "fpn"], "semantic-fpn"),
+    (["--min-keys", "0"], "--min-keys"),
+])
+def test_bad_dense_input_is_one_line_exit_2(args, msg, tmp_path):
+    r = runner.invoke(app, ["profile", "--no-latency", "--preset", "twins-svt-s", "--out", str(tmp_path), *args])
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and msg in lines[0], lines
+    assert not (tmp_path / "profile.csv").exists()

@@ -70,9 +70,24 @@ def _models(df: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(df["model"]))
 
 
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values(["resolution", "height"] if "height" in df else "resolution")
+
+
 def _by_model(df: pd.DataFrame):
     for m in _models(df):
-        yield m, df[df["model"] == m].sort_values("resolution")
+        yield m, _sorted(df[df["model"] == m])
+
+
+def _xcol(df: pd.DataFrame) -> str:
+    """The x column: the input size's side, or its 'HxW' label (a category axis) when some size
+    is not square."""
+    return "size" if "height" in df and (df["height"] != df["width"]).any() else "resolution"
+
+
+def _order(df: pd.DataFrame) -> list:
+    """The x values in increasing pixel count."""
+    return list(dict.fromkeys(_sorted(df)[_xcol(df)]))
 
 
 def _has(df: pd.DataFrame, col: str) -> bool:
@@ -80,7 +95,7 @@ def _has(df: pd.DataFrame, col: str) -> bool:
 
 
 def _line(sub, y, name, color, showlegend, legendgroup=None, dash=None, hover="", **kw) -> go.Scatter:
-    return go.Scatter(x=sub["resolution"], y=y, name=name, mode="lines+markers", legendgroup=legendgroup or name,
+    return go.Scatter(x=sub[_xcol(sub)], y=y, name=name, mode="lines+markers", legendgroup=legendgroup or name,
                       showlegend=showlegend, line=dict(color=color, dash=dash),
                       hovertemplate=f"{name}<br>%{{x}} px: %{{y:.4g}}{hover}<extra></extra>", **kw)
 
@@ -103,7 +118,7 @@ def _panel_traces(df: pd.DataFrame, panel: str, colors: dict, global_model: Opti
             if _has(sub, "latency_est_ms"):
                 est = sub[sub["latency_est_ms"].notna()]
                 bridge = meas.tail(1)  # join the estimates to the last measured point
-                x = list(bridge["resolution"]) + list(est["resolution"])
+                x = list(bridge[_xcol(df)]) + list(est[_xcol(df)])
                 y = list(bridge["latency_ms"]) + list(est["latency_est_ms"])
                 traces.append(go.Scatter(
                     x=x, y=y, mode="lines+markers", legendgroup=m, showlegend=False, name=f"{m} (estimate)",
@@ -118,7 +133,7 @@ def _panel_traces(df: pd.DataFrame, panel: str, colors: dict, global_model: Opti
     elif panel == "laws":
         traces += _law_traces(df, colors, global_model)
     elif panel == "breakdown":
-        top = df[df["resolution"] == df["resolution"].max()]
+        top = df[df[_xcol(df)] == _order(df)[-1]]
         models = list(top["model"])[::-1]  # first model on top
         for (group, cats), color in zip(GROUPS.items(), _GROUP_COLORS):
             vals = sum(top[f"gmacs_{c}"] for c in cats if f"gmacs_{c}" in top) / top["gmacs"] * 100
@@ -144,14 +159,14 @@ def _law_traces(df: pd.DataFrame, colors: dict, global_model: Optional[str]) -> 
         picks.append(("global", global_model, "attn_gmacs"))
     traces = []
     for law, m, col in picks:
-        sub = df[df["model"] == m].sort_values("resolution")
+        sub = _sorted(df[df["model"] == m])
         what = {"lsa": "LSA matmuls", "gsa": "GSA matmuls", "global": "attention matmuls"}[law]
         traces.append(_line(sub, sub[col], f"{m}: {what}", colors[m], True, legend="legend2",
                             marker=dict(symbol={"lsa": "square", "gsa": "diamond", "global": "circle"}[law])))
         exp, label = LAWS[law]
         anchor = float(sub[sub["resolution"] == r0][col].iloc[0])
         traces.insert(len(traces) - 1, go.Scatter(  # under the measured line, wide and faint
-            x=sub["resolution"], y=law_curve(sub["resolution"], r0, anchor, exp), name=label, mode="lines",
+            x=sub[_xcol(df)], y=law_curve(sub["resolution"], r0, anchor, exp), name=label, mode="lines",
             legend="legend2", opacity=0.6, line=dict(color=colors[m], dash="dash", width=3.5),
             hovertemplate=f"{label}<br>%{{x}} px: %{{y:.4g}}<extra></extra>"))
     return traces
@@ -161,8 +176,12 @@ def _style_axes(fig: go.Figure, panel: str, resolutions: list, row: int, col: in
     if panel == "breakdown":
         fig.update_xaxes(title_text="% of GMACs", range=[0, 100], row=row, col=col)
         return
-    ticks = dict(type="log", tickvals=resolutions, ticktext=[str(r) for r in resolutions],
-                 title_text="input size (px)")
+    if resolutions and isinstance(resolutions[0], str):  # 'HxW' labels, in pixel order
+        ticks = dict(type="category", categoryorder="array", categoryarray=resolutions,
+                     title_text="input size (H x W px)")
+    else:
+        ticks = dict(type="log", tickvals=resolutions, ticktext=[str(r) for r in resolutions],
+                     title_text="input size (px)")
     fig.update_xaxes(**ticks, row=row, col=col)
     if panel != "attn_share":
         fig.update_yaxes(type="log", row=row, col=col)
@@ -207,7 +226,7 @@ def _note_empty(fig: go.Figure, df: pd.DataFrame, panel: str, row: int = 1, col:
 def complexity_figure(df: pd.DataFrame, global_model: Optional[str] = None) -> go.Figure:
     """The six-panel figure of a `profile_sweep` DataFrame (see the module doc)."""
     colors = _colors(_models(df))
-    res = sorted(df["resolution"].unique().tolist())
+    res = _order(df)
     titles = dict(PANELS)
     if _has(df, "latency_est_ms"):
         titles["latency"] += " · open = estimated"
@@ -240,7 +259,7 @@ def panel_figure(df: pd.DataFrame, panel: str, global_model: Optional[str] = Non
     for tr in _panel_traces(df, panel, colors, global_model):
         tr.update(legend="legend", showlegend=True)
         fig.add_trace(tr, row=1, col=1)
-    _style_axes(fig, panel, sorted(df["resolution"].unique().tolist()), 1, 1)
+    _style_axes(fig, panel, _order(df), 1, 1)
     _note_empty(fig, df, panel)
     fig.update_layout(title=dict(text=f"{PANELS[panel]}<br><sup>{_title(df)}</sup>", x=0.01), width=900, height=560,
                       template="plotly_white", barmode="stack")
@@ -262,25 +281,33 @@ def write_report(df: pd.DataFrame, fig: Optional[go.Figure], out_dir: str | Path
         fig.write_html(tmp, include_plotlyjs=True, full_html=True)
     files.append(out / "complexity.html")
     if png:
-        browser = find_chromium()
-        if browser is None:
-            notes.append("no Chromium found (install chromium or set BROWSER_PATH): PNGs skipped")
+        figs, paths = [fig], [out / "complexity.png"]
+        if panels:
+            for p in PANELS:
+                figs.append(panel_figure(df, p))
+                paths.append(out / f"complexity_{p}.png")
+        note = write_pngs(figs, paths)
+        if note:
+            notes.append(note)
         else:
-            figs, paths = [fig], [out / "complexity.png"]
-            if panels:
-                for p in PANELS:
-                    figs.append(panel_figure(df, p))
-                    paths.append(out / f"complexity_{p}.png")
-            try:
-                with contextlib.ExitStack() as stack:  # all PNGs renamed into place, or none
-                    tmps = [stack.enter_context(atomic_path(p)) for p in paths]
-                    pio.write_images(figs, [str(t) for t in tmps], format="png", scale=1,
-                                     width=[f.layout.width or 1200 for f in figs],
-                                     height=[f.layout.height or 700 for f in figs])
-                files += paths
-            except OutputError:
-                raise
-            except Exception as e:  # noqa: BLE001 (a broken browser must not lose the CSV/HTML)
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                notes.append(f"PNG export failed ({msg}): PNGs skipped")
+            files += paths
     return {"files": [str(p) for p in files], "notes": notes}
+
+
+def write_pngs(figs: list, paths: list) -> Optional[str]:
+    """Write every figure as a PNG (one browser for all), renamed into place all or none.
+    Returns None, or a note saying why nothing was written (no Chromium, a broken one)."""
+    if find_chromium() is None:
+        return "no Chromium found (install chromium or set BROWSER_PATH): PNGs skipped"
+    try:
+        with contextlib.ExitStack() as stack:  # all PNGs renamed into place, or none
+            tmps = [stack.enter_context(atomic_path(p)) for p in paths]
+            pio.write_images(figs, [str(t) for t in tmps], format="png", scale=1,
+                             width=[f.layout.width or 1200 for f in figs],
+                             height=[f.layout.height or 700 for f in figs])
+    except OutputError:
+        raise
+    except Exception as e:  # noqa: BLE001 (a broken browser must not lose the CSV/HTML)
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return f"PNG export failed ({msg}): PNGs skipped"
+    return None

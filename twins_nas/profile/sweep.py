@@ -1,9 +1,14 @@
 """The resolution sweep behind `twins-nas profile`: cost, latency and memory of several
 architectures at several input sizes, as one pandas DataFrame (one row per model x size).
 
+Sizes are ints (n x n) or (H, W) pairs. With a segmentation `head` (`HeadConfig`), every
+model is the dense one (`build_model(cfg, head=head)`): backbone, neck and head are counted
+apart (`backbone_*`, `neck_*`, `head_*` columns) and the measured forward is the whole model.
+
 Analytic columns (closed-form cost model, exact, milliseconds for the whole sweep): params,
-GMACs in total and per category, the attention share of the GMACs. Measured columns (forward
-passes): latency / throughput (`measure_latency`) and the peak memory of the forward.
+GMACs in total and per category, the attention share of the GMACs, and what retargeting the
+windows and k to each size would save (`retarget_*`, see `models.optimum`). Measured columns
+(forward passes): latency / throughput (`measure_latency`) and the peak memory of the forward.
 
 Measuring everything at large sizes on a CPU takes minutes (the global-attention reference
 at 1024 alone is ~2 TMACs), so the measured part runs under an optional time budget. Every
@@ -34,12 +39,15 @@ from typing import Callable, Iterable, Mapping, Optional
 import pandas as pd
 import torch
 
-from ..config import ArchConfig
-from ..models import build_model
-from ..models.cost_model import CATEGORIES, analytic_flops, analytic_params
-from .flops import count_flops
+from ..config import ArchConfig, format_size
+from ..models import HeadConfig, build_model
+from ..models.cost_model import CATEGORIES, Resolution, _pair, analytic_flops, analytic_params
+from ..models.head_cost import analytic_dense_flops, analytic_dense_params
+from ..models.optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS
+from .flops import count_dense_flops, count_flops
 from .latency import device_label, measure_latency, resolve_device, resolve_dtype
 from .memory import PeakRSS, cpu_forward_peak_mb, cuda_forward_peak_mb, warm_up_cpu
+from .optimality import retarget_columns
 
 Progress = Callable[[int, int, str], None]  # (cells done, cells in all, what was just done)
 
@@ -64,16 +72,34 @@ def default_resolutions(max_res: int, min_res: int = 224) -> list[int]:
     return out
 
 
-def analytic_row(name: str, cfg: ArchConfig, resolution: int, batch: int = 1, params: Optional[int] = None) -> dict:
-    """The closed-form columns of one cell."""
-    rep = analytic_flops(cfg, resolution, batch=batch)
+def sizes_of(sizes: Iterable[Resolution]) -> list:
+    """Distinct (H, W) sizes ordered by pixel count, then height."""
+    return sorted({_pair(s) for s in sizes}, key=lambda s: (s[0] * s[1], s[0]))
+
+
+def analytic_row(name: str, cfg: ArchConfig, resolution: Resolution, batch: int = 1,
+                 head: Optional[HeadConfig] = None) -> dict:
+    """The closed-form columns of one cell. `resolution` is the input size's side for a square
+    and √(HW) otherwise (so the growth laws in r hold); `size` is 'HxW'."""
+    H, W = _pair(resolution)
+    row = dict(model=name, size=format_size((H, W)), height=H, width=W,
+               resolution=H if H == W else math.sqrt(H * W), batch=batch)
+    if head is None:
+        rep = analytic_flops(cfg, (H, W), batch=batch)
+        total, params = rep.total, analytic_params(cfg)
+    else:
+        dense = analytic_dense_flops(cfg, head, (H, W), batch=batch)
+        rep, total, p = dense.backbone, dense.total, analytic_dense_params(cfg, head)
+        params = p["total"]
+    row.update(params=params, params_m=params / 1e6, gmacs=total / 1e9)
+    if head is not None:
+        row.update(head=head.type, num_classes=head.num_classes, backbone_params_m=p["backbone"] / 1e6,
+                   neck_params_m=p["neck"] / 1e6, head_params_m=p["head"] / 1e6, backbone_gmacs=rep.total / 1e9,
+                   neck_gmacs=dense.neck_total / 1e9, head_gmacs=dense.head_total / 1e9)
     cats = {c: rep.by_category.get(c, 0) for c in CATEGORIES}
-    params = analytic_params(cfg) if params is None else params
-    attn = cats["lsa_matmul"] + cats["gsa_matmul"]
-    row = dict(model=name, resolution=resolution, batch=batch, params=params, params_m=params / 1e6,
-               gmacs=rep.total / 1e9)
     row.update({f"gmacs_{c}": v / 1e9 for c, v in cats.items()})
-    row.update(attn_gmacs=attn / 1e9, attn_share=attn / rep.total if rep.total else 0.0,
+    attn = cats["lsa_matmul"] + cats["gsa_matmul"]
+    row.update(attn_gmacs=attn / 1e9, attn_share=attn / total if total else 0.0,
                lsa_gmacs=cats["lsa_matmul"] / 1e9, gsa_gmacs=cats["gsa_matmul"] / 1e9)
     return row
 
@@ -131,9 +157,10 @@ class _Planner:
             self.measured_gmacs += gmacs
 
 
-def _measure(configs: Mapping[str, ArchConfig], resolutions: list[int], gmacs: dict, batch: int, device: str,
+def _measure(configs: Mapping[str, ArchConfig], resolutions: list, gmacs: dict, batch: int, device: str,
              dtype: str, latency: bool, memory: bool, budget_s: Optional[float], single_pass_s: float,
-             cell_budget_s: float, progress: Optional[Progress], done0: int, total: int) -> dict:
+             cell_budget_s: float, progress: Optional[Progress], done0: int, total: int,
+             head: Optional[HeadConfig] = None) -> dict:
     """Forward-pass measurements of every cell that fits the budget: {(model, res): columns}."""
     dev = resolve_device(device)
     resolve_dtype(dtype)
@@ -147,14 +174,14 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list[int], gmacs: d
     models: dict = {}  # built on first use, once per model
     out, done = {}, done0
     while todo:
-        name, r = min(todo, key=lambda c: (plan.forward_s(c[0], gmacs[c]), c[1]))
+        name, r = min(todo, key=lambda c: (plan.forward_s(c[0], gmacs[c]), c[1][0] * c[1][1], c[1]))
         if not plan.fits(plan.cost_s(name, gmacs[(name, r)])):
             break
         todo.remove((name, r))
         g = gmacs[(name, r)]
         row: dict = dict(device=label, threads=threads, dtype=dtype)
         if name not in models:
-            models[name] = build_model(configs[name], seed=0).eval().to(dev, memory_format=fmt)
+            models[name] = build_model(configs[name], seed=0, head=head).eval().to(dev, memory_format=fmt)
             if dev.type == "cpu" and memory:
                 warm_up_cpu(models[name])
         model = models[name]
@@ -184,21 +211,21 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list[int], gmacs: d
         out[(name, r)] = row
         done += 1
         if progress:
-            progress(done, total, f"{name} @ {r}: {time.perf_counter() - t0:.1f}s")
+            progress(done, total, f"{name} @ {format_size(r)}: {time.perf_counter() - t0:.1f}s")
         if not any(n == name for n, _ in todo):
             del models[name]
-    for name, r in sorted(todo, key=lambda c: (list(configs).index(c[0]), c[1])):  # did not fit
+    for name, r in sorted(todo, key=lambda c: (list(configs).index(c[0]), c[1][0] * c[1][1], c[1])):  # did not fit
         out[(name, r)] = dict(device=label, threads=threads, dtype=dtype,
                               latency_est_ms=plan.forward_s(name, gmacs[(name, r)]) * 1e3)
         done += 1
         if progress:
-            progress(done, total, f"{name} @ {r}: estimated (budget)")
+            progress(done, total, f"{name} @ {format_size(r)}: estimated (budget)")
     return out
 
 
 def profile_sweep(
     configs: Mapping[str, ArchConfig],
-    resolutions: Iterable[int],
+    resolutions: Iterable[Resolution],
     batch: int = 1,
     device: str = "auto",
     dtype: str = "fp32",
@@ -209,15 +236,21 @@ def profile_sweep(
     single_pass_s: float = 1.0,
     cell_budget_s: float = 0.5,
     progress: Optional[Progress] = None,
+    head: Optional[HeadConfig] = None,
+    retarget: bool = True,
+    min_keys: int = DEFAULT_MIN_KEYS,
+    max_aspect: Optional[float] = DEFAULT_MAX_ASPECT,
 ) -> pd.DataFrame:
-    """One row per model x resolution (models in the given order, sizes increasing).
+    """One row per model x size (models in the given order, sizes by pixel count); sizes are
+    ints (n x n) or (H, W). `head`: profile the dense model (see the module doc). `retarget`:
+    add the `retarget_*` columns (closed form, backbone; rule: `min_keys`, `max_aspect`).
 
     `memory` defaults to `latency` (both need forward passes; with neither the sweep is
     analytic only and takes well under a second). `fvcore=True` adds `gmacs_fvcore`, counted
     by tracing (slow; the analytic count is exact). `budget_s` caps the seconds spent on
     forward passes (see the module doc); None measures every cell.
     """
-    res = sorted({int(r) for r in resolutions})
+    res = sizes_of(resolutions)
     if not res:
         raise ValueError("no resolutions given")
     if not configs:
@@ -227,23 +260,26 @@ def profile_sweep(
     total = len(configs) * len(res) * (2 if measured else 1)
     rows, done = [], 0
     for name, cfg in configs.items():
-        cfg.stage_sizes(res[0])  # a one-line ConfigError when the smallest size is too small
-        params = analytic_params(cfg)
         for r in res:
-            row = analytic_row(name, cfg, r, batch, params)
+            cfg.stage_sizes(r)  # a one-line ConfigError when a size is too small
+        for r in res:
+            row = analytic_row(name, cfg, r, batch, head)
+            if retarget:
+                row.update(retarget_columns(cfg, r, min_keys, max_aspect))
             if fvcore:
-                row["gmacs_fvcore"] = count_flops(cfg, r, batch=batch).total / 1e9
+                row["gmacs_fvcore"] = (count_flops(cfg, r, batch=batch).total if head is None
+                                       else count_dense_flops(cfg, head, r, batch=batch).total) / 1e9
             rows.append(row)
             done += 1
             if progress:
-                progress(done, total, f"{name} @ {r}: {row['gmacs']:.1f} GMACs")
+                progress(done, total, f"{name} @ {format_size(r)}: {row['gmacs']:.1f} GMACs")
     meas = {}
     if measured:
-        gmacs = {(row["model"], row["resolution"]): row["gmacs"] for row in rows}
+        gmacs = {(row["model"], (row["height"], row["width"])): row["gmacs"] for row in rows}
         meas = _measure(configs, res, gmacs, batch, device, dtype, latency, memory, budget_s, single_pass_s,
-                        cell_budget_s, progress, done, total)
+                        cell_budget_s, progress, done, total, head)
     for row in rows:
-        m = meas.get((row["model"], row["resolution"]), {})
+        m = meas.get((row["model"], (row["height"], row["width"])), {})
         for c in MEASURED_COLUMNS:
             row[c] = m.get(c, math.nan if c not in ("device", "dtype") else None)
     df = pd.DataFrame(rows)

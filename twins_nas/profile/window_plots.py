@@ -15,14 +15,18 @@ No LaTeX anywhere (MathJax would be fetched from the network).
 """
 from __future__ import annotations
 
+import json
 import math
-from typing import Iterable, Optional
+import re
+from pathlib import Path
+from typing import Iterable, Mapping, Optional
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from ..atomic import atomic_path, ensure_dir, write_text
 from ..config import ArchConfig, format_size
 from ..models.cost_model import Resolution, _pair
 from ..models.optimum import (
@@ -36,6 +40,8 @@ from ..models.optimum import (
     stage_curves,
     stage_optima,
 )
+from .optimality import optimality_table
+from .plots import write_pngs
 
 
 def figure_sizes(sizes: Iterable[Resolution] = ()) -> list:
@@ -129,3 +135,37 @@ def optimality_figure(cfg: ArchConfig, name: Optional[str] = None, sizes: Iterab
                     xanchor="left", yanchor="top"),
         margin=dict(l=70, r=30, t=80, b=110))
     return fig
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("_") or "model"
+
+
+def write_optimality(configs: Mapping[str, ArchConfig], sizes: Iterable[Resolution], out_dir: str | Path,
+                     min_keys: int = DEFAULT_MIN_KEYS, max_aspect: Optional[float] = DEFAULT_MAX_ASPECT,
+                     png: bool = True) -> dict:
+    """Write optimality.csv and optimality.json (`optimality_table` of every model at `sizes`),
+    optimality.html (every model's figure, drawn at 224, 512, 1024 and `sizes`, one page) and,
+    with `png` and a Chromium, optimality_<name>.png per model. Returns {"files": [paths],
+    "notes": [what was skipped and why]}."""
+    sizes = [_pair(s) for s in sizes]
+    out = ensure_dir(out_dir)
+    table = optimality_table(configs, sizes, min_keys, max_aspect)
+    files = [out / "optimality.csv", out / "optimality.json", out / "optimality.html"]
+    with atomic_path(files[0]) as tmp:
+        table.to_csv(tmp, index=False)
+    doc = dict(rule=dict(min_keys=min_keys, max_aspect=max_aspect), stages=table.to_dict(orient="records"))
+    write_text(files[1], json.dumps(doc, indent=1) + "\n")
+    figs = {name: optimality_figure(cfg, name, sizes, min_keys, max_aspect) for name, cfg in configs.items()}
+    body = "\n".join(f.to_html(full_html=False, include_plotlyjs=i == 0) for i, f in enumerate(figs.values()))
+    write_text(files[2], f"<html><head><meta charset='utf-8'><title>window / k optimality</title></head>"
+                         f"<body>{body}</body></html>\n")
+    notes = []
+    if png:
+        pngs = [out / f"optimality_{_slug(name)}.png" for name in figs]
+        note = write_pngs(list(figs.values()), pngs)
+        if note:
+            notes.append(note)
+        else:
+            files += pngs
+    return {"files": [str(p) for p in files], "notes": notes}
