@@ -8,9 +8,18 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Tuple, Union
+from typing import Annotated, Any, Literal, Optional, Tuple, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .atomic import write_text
 from .errors import ConfigError, loc_str, one_line, show_value
@@ -23,6 +32,68 @@ SUBSAMPLE_CHOICES = ("conv", "dwconv", "avgpool")
 _PATTERN_RE = re.compile(r"^[LG]+$")
 
 Pair = Tuple[PositiveInt, PositiveInt]
+
+
+Size = tuple[int, int]  # an input size (H, W) in pixels
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?$")
+SIZE_FORM = "expected H x W in pixels, e.g. 512x1024, or one number for a square"
+
+
+def _size_rule(value: Any) -> tuple[Optional[Size], str]:
+    """(H, W) of an input-size value, or (None, why it is not one)."""
+    hw: Any = None
+    if isinstance(value, bool):
+        pass
+    elif isinstance(value, int):
+        hw = (value, value)
+    elif isinstance(value, str) and _SIZE_RE.match(value):
+        h, w = _SIZE_RE.match(value).groups()
+        hw = (int(h), int(w if w is not None else h))
+    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        hw = (int(value[0]), int(value[1]))
+    if hw is None:
+        return None, SIZE_FORM
+    if min(hw) < MIN_RESOLUTION:
+        return None, f"each side must be at least {MIN_RESOLUTION} px ({SIZE_FORM})"
+    return hw, ""
+
+
+def parse_size(value: Any, field: str = "size") -> Size:
+    """An input size as (H, W): an int n (n x n), a string '512' or '512x1024' ('X' and spaces
+    around it allowed) or a pair [H, W] of ints. Each side must be >= MIN_RESOLUTION. Bools,
+    floats, zero, negatives and anything else raise a one-line `ConfigError` naming `field`."""
+    hw, rule = _size_rule(value)
+    if hw is None:
+        shown = repr(value) if isinstance(value, str) else show_value(value)
+        raise ConfigError(f"{field}={shown}: {rule}")
+    return hw
+
+
+def format_size(size: Union[int, Size]) -> str:
+    """'512x1024'; a square prints both sides too ('512x512'), an int n as 'nxn'."""
+    h, w = (size, size) if isinstance(size, int) else size
+    return f"{h}x{w}"
+
+
+def _size_field(value: Any) -> Size:
+    hw, rule = _size_rule(value)
+    if hw is None:  # pydantic adds the key path; `errors.one_line` keeps the '=value: rule' form
+        raise ValueError(f"={show_value(value)}: {rule}")
+    return hw
+
+
+def compact_size(size: Union[int, Size]) -> Union[int, Size]:
+    """n for a square (n, n) (or an int n), (H, W) otherwise: how a size is stored and keyed
+    where a square one was an int before non-square sizes existed."""
+    h, w = (size, size) if isinstance(size, int) else size
+    return h if h == w else (h, w)
+
+
+# An input size in a settings model: any form `parse_size` takes, stored as (H, W) (a JSON list).
+SizeField = Annotated[Size, BeforeValidator(_size_field)]
+# The same, stored compact (`compact_size`): an int for a square (as a square size always was), else (H, W).
+CompactSizeField = Annotated[Union[int, Size], BeforeValidator(lambda v: compact_size(_size_field(v)))]
 
 
 _PAIR_RULES = {  # one rule per field instead of pydantic's report for every union member

@@ -131,13 +131,14 @@ def test_mutated_config_json_through_show(tmp_path_factory, doc):
 
 
 OPTIONS = {
-    "show": ["--resolution", "-r", "--index", "--proxy", "--json", "--set", "--nope", "-x"],
+    "show": ["--resolution", "-r", "--size", "--index", "--proxy", "--json", "--set", "--nope", "-x"],
     "search": ["--trials", "--seed", "--workers", "--threads", "--timeout", "--sampler", "--set", "--pick",
                "--study-name", "--device", "--timing-budget", "--heartbeat", "--nope"],
 }
 VALUES = st.one_of(st.sampled_from(["0", "-1", "3", "abc", "", "1e9", "nan", "twins-svt-s", "cpu", "tpe", "knee",
                                     "proxy.epochs=1", "proxy.epochs=true", "x=1", "224", "31", "best accuracy",
-                                    "max nope where x", "search_spaces/svt.yaml", "missing.yaml"]),
+                                    "max nope where x", "search_spaces/svt.yaml", "missing.yaml", "512x1024", "64x",
+                                    "resolution=96x160"]),
                    st.text(max_size=4))
 
 

@@ -131,7 +131,13 @@ def mutate(**changes):
     (mutate(proxy__epoch=3), ["proxy.epoch: unknown key", "epochs"]),
     (mutate(constraints__gmacs={"maxx": 3}), ["constraints.gmacs.maxx: unknown key", "max"]),
     # wrong type
-    (mutate(resolution="big"), ["resolution=\"big\"", "integer"]),
+    (mutate(resolution="big"), ["resolution=\"big\"", "expected H x W in pixels, e.g. 512x1024"]),
+    (mutate(resolution=224.0), ["resolution=224.0", "or one number for a square"]),
+    (mutate(measure__size="512x"), ["measure.size=\"512x\"", "expected H x W"]),
+    (mutate(measure__head="fpn"), ["measure.head='fpn': valid heads are semantic-fpn"]),
+    (mutate(measure__num_classes=19), ["num_classes=19", "give head too"]),
+    (mutate(measure__head="semantic-fpn", measure__num_classes=0),
+     ["measure.num_classes=0", "greater than or equal to 1"]),
     (mutate(stages__0__depth=["two"]), ["stages[0].depth[0]=\"two\"", "integer"]),
     (mutate(stages__1__window=["seven"]), ["stages[1].window=\"seven\"", "'mxn'"]),
     (mutate(measure="fast"), ["measure=\"fast\""]),
@@ -154,7 +160,8 @@ def mutate(**changes):
     (mutate(stages__0__window=KeyError), ["stages[0].window: required because pattern choice LG, LLG, L"]),
     (mutate(stages__0__head_dim=KeyError), ["stages[0]: give exactly one of head_dim"]),
     (mutate(stages__0__depth=[1, 1]), ["stages[0].depth: duplicate choice 1"]),
-    (mutate(resolution=16), ["resolution=16", "greater than or equal to 32"]),
+    (mutate(resolution=16), ["resolution=16", "at least 32 px"]),
+    (mutate(resolution="32x16"), ["resolution=\"32x16\"", "at least 32 px"]),
     (mutate(name=KeyError), ["name: required key missing"]),
 ])
 def test_bad_space_is_one_line_naming_the_key_path(tmp_path, data, needles):

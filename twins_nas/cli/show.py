@@ -6,7 +6,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from ..config import load_config
+from ..config import MIN_RESOLUTION, format_size, load_config, parse_size
 from ..summary import summarize
 from .app import app
 from .common import console, fail, user_errors
@@ -22,7 +22,7 @@ def _proxy_table(cfg, space, title: str) -> Table:
     t = Table(title=title)
     for col in ("stage", "blocks", "map", "window", "windows/side", "k", "keys/side", "sub-sample", "dim", "heads"):
         t.add_column(col, justify="left" if col in ("blocks", "sub-sample") else "right")
-    full_rows, proxy_rows = geometry_rows(cfg, space.resolution), geometry_rows(proxy, space.proxy.resolution)
+    full_rows, proxy_rows = geometry_rows(cfg, space.input_size), geometry_rows(proxy, space.proxy.resolution)
     for i, (f, p) in enumerate(zip(full_rows, proxy_rows)):
         cells = [(_pair(f["map"]), _pair(p["map"])), (_pair(f["window"]), _pair(p["window"])),
                  (_pair(f["windows_per_side"]), _pair(p["windows_per_side"])), (_pair(f["k"]), _pair(p["k"])),
@@ -39,7 +39,11 @@ def show(
     name_or_json: str = typer.Argument(..., metavar="NAME_OR_JSON",
                                        help="A preset (twins-svt-s, twins-pcpvt-b, ...) or a config JSON "
                                             "(best_config.json, pareto.json, ...)."),
-    resolution: int = typer.Option(224, "--resolution", "-r", min=32, help="Input size (pixels, square)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=MIN_RESOLUTION,
+                                             help="Input size in pixels, square (default 224); or give --size."),
+    size: Optional[str] = typer.Option(None, "--size", metavar="HxW",
+                                       help="Input size H x W in pixels, e.g. 512x1024 (rows x columns); one "
+                                            "number is a square. Not together with --resolution."),
     index: int = typer.Option(None, "--index", help="Entry to show when the JSON holds several configs."),
     proxy: Optional[str] = typer.Option(None, "--proxy", metavar="SPACE.yaml",
                                         help="Show the proxy network this space's search trains for the config, "
@@ -49,15 +53,20 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Write the config JSON to stdout (with --proxy: the "
                                                        "proxy's), nothing else."),
 ) -> None:
-    """Show an architecture: per-stage map size, width, heads, blocks, windows, sub-sampling, params."""
+    """Show an architecture: per-stage map size, width, heads, blocks, windows, sub-sampling, params,
+    and its GMACs at an input size (--resolution N for N x N, or --size HxW)."""
+    if resolution is not None and size is not None:
+        fail(f"--resolution {resolution} and --size {size}: give one of them (--size HxW, e.g. 512x1024, "
+             f"or --resolution N for N x N)")
+    hw = parse_size(size, field="--size") if size is not None else (resolution or 224,) * 2
     cfg = load_config(name_or_json, index=index)
     if overrides and proxy is None:
         fail("--set overrides keys of the --proxy space: give --proxy SPACE.yaml too")
     if proxy is not None:
         from ..search.space import load_space
         space = load_space(proxy, overrides)
-        t, pcfg = _proxy_table(cfg, space, f"{cfg.name or name_or_json} @ {space.resolution} -> proxy @ "
-                                            f"{space.proxy.resolution} ({space.proxy.dataset}, geometry "
+        t, pcfg = _proxy_table(cfg, space, f"{cfg.name or name_or_json} @ {format_size(space.input_size)} -> proxy @ "
+                                            f"{format_size(space.proxy.resolution)} ({space.proxy.dataset}, geometry "
                                             f"{space.proxy.geometry})")
         if as_json:
             typer.echo(pcfg.to_json())
@@ -69,8 +78,8 @@ def show(
     if as_json:
         typer.echo(cfg.to_json())
         return
-    info = summarize(cfg, resolution)
-    t = Table(title=f"{cfg.name or name_or_json} @ {resolution}x{resolution}")
+    info = summarize(cfg, hw)
+    t = Table(title=f"{cfg.name or name_or_json} @ {format_size(hw)}")
     for col in ("stage", "map HxW", "dim", "heads", "mlp", "blocks", "window (m, n)", "k (sub-sample)", "params (M)"):
         t.add_column(col, justify="left" if col in ("blocks", "k (sub-sample)") else "right")
     for row in info["stages"]:
@@ -78,4 +87,4 @@ def show(
                   f"{row['mlp_ratio']:g}", row["blocks"], row["window"], row["subsample"], f"{row['params'] / 1e6:.3f}")
     console.print(t)
     console.print(f"total params: [bold]{info['params'] / 1e6:.2f} M[/] ({info['params']:,})   "
-                  f"GMACs @ {resolution}: [bold]{info['gmacs']:.3f}[/]")
+                  f"GMACs @ {format_size(hw)}: [bold]{info['gmacs']:.3f}[/]")

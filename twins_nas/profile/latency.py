@@ -18,16 +18,47 @@ from typing import Callable, Optional, Union
 import torch
 import torch.nn as nn
 
-from ..config import ArchConfig
+from ..config import ArchConfig, ConfigError, Size, compact_size, format_size
 from ..hardware import DEVICE_NAMES, check_device_name, check_dtype_name
 from ..models import build_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # keys: hardware.DTYPE_NAMES
+Resolution = Union[int, Size]  # an input size: n (n x n pixels) or (H, W)
+
+
+def input_size(resolution: Resolution) -> Size:
+    """(H, W) of an int n (n x n) or a pair; a one-line `ConfigError` (a ValueError) unless both
+    sides are positive ints."""
+    hw: tuple = ()
+    if isinstance(resolution, int):
+        hw = (resolution, resolution)
+    elif isinstance(resolution, (tuple, list)):
+        hw = tuple(resolution)
+    if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hw):
+        raise ConfigError(f"resolution={resolution!r}: expected a positive int n (n x n) or a pair (H, W) "
+                         f"of positive ints")
+    return hw
+
+
+def size_key(resolution: Resolution) -> Resolution:
+    """How a size is reported and keyed: an int for a square (as before), (H, W) otherwise."""
+    return compact_size(input_size(resolution))
+
+
+def in_chans_of(model: nn.Module) -> int:
+    """The input channels of a Twins (`model.cfg`) or of a wrapper of one (`model.backbone.cfg`,
+    e.g. a segmentation model); 3 when neither tells."""
+    for cfg in (getattr(model, "cfg", None), getattr(getattr(model, "backbone", None), "cfg", None)):
+        if isinstance(cfg, ArchConfig):
+            return cfg.in_chans
+    return 3
 
 
 @dataclass
 class LatencyReport:
-    """Timing of one forward pass of `batch` images of `resolution` x `resolution` pixels."""
+    """Timing of one forward pass of `batch` images of `size` = (H, W) pixels. `resolution` is
+    the size as given: an int n for a square n x n input, (H, W) otherwise; `size` is always
+    (H, W). Any output of the forward (logits, a segmentation map) is timed alike."""
 
     median_ms: float
     iqr_ms: float  # inter-quartile range of the timed passes (0 when fewer than 2 passes)
@@ -37,14 +68,29 @@ class LatencyReport:
     threads: int  # torch intra-op threads
     dtype: str
     batch: int
-    resolution: int
+    resolution: Resolution
+    size: Optional[Size] = None  # (H, W); filled from `resolution` when not given
+
+    def __post_init__(self) -> None:
+        self.resolution = size_key(self.resolution)
+        self.size = input_size(self.resolution if self.size is None else self.size)
+
+    @property
+    def size_str(self) -> str:
+        """'512x1024' ('224x224' for a square)."""
+        return format_size(self.size)
 
     @property
     def rel_iqr(self) -> float:
         return self.iqr_ms / self.median_ms if self.median_ms > 0 else float("inf")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON-serialisable data: `resolution` an int (square) or [H, W], `size` [H, W]."""
+        d = asdict(self)
+        d["size"] = list(self.size)
+        if isinstance(self.resolution, tuple):
+            d["resolution"] = list(self.resolution)
+        return d
 
 
 def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
@@ -137,7 +183,7 @@ class Timer:
 
 def measure_latency(
     model_or_cfg: Union[nn.Module, ArchConfig, dict, str],
-    resolution: int,
+    resolution: Resolution,
     batch: int = 1,
     device: Union[str, torch.device] = "auto",
     dtype: str = "fp32",
@@ -148,10 +194,12 @@ def measure_latency(
     budget_s: float = 2.0,
     target_rel_iqr: float = 0.05,
 ) -> LatencyReport:
-    """Median forward latency (ms) and throughput (images/s) of one network.
+    """Median forward latency (ms) and throughput (images/s) of one network on `batch` inputs
+    of `resolution` (an int n: n x n pixels, or (H, W); the input is (batch, C, H, W)).
 
     `model_or_cfg` is a module (moved to `device`, set to eval mode for the measurement and
-    put back in its previous mode) or anything `build_model` takes (built with seed 0).
+    put back in its previous mode; whatever its forward returns, logits or a segmentation map;
+    C is `in_chans` of its `.cfg` or `.backbone.cfg`) or anything `build_model` takes (built with seed 0).
     After `warmup` untimed passes, passes are timed until at least `min_repeats` are done and
     either the relative IQR (IQR / median) is <= `target_rel_iqr` or `budget_s` seconds of
     timing have elapsed; never more than `max_repeats`. `channels_last` defaults to True on
@@ -159,8 +207,9 @@ def measure_latency(
     """
     dev = resolve_device(device)
     resolve_dtype(dtype)
-    if batch < 1 or resolution < 1:
-        raise ValueError(f"batch={batch} and resolution={resolution} must be positive")
+    h, w = input_size(resolution)
+    if batch < 1:
+        raise ValueError(f"batch={batch}: must be a positive int")
     if min_repeats < 1 or max_repeats < min_repeats:
         raise ValueError(f"need 1 <= min_repeats ({min_repeats}) <= max_repeats ({max_repeats})")
     model = _as_model(model_or_cfg)
@@ -169,12 +218,12 @@ def measure_latency(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     was_training = model.training
     model.to(dev, memory_format=fmt).eval()
-    in_chans = getattr(getattr(model, "cfg", None), "in_chans", 3)
+    in_chans = in_chans_of(model)
     timer = Timer(dev)
     times: list[float] = []
     try:
         with torch.inference_mode(), autocast_context(dev, dtype):
-            x = torch.randn(batch, in_chans, resolution, resolution, device=dev).to(memory_format=fmt)
+            x = torch.randn(batch, in_chans, h, w, device=dev).to(memory_format=fmt)
             for _ in range(warmup):
                 model(x)
             timer.sync()
@@ -190,4 +239,4 @@ def measure_latency(
     med, iqr = quantiles(times)
     return LatencyReport(median_ms=med, iqr_ms=iqr, throughput=batch * 1e3 / med, repeats=len(times),
                          device=device_label(dev), threads=torch.get_num_threads(), dtype=dtype,
-                         batch=batch, resolution=resolution)
+                         batch=batch, resolution=size_key((h, w)), size=(h, w))

@@ -34,7 +34,16 @@ import torch.nn as nn
 from ..config import ArchConfig, load_config
 from ..models import build_model
 from ..models.cost_model import analytic_params
-from .latency import _as_model, autocast_context, resolve_device, resolve_dtype
+from .latency import (
+    Resolution,
+    _as_model,
+    autocast_context,
+    in_chans_of,
+    input_size,
+    resolve_device,
+    resolve_dtype,
+    size_key,
+)
 
 MIB = 2 ** 20
 _STATUS = "/proc/self/status"
@@ -86,14 +95,15 @@ class PeakRSS:
             self.mb = max(peak - self.base_kib, 0) / 1024
 
 
-def _forward_input(model: nn.Module, resolution: int, batch: int, device: torch.device) -> torch.Tensor:
-    in_chans = getattr(getattr(model, "cfg", None), "in_chans", 3)
-    return torch.randn(batch, in_chans, resolution, resolution, device=device)
+def _forward_input(model: nn.Module, resolution: Resolution, batch: int, device: torch.device) -> torch.Tensor:
+    """(batch, C, H, W) noise; C from the model's config (or its backbone's), else 3."""
+    return torch.randn(batch, in_chans_of(model), *input_size(resolution), device=device)
 
 
-def cuda_forward_peak_mb(model: nn.Module, resolution: int, batch: int, device: torch.device,
+def cuda_forward_peak_mb(model: nn.Module, resolution: Resolution, batch: int, device: torch.device,
                          dtype: str = "fp32") -> float:
-    """Allocator peak of one forward over what was allocated before it (MiB), on a CUDA device."""
+    """Allocator peak of one forward over what was allocated before it (MiB), on a CUDA device;
+    `resolution` is n (n x n) or (H, W); the forward's output may be anything."""
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
@@ -105,9 +115,10 @@ def cuda_forward_peak_mb(model: nn.Module, resolution: int, batch: int, device: 
     return (torch.cuda.max_memory_allocated(device) - base) / MIB
 
 
-def cpu_forward_peak_mb(model: nn.Module, resolution: int, batch: int, dtype: str = "fp32") -> float:
-    """Peak-RSS increase of one forward in *this* process (MiB). `measure_peak_memory` runs it
-    in a fresh process; call it directly only where this process's history does not matter."""
+def cpu_forward_peak_mb(model: nn.Module, resolution: Resolution, batch: int, dtype: str = "fp32") -> float:
+    """Peak-RSS increase of one forward at `resolution` (n or (H, W)) in *this* process (MiB).
+    `measure_peak_memory` runs it in a fresh process; call it directly only where this
+    process's history does not matter."""
     cpu = torch.device("cpu")
     with PeakRSS() as peak:
         with torch.inference_mode(), autocast_context(cpu, dtype):
@@ -117,10 +128,19 @@ def cpu_forward_peak_mb(model: nn.Module, resolution: int, batch: int, dtype: st
     return peak.mb
 
 
+def _arch_of(model: nn.Module) -> Optional[ArchConfig]:
+    """The config of a Twins (`.cfg`) or of the Twins a wrapper holds (`.backbone.cfg`)."""
+    for cfg in (getattr(model, "cfg", None), getattr(getattr(model, "backbone", None), "cfg", None)):
+        if isinstance(cfg, ArchConfig):
+            return cfg
+    return None
+
+
 def smallest_input(model: nn.Module) -> int:
-    """The smallest input size every stage of a Twins accepts (product of the patch sizes)."""
-    cfg = getattr(model, "cfg", None)
-    return math.prod(s.patch_size for s in cfg.stages) if isinstance(cfg, ArchConfig) else 32
+    """The smallest input size every stage of a Twins (or its backbone) accepts (product of
+    the patch sizes); 32 when the model has no config."""
+    cfg = _arch_of(model)
+    return math.prod(s.patch_size for s in cfg.stages) if cfg is not None else 32
 
 
 def warm_up_cpu(model: nn.Module) -> None:
@@ -151,24 +171,25 @@ def _child_main() -> None:
     model.eval()
     warm_up_cpu(model)
     out = {}
-    for r in sorted(job["resolutions"]):
-        out[str(r)] = cpu_forward_peak_mb(model, r, job["batch"], job["dtype"])
+    for h, w in job["sizes"]:  # smallest first
+        out[f"{h}x{w}"] = cpu_forward_peak_mb(model, (h, w), job["batch"], job["dtype"])
     print(json.dumps(out), flush=True)
 
 
 def measure_peak_memory_many(
     model_or_cfg: Union[nn.Module, ArchConfig, dict, str],
-    resolutions: Iterable[int],
+    resolutions: Iterable[Resolution],
     batch: int = 1,
     device: Union[str, torch.device] = "auto",
     dtype: str = "fp32",
     timeout: Optional[float] = None,
-) -> dict[int, float]:
-    """`measure_peak_memory` at several resolutions: on CPU in *one* fresh process that builds
-    the model once and runs the resolutions in increasing order."""
+) -> dict[Resolution, float]:
+    """`measure_peak_memory` at several resolutions (each n or (H, W)): on CPU in *one* fresh
+    process that builds the model once and runs the sizes in increasing order of pixels. Keyed
+    by an int n for a square input (n, n) and by (H, W) otherwise."""
     dev = resolve_device(device)
     resolve_dtype(dtype)
-    res = sorted({int(r) for r in resolutions})
+    res = sorted({size_key(r) for r in resolutions}, key=lambda r: (math.prod(input_size(r)), input_size(r)))
     if dev.type != "cpu":
         model = _as_model(model_or_cfg).to(dev)
         was_training = model.training
@@ -181,7 +202,7 @@ def measure_peak_memory_many(
             model.train(was_training)
     if not os.path.exists(_STATUS):
         return {r: math.nan for r in res}
-    job = dict(resolutions=res, batch=batch, dtype=dtype, threads=torch.get_num_threads())
+    job = dict(sizes=[input_size(r) for r in res], batch=batch, dtype=dtype, threads=torch.get_num_threads())
     cfg = model_or_cfg
     if isinstance(cfg, nn.Module) and isinstance(getattr(cfg, "cfg", None), ArchConfig):
         cfg = cfg.cfg  # a Twins: weight values do not change the memory
@@ -194,23 +215,24 @@ def measure_peak_memory_many(
         if not isinstance(cfg, ArchConfig):
             cfg = ArchConfig.from_dict(cfg) if isinstance(cfg, dict) else load_config(cfg)
         out = _run_child(dict(job, config=cfg.to_dict()), timeout)
-    return {int(k): float(v) for k, v in out.items()}
+    return {size_key(tuple(int(v) for v in k.split("x"))): float(mb) for k, mb in out.items()}
 
 
 def measure_peak_memory(
     model_or_cfg: Union[nn.Module, ArchConfig, dict, str],
-    resolution: int,
+    resolution: Resolution,
     batch: int = 1,
     device: Union[str, torch.device] = "auto",
     dtype: str = "fp32",
 ) -> float:
-    """Peak memory (MiB) one inference forward needs beyond the model's weights: CUDA
-    allocator peak on a GPU, peak-RSS increase of a fresh process on CPU (see module doc)."""
-    return measure_peak_memory_many(model_or_cfg, [resolution], batch, device, dtype)[resolution]
+    """Peak memory (MiB) one inference forward at `resolution` (n or (H, W)) needs beyond the
+    model's weights: CUDA allocator peak on a GPU, peak-RSS increase of a fresh process on CPU
+    (see module doc)."""
+    return measure_peak_memory_many(model_or_cfg, [resolution], batch, device, dtype)[size_key(resolution)]
 
 
 # ---- closed-form bound, before anything is built ------------------------------------------------
-def min_forward_bytes(cfg: ArchConfig, resolution: Union[int, tuple], batch: int, bytes_per_value: int = 4) -> int:
+def min_forward_bytes(cfg: ArchConfig, resolution: Resolution, batch: int, bytes_per_value: int = 4) -> int:
     """A lower bound of the memory one inference forward at `batch` needs, weights included,
     from the config alone: the weights, the input image, and, for the largest block, the two
     tensors that must coexist whatever the kernels do: the block's input (kept for the

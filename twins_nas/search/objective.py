@@ -2,17 +2,18 @@
 
 Metrics (names as in the space file; see `twins_nas.search.metrics`):
 
-* ``params_m`` (parameters, millions) and ``gmacs`` (analytic GMACs at the space's
-  resolution, attention matmuls included): closed form, always computed (microseconds);
+* ``params_m`` (parameters, millions) and ``gmacs`` (analytic GMACs at the measured size
+  `SearchSpace.measure_size`: ``measure.size``, default the space's resolution, H x W;
+  attention matmuls included): closed form, always computed (microseconds);
 * ``throughput`` (images/s) and ``latency_ms`` (median forward pass of a batch): the
-  full-size model built and timed at the space's resolution, ``measure.batch_size``,
+  full-size model built and timed at the measured size, ``measure.batch_size``,
   ``measure.dtype`` and the search device; measured when an objective or constraint names
   either;
-* ``peak_mem_mb``: peak inference memory beyond the weights (costly on CPU: a fresh
-  process); measured only when named;
+* ``peak_mem_mb``: peak inference memory beyond the weights at the measured size (costly on
+  CPU: a fresh process); measured only when named;
 * ``naswot`` / ``synflow``: training-free scores of the full-size network built with the
   study seed (`twins_nas.search.zero_cost`; NASWOT on `zero_cost.NASWOT_BATCH` proxy images
-  resized to the space's resolution, the same images for every trial); computed only when
+  resized to the space's resolution H x W, the same images for every trial); computed only when
   named, after the timed ones and before training, so a constraint on them is a pre-filter
   that skips the training of a hopeless config;
 * ``accuracy``: validation top-1 of the proxy training (`train_proxy`); measured only when
@@ -53,8 +54,9 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 import optuna
 import torch
+import torch.nn.functional as F
 
-from ..config import ArchConfig
+from ..config import ArchConfig, Size, format_size
 from ..models.cost_model import analytic_gmacs, analytic_params
 from ..models.twins import Twins
 from ..profile.latency import LatencyReport, measure_latency
@@ -85,8 +87,9 @@ def needs_proxy_data(space: SearchSpace) -> bool:
     return bool(needed_metrics(space) & set(DATA_METRICS))
 
 
-def cheap_metrics(cfg: ArchConfig, resolution: int) -> dict[str, float]:
-    """The closed-form metrics: parameters (count and millions) and GMACs."""
+def cheap_metrics(cfg: ArchConfig, resolution: Union[int, Size]) -> dict[str, float]:
+    """The closed-form metrics: parameters (count and millions) and GMACs at `resolution`
+    (n or (H, W))."""
     params = analytic_params(cfg)
     return {"params": int(params), "params_m": params / 1e6, "gmacs": analytic_gmacs(cfg, resolution)}
 
@@ -139,20 +142,32 @@ def timing_model(cfg: ArchConfig) -> torch.nn.Module:
 def time_model(model_or_cfg: Union[ArchConfig, torch.nn.Module], space: SearchSpace, device: str,
                budget: MeasureBudget) -> LatencyReport:
     """Time the full-size network (a config is built with `timing_model`) at the space's
-    resolution, `measure.batch_size` and `measure.dtype` on `device`, within `budget`."""
+    `measure_size` (H x W), `measure.batch_size` and `measure.dtype` on `device`, within `budget`."""
     model = timing_model(model_or_cfg) if isinstance(model_or_cfg, ArchConfig) else model_or_cfg
-    return measure_latency(model, space.resolution, space.measure.batch_size, device=device,
+    return measure_latency(model, space.measure_size, space.measure.batch_size, device=device,
                            dtype=space.measure.dtype, warmup=budget.warmup, min_repeats=budget.min_repeats,
                            max_repeats=budget.max_repeats, budget_s=budget.budget_s)
 
 
-def check_fits(cfg: ArchConfig, resolution: int, batch: int, device: str) -> None:
+def check_fits(cfg: ArchConfig, resolution: Union[int, Size], batch: int, device: str) -> None:
     """MemoryError (the trial fails as "out of memory") before a model is built whose forward
-    cannot fit: the closed-form lower bound of its memory exceeds what `device` has free."""
+    at `resolution` (n or (H, W)) cannot fit: the closed-form lower bound of its memory
+    exceeds what `device` has free."""
     need, free = min_forward_bytes(cfg, resolution, batch), available_bytes(device)
     if free is not None and need > free:
-        raise MemoryError(f"needs at least {need / 2 ** 30:.2f} GiB at {resolution} px, batch {batch} "
+        raise MemoryError(f"needs at least {need / 2 ** 30:.2f} GiB at {format_size(resolution)} px, batch {batch} "
                           f"(closed form), {free / 2 ** 30:.2f} GiB free on {device}")
+
+
+def scoring_batch_at(data: ProxyData, size: Size, in_chans: int) -> torch.Tensor:
+    """The zero-cost minibatch (`zero_cost.scoring_batch`) at input `size` (H, W): resized to
+    H x W as the square one is to n x n."""
+    h, w = size
+    if h == w:
+        return scoring_batch(data, NASWOT_BATCH, h, in_chans)
+    native = data.train_x.shape[-1]  # taken as it is, then resized once to H x W
+    batch = scoring_batch(data, NASWOT_BATCH, native, in_chans)
+    return F.interpolate(batch, size=(h, w), mode="bilinear", align_corners=False, antialias=True).contiguous()
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -187,7 +202,7 @@ class Evaluator:
         """The minibatch of the zero-cost scores (the same for every trial; made once), or
         None when no named score reads images."""
         if self._images is None and self.data is not None and set(self.zero_cost) & set(DATA_METRICS):
-            self._images = scoring_batch(self.data, NASWOT_BATCH, self.space.resolution, self.space.in_chans)
+            self._images = scoring_batch_at(self.data, self.space.input_size, self.space.in_chans)
         return self._images
 
     # ---- the stages ------------------------------------------------------------------------
@@ -257,7 +272,7 @@ class Evaluator:
         trial.set_user_attr("config", cfg.to_dict())
 
         t = time.perf_counter()
-        metrics: dict[str, Any] = cheap_metrics(cfg, space.resolution)
+        metrics: dict[str, Any] = cheap_metrics(cfg, space.measure_size)
         sec["profile"] += time.perf_counter() - t
         trial.set_user_attr("metrics", metrics)
 
@@ -265,7 +280,7 @@ class Evaluator:
         model = None
         try:
             if not broken and self.needed & set(TIMED_METRICS + MEMORY_METRICS):
-                check_fits(cfg, space.resolution, space.measure.batch_size, self.device)
+                check_fits(cfg, space.measure_size, space.measure.batch_size, self.device)
                 t = time.perf_counter()
                 model = timing_model(cfg)
                 sec["build"] += time.perf_counter() - t
@@ -280,7 +295,7 @@ class Evaluator:
                 if not broken and "peak_mem_mb" in self.needed:
                     t = time.perf_counter()
                     metrics["peak_mem_mb"] = float(measure_peak_memory(
-                        model, space.resolution, space.measure.batch_size, device=self.device,
+                        model, space.measure_size, space.measure.batch_size, device=self.device,
                         dtype=space.measure.dtype))
                     sec["profile"] += time.perf_counter() - t
                     trial.set_user_attr("metrics", metrics)
@@ -312,7 +327,7 @@ class Evaluator:
             accs: list[float] = []
             try:
                 res = train_proxy(cfg, space.proxy, self.data, seed=seed, device=self.device,
-                                  resolution=space.resolution, choices=space.geometry_choices(),
+                                  resolution=space.input_size, choices=space.geometry_choices(),
                                   on_epoch=self._on_epoch(trial, accs))
             finally:
                 save_seconds()

@@ -1,14 +1,17 @@
 """The proxy copy of a full-size architecture: what the accuracy objective trains.
 
-`proxy_arch(cfg, proxy, num_classes, in_chans, resolution, choices)` keeps:
+`proxy_arch(cfg, proxy, num_classes, in_chans, resolution, choices)` (`resolution`: the
+full-size input, n or (H, W)) keeps:
 
 * the number of stages, every stage's depth, L/G pattern, MLP ratio and sub-sampling function;
 * the attention geometry (``proxy.geometry: faithful``, the default): the proxy input
   (``proxy.resolution``, stage-1 patch ``proxy.patch_size``; later stages keep their patch
   sizes) gives smaller maps, and every LSA window side and GSA ratio k is scaled by
-  proxy map / full-size map, so that a stage keeps its number of windows per side and of GSA
-  keys per side. Twins-SVT-S at 224 px (maps 56/28/14/7, windows 7x7: 8/4/2/1 windows per
-  side; k = 8/4/2/1: 7 keys per side) becomes, at 32 px with a stage-1 patch of 2 (maps
+  proxy map / full-size map, per axis (rows by the map heights, columns by the widths: a
+  square proxy of a 512x1024 full-size input scales columns half as much as rows), so that a
+  stage keeps its number of windows per side and of GSA keys per side, along each axis.
+  Twins-SVT-S at 224 px (maps 56/28/14/7, windows 7x7: 8/4/2/1 windows per side; k =
+  8/4/2/1: 7 keys per side) becomes, at 32 px with a stage-1 patch of 2 (maps
   16/8/4/2), windows 2x2 (8/4/2/1 per side) and k = 2/2/2/1 (8/4/2/2 keys per side: a block
   that sub-samples keeps sub-sampling, so k > 1 stays >= 2, and k = 1 stays global);
 * distinct choices stay distinct: given the space's choices of a stage (`choices`), the scaled
@@ -29,9 +32,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
-from ..config import ArchConfig, ConfigError
+from ..config import ArchConfig, ConfigError, Size
 from .settings import ProxySettings
 
 
@@ -106,11 +109,12 @@ def proxy_patch_sizes(cfg: ArchConfig, proxy: ProxySettings) -> list[int]:
 
 
 def proxy_arch(cfg: ArchConfig, proxy: ProxySettings, num_classes: int, in_chans: int,
-               resolution: Optional[int] = None,
+               resolution: Optional[Union[int, Size]] = None,
                choices: Optional[Sequence[StageChoices]] = None) -> ArchConfig:
-    """The proxy copy of the full-size `cfg` measured at `resolution` px (the space's; needed
-    by the faithful geometry) given the space's geometry `choices` per stage (None: the
-    config's own values only). See the module docstring for the rules."""
+    """The proxy copy of the full-size `cfg` at input `resolution` (n or (H, W): the space's;
+    needed by the faithful geometry, which scales rows and columns each by its own axis)
+    given the space's geometry `choices` per stage (None: the config's own values only). See
+    the module docstring for the rules."""
     patches = proxy_patch_sizes(cfg, proxy)
     faithful = proxy.geometry == "faithful"
     if faithful and resolution is None:
@@ -149,9 +153,10 @@ def keys_per_side(side: int, k: int) -> int:
     return -(-side // k)
 
 
-def geometry_rows(cfg: ArchConfig, resolution: int) -> list[dict]:
-    """Per stage, what makes its attention local or global: map, window, windows per side,
-    k, GSA keys per side, width (plain data for `twins-nas show --proxy`)."""
+def geometry_rows(cfg: ArchConfig, resolution: Union[int, Size]) -> list[dict]:
+    """Per stage at input `resolution` (n or (H, W)), what makes its attention local or
+    global: map, window, windows per side, k, GSA keys per side, width (plain data for
+    `twins-nas show --proxy`)."""
     rows = []
     for s, (h, w) in zip(cfg.stages, cfg.stage_sizes(resolution)):
         kinds = s.block_types
@@ -167,7 +172,7 @@ def geometry_rows(cfg: ArchConfig, resolution: int) -> list[dict]:
 
 def proxy_of(cfg: ArchConfig, space) -> ArchConfig:
     """The proxy network a search over `space` (a `SearchSpace`) trains for the full-size
-    `cfg`: the space's proxy settings, resolution and geometry choices, the data set's classes."""
+    `cfg`: the space's proxy settings, input size (H, W) and geometry choices, the data set's classes."""
     from .data import dataset_shape
     num_classes, in_chans = dataset_shape(space.proxy)
-    return proxy_arch(cfg, space.proxy, num_classes, in_chans, space.resolution, space.geometry_choices())
+    return proxy_arch(cfg, space.proxy, num_classes, in_chans, space.input_size, space.geometry_choices())

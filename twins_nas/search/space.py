@@ -14,6 +14,12 @@ Parameter names are `s{i}.{field}` (e.g. `s0.depth`, `s2.window`) and `subsample
 model-wide sub-sampling function; pairs are encoded as strings (`'7x14'`) so that every
 categorical choice is a JSON primitive, and decoded by `config_from_params`.
 
+The top-level ``resolution`` is the input size of the full-size model: one number for a square
+(``224``), ``'512x1024'`` or ``[512, 1024]`` for H x W. A square one is stored (and dumped) as
+the int it always was, so a square space hashes as before; a non-square one is dumped as
+``[H, W]``. `SearchSpace.input_size` is it as (H, W); `SearchSpace.measure_size` is where the
+full-size model is timed and its GMACs counted (``measure.size``, default the resolution).
+
 Every error is a one-line `ConfigError` naming the file, the key path, the bad value and
 what would be valid, e.g. ``x.yaml: stages[1].pattern='LXG': letters must be L or G``.
 
@@ -46,7 +52,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..config import MIN_RESOLUTION, SUBSAMPLE_CHOICES, ArchConfig, ConfigError, block_types
+from ..config import SUBSAMPLE_CHOICES, ArchConfig, CompactSizeField, ConfigError, Size, block_types
 from ..errors import loc_str, one_line
 from ..numbers import Number
 from .metrics import CURRENT_TO_LEGACY, LEGACY_NAMES, METRICS, Metric, canonical_metric
@@ -232,7 +238,8 @@ class SearchSpace(_Strict):
 
     name: str
     description: str = ""
-    resolution: StrictInt = Field(ge=MIN_RESOLUTION, description="input size at which the full-size model is measured")
+    resolution: CompactSizeField = Field(
+        description="input size of the full-size model: n (n x n), 'HxW' or [H, W]; stored as n when square")
     num_classes: StrictInt = Field(default=1000, ge=0, description="classifier size of the measured model")
     in_chans: StrictInt = Field(default=3, ge=1)
     stages: list[StageSpace] = Field(min_length=1)
@@ -273,9 +280,10 @@ class SearchSpace(_Strict):
             problems.append("objectives: give at least one, e.g. {accuracy: maximize, throughput: maximize}")
         if not problems:
             shrink = math.prod(max(st.patch_size) for st in self.stages)
-            if self.resolution // shrink < 1:
-                problems.append(f"resolution={self.resolution}: too small for the largest patch sizes "
-                                f"(stages[*].patch_size multiply to {shrink}); a feature map would be empty")
+            for name, size in (("resolution", self.resolution), ("measure.size", self.measure.size)):
+                if size is not None and min(_size(size)) // shrink < 1:
+                    problems.append(f"{name}={_fmt(size)}: too small for the largest patch sizes "
+                                    f"(stages[*].patch_size multiply to {shrink}); a feature map would be empty")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -291,6 +299,18 @@ class SearchSpace(_Strict):
                                     k_rows=tuple(sorted({k[0] for k in st.sr_ratio})),
                                     k_cols=tuple(sorted({k[1] for k in st.sr_ratio}))))
         return out
+
+    # ---- input sizes ---------------------------------------------------------------------
+    @property
+    def input_size(self) -> Size:
+        """`resolution` as (H, W) (`size()` counts the networks of the space)."""
+        return _size(self.resolution)
+
+    @property
+    def measure_size(self) -> Size:
+        """(H, W) at which the full-size model is timed, its memory measured and its GMACs
+        counted: ``measure.size``, or the space's resolution when unset."""
+        return tuple(self.measure.size) if self.measure.size is not None else self.input_size
 
     # ---- identity ------------------------------------------------------------------------
     @property
@@ -458,6 +478,11 @@ class SearchSpace(_Strict):
             total += math.prod(with_s) - math.prod(
                 len(f) if st.subsample is None else len(keys) for f, keys, st in zip(free, per_stage, self.stages))
         return total
+
+
+def _size(size) -> Size:
+    """(H, W) of a stored size: n -> (n, n)."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def _digest(d: dict) -> str:
