@@ -173,9 +173,9 @@ def _add(*parts: Dict[str, int]) -> Dict[str, int]:
     return out
 
 
-def analytic_flops(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> FlopReport:
-    """Multiply-adds of `cfg` on a (batch, in_chans, H, W) input, in fvcore's convention.
-    `resolution` is an int (square) or (H, W). Raises ConfigError when it is too small."""
+def backbone_parts(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> List[Dict[str, int]]:
+    """{category: MACs} of every module up to `forward_features` (patch embeddings, blocks,
+    PEGs), in order; `head_flops` adds the classifier's part."""
     in_size = _pair(resolution)
     sizes = cfg.stage_sizes(in_size)
     parts = []
@@ -186,8 +186,14 @@ def analytic_flops(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> F
         if cfg.peg:
             parts.append(peg_flops(batch, size, stage))
         c_in = stage.embed_dim
-    parts.append(head_flops(batch, sizes[-1], cfg))
-    return FlopReport.from_categories(_add(*parts))
+    return parts
+
+
+def analytic_flops(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> FlopReport:
+    """Multiply-adds of `cfg` on a (batch, in_chans, H, W) input, in fvcore's convention.
+    `resolution` is an int (square) or (H, W). Raises ConfigError when it is too small."""
+    last = cfg.stage_sizes(_pair(resolution))[-1]
+    return FlopReport.from_categories(_add(*backbone_parts(cfg, resolution, batch), head_flops(batch, last, cfg)))
 
 
 def analytic_gmacs(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> float:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
 from ..config import ArchConfig
-from .cost_model import FlopReport, Resolution, _add, _pair, analytic_params, block_flops, patch_embed_flops, peg_flops
+from .cost_model import FlopReport, Resolution, _add, _pair, analytic_params, backbone_parts
 from .head_config import HeadConfig, head_lengths, stage_strides
 
 Size = Tuple[int, int]
@@ -95,16 +95,7 @@ class DenseFlopReport:
 def backbone_flops(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> FlopReport:
     """The Twins of `TwinsSegmentation` up to `forward_features`: patch embeddings, blocks and
     PEGs (`cost_model`'s functions), without the final norm and the classifier."""
-    in_size = _pair(resolution)
-    sizes = cfg.stage_sizes(in_size)
-    parts, c_in = [], cfg.in_chans
-    for stage, size, prev in zip(cfg.stages, sizes, [in_size] + sizes[:-1]):
-        parts.append(patch_embed_flops(batch, prev, c_in, stage))
-        parts.extend(block_flops(batch, size, stage, kind) for kind in stage.block_types)
-        if cfg.peg:
-            parts.append(peg_flops(batch, size, stage))
-        c_in = stage.embed_dim
-    return FlopReport.from_categories(_add(*parts))
+    return FlopReport.from_categories(_add(*backbone_parts(cfg, resolution, batch)))
 
 
 def fpn_flops(B: int, sizes: List[Size], in_channels: List[int], C: int) -> Dict[str, int]:
