@@ -34,7 +34,7 @@ from twins_nas.hardware import cpu_model
 from twins_nas.models import build_model
 from twins_nas.search.data import load_proxy_data
 from twins_nas.search.metrics import trial_metrics
-from twins_nas.search.objective import cheap_metrics, constraint_values
+from twins_nas.search.objective import constraint_values, measured_metrics
 from twins_nas.search.space import SearchSpace, load_space
 from twins_nas.search.zero_cost import (
     NASWOT_BATCH,
@@ -47,7 +47,7 @@ from twins_nas.search.zero_cost import (
 
 
 def feasible(space: SearchSpace, cfg: ArchConfig) -> bool:
-    return all(v <= 0 for v in constraint_values(cheap_metrics(cfg, space.resolution), space.constraints).values())
+    return all(v <= 0 for v in constraint_values(measured_metrics(cfg, space), space.constraints).values())
 
 
 def archs(space: SearchSpace, n: int, seed: int) -> list[tuple[str, ArchConfig]]:
@@ -58,7 +58,7 @@ def archs(space: SearchSpace, n: int, seed: int) -> list[tuple[str, ArchConfig]]
         if feasible(space, cfg):
             drawn.append(cfg)
     extra = [space.random_config(rng) for _ in range(400)]
-    largest = max((c for c in extra if feasible(space, c)), key=lambda c: cheap_metrics(c, space.resolution)["gmacs"])
+    largest = max((c for c in extra if feasible(space, c)), key=lambda c: measured_metrics(c, space)["gmacs"])
     svt_s = ArchConfig.preset("twins-svt-s").replace(num_classes=space.num_classes, in_chans=space.in_chans)
     return [(f"draw {i}", c) for i, c in enumerate(drawn)] + [("twins-svt-s", svt_s), ("most GMACs", largest)]
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         runs = [time_scores(space, cfg, images) for _ in range(args.repeats)]
         tb, tn, ts, tt = (statistics.median(r[i] for r in runs) for i in range(4))
         nw, sf = runs[0][4:]
-        m = cheap_metrics(cfg, space.resolution)
+        m = measured_metrics(cfg, space)
         rows.append((tb, tn, ts, tt))
         print(f"{label:>12} {m['params_m']:8.1f} {m['gmacs']:6.2f} {tb:7.2f} {tn:8.2f} {ts:9.2f} {tt:7.2f} "
               f"{nw:8.1f} {sf:8.2f}", flush=True)

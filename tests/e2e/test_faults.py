@@ -146,7 +146,7 @@ def test_out_of_memory_fails_the_trial_and_the_study_goes_on(tmp_path, monkeypat
 
 def test_a_config_that_cannot_fit_is_rejected_before_it_is_built(tmp_path, monkeypatch):
     built = []
-    monkeypatch.setattr(objective_mod, "timing_model", lambda cfg: built.append(cfg))
+    monkeypatch.setattr(objective_mod, "timing_model", lambda cfg, head=None: built.append(cfg))
     space = tmp_path / "tiny.yaml"
     space.write_text(TINY_SPACE)
     out = tmp_path / "out"

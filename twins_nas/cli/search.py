@@ -9,11 +9,11 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from ..config import ConfigError
+from ..config import ConfigError, format_size
 from ..search.data import load_proxy_data
 from ..search.export import export_study
 from ..search.metrics import CHEAP_METRICS, METRICS
-from ..search.objective import cheap_metrics, constraint_values, needs_proxy_data
+from ..search.objective import constraint_values, measured_metrics, needs_proxy_data
 from ..search.pareto import parse_pick
 from ..search.search_settings import SearchSettings
 from ..search.settings import MeasureBudget
@@ -39,14 +39,16 @@ def _dry_run(space: SearchSpace, settings: SearchSettings, spec: str) -> None:
                                                          f"<= {b.max:g}" if b.max is not None else "") if x)
                       for m, b in space.constraints.items()) if space.constraints else "; no constraints"))
     p = space.proxy
-    console.print(f"measured at {space.resolution} px, batch {space.measure.batch_size}, {space.measure.dtype}, "
+    head = f" with a {space.measure.head} head ({space.measure.num_classes} classes)" if space.measure.head else ""
+    console.print(f"measured at {format_size(space.measure_size)} px{head}, batch {space.measure.batch_size}, "
+                  f"{space.measure.dtype}, "
                   f"device {settings.device}; proxy: {p.dataset} {p.train_samples}/{p.val_samples} images at "
                   f"{p.resolution} px, {p.epochs} epoch(s), width x{p.width_mult:g}")
     cheap = set(space.constraints) <= set(CHEAP_METRICS)
     rng = random.Random(settings.seed)
     n, ok = 400, 0
     for _ in range(n):
-        m = cheap_metrics(space.random_config(rng), space.resolution)
+        m = measured_metrics(space.random_config(rng), space)
         ok += all(v <= 0 for v in constraint_values(m, space.constraints).values())
     if space.constraints:
         console.print(f"closed-form constraints hold for {100 * ok / n:.0f}% of {n} random configs"
@@ -54,7 +56,7 @@ def _dry_run(space: SearchSpace, settings: SearchSettings, spec: str) -> None:
     rng = random.Random(settings.seed)
     for i in range(3):
         cfg = space.random_config(rng)
-        m = cheap_metrics(cfg, space.resolution)
+        m = measured_metrics(cfg, space)
         viol = {k: v for k, v in constraint_values(m, space.constraints).items() if v > 0}
         t = Table(title=f"sampled config {i + 1} (seed {settings.seed}): {m['params_m']:.2f} M params, "
                         f"{m['gmacs']:.3f} GMACs, " + ("feasible" if not viol else "breaks " + ", ".join(viol)),

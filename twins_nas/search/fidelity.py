@@ -35,7 +35,7 @@ from scipy import stats
 from ..atomic import OutputError, atomic_path, ensure_dir, write_text
 from ..config import ArchConfig, ConfigError
 from .data import load_proxy_data
-from .objective import cheap_metrics, constraint_values
+from .objective import constraint_values, measured_metrics
 from .proxy_train import train_proxy
 from .rungs import rung_settings
 from .settings import ProxySettings
@@ -79,7 +79,7 @@ def default_scorer(space: SearchSpace) -> str:
 
 def _feasible(space: SearchSpace, cfg: ArchConfig) -> bool:
     cheap = {k: v for k, v in space.constraints.items() if k in ("params_m", "gmacs")}
-    return all(v <= 0 for v in constraint_values(cheap_metrics(cfg, space.resolution), cheap).values())
+    return all(v <= 0 for v in constraint_values(measured_metrics(cfg, space), cheap).values())
 
 
 def attention_geometry(cfg: ArchConfig, resolution: int) -> tuple:
@@ -122,7 +122,7 @@ def _variants(space: SearchSpace, cfg: ArchConfig, field: str, stage: int) -> li
         except ConfigError:
             continue
         if (space.contains(other) and _feasible(space, other)
-                and attention_geometry(other, space.resolution) != attention_geometry(cfg, space.resolution)):
+                and attention_geometry(other, space.input_size) != attention_geometry(cfg, space.input_size)):
             out.append((other, c))
     return out
 
@@ -220,16 +220,16 @@ class _Scorer:
     def __call__(self, cfg: ArchConfig, job: Job) -> float:
         sp = self.space
         if job.scorer in CHEAP_SCORERS:
-            m = cheap_metrics(cfg, sp.resolution)
+            m = measured_metrics(cfg, sp)
             return m["params_m"] if job.scorer == "params" else m["gmacs"]
         if job.scorer in SCORES:
             if self._images is None:
                 data = load_proxy_data(sp.proxy, seed=self.seed)
-                self._images = scoring_batch(data, NASWOT_BATCH, sp.resolution, sp.in_chans)
-            return zero_cost_scores(cfg, [job.scorer], self._images, sp.resolution, seed=self.seed)[job.scorer]
+                self._images = scoring_batch(data, NASWOT_BATCH, sp.input_size, sp.in_chans)
+            return zero_cost_scores(cfg, [job.scorer], self._images, sp.input_size, seed=self.seed)[job.scorer]
         settings = self.settings_of(job.scorer)
         data = load_proxy_data(settings, seed=self.seed)
-        res = train_proxy(cfg, settings, data, seed=self.seed * 1000 + job.seed, resolution=sp.resolution,
+        res = train_proxy(cfg, settings, data, seed=self.seed * 1000 + job.seed, resolution=sp.input_size,
                           choices=self.choices, every_epoch=False)
         return float(res.accuracy)
 
@@ -343,8 +343,8 @@ def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default:
     random_ids = [a["id"] for a in plan["archs"] if a["kind"] == "random"]
     configs = {a["id"]: ArchConfig.from_dict(a["config"]) for a in plan["archs"] if a["kind"] == "pair"}
     identical = {p["id"] for p in plan["pairs"]  # drawn before the draw skipped them: not counted
-                 if attention_geometry(configs[p["a"]], space.resolution)
-                 == attention_geometry(configs[p["b"]], space.resolution)}
+                 if attention_geometry(configs[p["a"]], space.input_size)
+                 == attention_geometry(configs[p["b"]], space.input_size)}
     rng = np.random.default_rng(0)
     out_scorers = {}
     for s in scorers:

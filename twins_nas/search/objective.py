@@ -54,13 +54,14 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 import optuna
 import torch
-import torch.nn.functional as F
 
 from ..config import ArchConfig, Size, format_size
+from ..models import HeadConfig
 from ..models.cost_model import analytic_gmacs, analytic_params
-from ..models.twins import Twins
+from ..models.head_cost import analytic_dense_flops, analytic_dense_params
 from ..profile.latency import LatencyReport, measure_latency
 from ..profile.memory import available_bytes, measure_peak_memory, min_forward_bytes
+from ..profile.stage_time import timing_model
 from .data import ProxyData
 from .metrics import CHEAP_METRICS, DATA_METRICS, MEMORY_METRICS, TIMED_METRICS, ZERO_COST_METRICS, trial_metrics
 from .proxy_train import train_proxy
@@ -87,11 +88,19 @@ def needs_proxy_data(space: SearchSpace) -> bool:
     return bool(needed_metrics(space) & set(DATA_METRICS))
 
 
-def cheap_metrics(cfg: ArchConfig, resolution: Union[int, Size]) -> dict[str, float]:
+def cheap_metrics(cfg: ArchConfig, resolution: Union[int, Size], head: Optional[HeadConfig] = None) -> dict[str, float]:
     """The closed-form metrics: parameters (count and millions) and GMACs at `resolution`
-    (n or (H, W))."""
-    params = analytic_params(cfg)
-    return {"params": int(params), "params_m": params / 1e6, "gmacs": analytic_gmacs(cfg, resolution)}
+    (n or (H, W)); with a dense `head`, of the whole dense model (backbone, neck and head)."""
+    if head is None:
+        params, gmacs = analytic_params(cfg), analytic_gmacs(cfg, resolution)
+    else:
+        params, gmacs = analytic_dense_params(cfg, head)["total"], analytic_dense_flops(cfg, head, resolution).gmacs
+    return {"params": int(params), "params_m": params / 1e6, "gmacs": gmacs}
+
+
+def measured_metrics(cfg: ArchConfig, space: SearchSpace) -> dict[str, float]:
+    """`cheap_metrics` of the model a space measures: at `measure_size`, with `measure.head`."""
+    return cheap_metrics(cfg, space.measure_size, space.measure.head_config)
 
 
 def _bounds(constraints: dict[str, Bound], names: Optional[Mapping[str, str]] = None):
@@ -124,26 +133,13 @@ def constraint_values(metrics: dict[str, float], constraints: dict[str, Bound],
     return out
 
 
-def timing_model(cfg: ArchConfig) -> torch.nn.Module:
-    """The full-size network for timing only: built on the meta device (no truncated-normal
-    initialisation, which costs seconds for the large models on a CPU), then given real CPU
-    storage filled with small uniform noise, which runs exactly the same kernels at the same
-    speed (no zeros or denormals). Never train or evaluate this model."""
-    with torch.device("meta"):
-        model = Twins(cfg)
-    model = model.to_empty(device="cpu")
-    with torch.no_grad():
-        for t in list(model.parameters()) + list(model.buffers()):
-            if t.is_floating_point():
-                t.uniform_(-0.02, 0.02)
-    return model
-
-
 def time_model(model_or_cfg: Union[ArchConfig, torch.nn.Module], space: SearchSpace, device: str,
                budget: MeasureBudget) -> LatencyReport:
-    """Time the full-size network (a config is built with `timing_model`) at the space's
-    `measure_size` (H x W), `measure.batch_size` and `measure.dtype` on `device`, within `budget`."""
-    model = timing_model(model_or_cfg) if isinstance(model_or_cfg, ArchConfig) else model_or_cfg
+    """Time the full-size network (a config is built with `timing_model`, with the space's
+    `measure.head`) at the space's `measure_size` (H x W), `measure.batch_size` and
+    `measure.dtype` on `device`, within `budget`."""
+    model = (timing_model(model_or_cfg, space.measure.head_config) if isinstance(model_or_cfg, ArchConfig)
+             else model_or_cfg)
     return measure_latency(model, space.measure_size, space.measure.batch_size, device=device,
                            dtype=space.measure.dtype, warmup=budget.warmup, min_repeats=budget.min_repeats,
                            max_repeats=budget.max_repeats, budget_s=budget.budget_s)
@@ -157,17 +153,6 @@ def check_fits(cfg: ArchConfig, resolution: Union[int, Size], batch: int, device
     if free is not None and need > free:
         raise MemoryError(f"needs at least {need / 2 ** 30:.2f} GiB at {format_size(resolution)} px, batch {batch} "
                           f"(closed form), {free / 2 ** 30:.2f} GiB free on {device}")
-
-
-def scoring_batch_at(data: ProxyData, size: Size, in_chans: int) -> torch.Tensor:
-    """The zero-cost minibatch (`zero_cost.scoring_batch`) at input `size` (H, W): resized to
-    H x W as the square one is to n x n."""
-    h, w = size
-    if h == w:
-        return scoring_batch(data, NASWOT_BATCH, h, in_chans)
-    native = data.train_x.shape[-1]  # taken as it is, then resized once to H x W
-    batch = scoring_batch(data, NASWOT_BATCH, native, in_chans)
-    return F.interpolate(batch, size=(h, w), mode="bilinear", align_corners=False, antialias=True).contiguous()
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -202,7 +187,7 @@ class Evaluator:
         """The minibatch of the zero-cost scores (the same for every trial; made once), or
         None when no named score reads images."""
         if self._images is None and self.data is not None and set(self.zero_cost) & set(DATA_METRICS):
-            self._images = scoring_batch_at(self.data, self.space.input_size, self.space.in_chans)
+            self._images = scoring_batch(self.data, NASWOT_BATCH, self.space.input_size, self.space.in_chans)
         return self._images
 
     # ---- the stages ------------------------------------------------------------------------
@@ -272,7 +257,7 @@ class Evaluator:
         trial.set_user_attr("config", cfg.to_dict())
 
         t = time.perf_counter()
-        metrics: dict[str, Any] = cheap_metrics(cfg, space.measure_size)
+        metrics: dict[str, Any] = measured_metrics(cfg, space)
         sec["profile"] += time.perf_counter() - t
         trial.set_user_attr("metrics", metrics)
 
@@ -282,7 +267,7 @@ class Evaluator:
             if not broken and self.needed & set(TIMED_METRICS + MEMORY_METRICS):
                 check_fits(cfg, space.measure_size, space.measure.batch_size, self.device)
                 t = time.perf_counter()
-                model = timing_model(cfg)
+                model = timing_model(cfg, space.measure.head_config)
                 sec["build"] += time.perf_counter() - t
                 if self.needed & set(TIMED_METRICS):
                     t = time.perf_counter()

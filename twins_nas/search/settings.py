@@ -11,12 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, m
 
 from ..config import SizeField
 from ..hardware import DEVICE_NAMES, DTYPE_NAMES, check_device_name, check_dtype_name
+from ..models.head_config import HEADS, HeadConfig
 from ..numbers import Number
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH")
 DATASET_CLASSES = {"fashion-mnist": 10, "cifar10": 10, "cifar100": 100}  # an image folder: its subfolders
-HEADS = ("semantic-fpn",)  # dense-prediction heads the full-size model can be measured with
-HEAD_CLASSES = 150  # classes of a measured head when `num_classes` is not given (ADE20K's)
+HEAD_CLASSES = HeadConfig.model_fields["num_classes"].default  # a measured head's classes when not given (ADE20K's)
 _OPTIONAL = ("head", "num_classes", "size")  # left out of a dump while unset (see `_dump`)
 
 
@@ -61,6 +61,11 @@ class MeasureSettings(BaseModel):
         if self.head is not None and self.num_classes is None:
             self.num_classes = HEAD_CLASSES
         return self
+
+    @property
+    def head_config(self) -> Optional[HeadConfig]:
+        """The measured head as `build_model(cfg, head=...)` takes it; None: the classifier."""
+        return None if self.head is None else HeadConfig(type=self.head, num_classes=self.num_classes)
 
     @model_serializer(mode="wrap")
     def _dump(self, handler):

@@ -29,13 +29,13 @@ from typing import Callable, ContextManager, Optional
 import optuna
 
 from ..atomic import ensure_dir
-from ..config import ConfigError
+from ..config import ConfigError, format_size
 from ..hardware import cpu_cores
 from ..presets import PRESETS, get_preset
 from .data import load_proxy_data
 from .export import export_study
 from .metrics import TIMED_METRICS, recorded_spellings
-from .objective import cheap_metrics, needed_metrics, needs_proxy_data, time_model
+from .objective import measured_metrics, needed_metrics, needs_proxy_data, time_model
 from .provenance import library_versions, resolve_search_device
 from .rungs import Promoter, promotion_summary, rung_settings
 from .sampler import make_sampler
@@ -110,21 +110,25 @@ def _write_study_attrs(study: optuna.Study, space: SearchSpace, settings: Search
                  seed=settings.seed, sampler=settings.sampler, versions=library_versions(),
                  created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  measure=dict(device=device_label, threads=threads, resolution=space.resolution,
-                              batch_size=space.measure.batch_size, dtype=space.measure.dtype))
+                              batch_size=space.measure.batch_size, dtype=space.measure.dtype,
+                              **({"size": list(space.measure_size)} if space.measure.size else {}),
+                              **({"head": space.measure.head, "num_classes": space.measure.num_classes}
+                                 if space.measure.head else {})))
     for k, v in attrs.items():
         study.set_user_attr(k, v)
     study.set_metric_names(list(space.objectives))  # Optuna's name for each objective value
 
 
 def measure_presets(space: SearchSpace, device: str, budget: MeasureBudget) -> dict[str, dict]:
-    """The six published models at the space's resolution, batch, dtype and device (with the
-    space's classifier size): params, GMACs and, when the space times models, throughput."""
+    """The six published models as the space measures its trials (size, head, batch, dtype,
+    device; the space's classifier size): params, GMACs and, when the space times models,
+    throughput."""
     timed = bool(needed_metrics(space) & set(TIMED_METRICS))
     out = {}
     for name in PRESETS:
         cfg = get_preset(name).replace(num_classes=space.num_classes, in_chans=space.in_chans)
         try:
-            row = dict(cheap_metrics(cfg, space.resolution))
+            row = dict(measured_metrics(cfg, space))
             if timed:
                 rep = time_model(cfg, space, device, budget)
                 row.update(throughput=rep.throughput, latency_ms=rep.median_ms)
@@ -204,7 +208,8 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
                      f"{', '.join(map(str, dead))}")
     if settings.presets and "presets" not in study.user_attrs:
         with (status or contextlib.nullcontext)(
-                f"measuring the published Twins models at {space.resolution} px, batch {space.measure.batch_size} "
+                f"measuring the published Twins models at {format_size(space.measure_size)} px, "
+                f"batch {space.measure.batch_size} "
                 f"on {device_label} (once per study) ..."):
             study.set_user_attr("presets", measure_presets(space, device, settings.budget))
 

@@ -48,7 +48,7 @@ one-channel set repeated over `in_chans`): the same images for every config of a
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -66,9 +66,11 @@ EXACT_COLUMNS = 1 << 24  # a float32 Gram matrix of 0/1 codes over at most this 
 
 
 # ---- the minibatch ------------------------------------------------------------------------------
-def scoring_batch(data: ProxyData, n: int, resolution: int, in_chans: int) -> torch.Tensor:
-    """(n, in_chans, resolution, resolution) float32: the first `n` proxy training images taken
-    class by class (see the module docstring), resized and with the channel count of the space."""
+def scoring_batch(data: ProxyData, n: int, resolution: Union[int, Tuple[int, int]], in_chans: int) -> torch.Tensor:
+    """(n, in_chans, H, W) float32 for `resolution` n (n x n) or (H, W): the first `n` proxy
+    training images taken class by class (see the module docstring), resized and with the
+    channel count of the space."""
+    size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
     x, y = data.train_x, data.train_y
     if n > len(x):
         raise ValueError(f"the scoring batch needs {n} images; the proxy training set has {len(x)}")
@@ -81,9 +83,8 @@ def scoring_batch(data: ProxyData, n: int, resolution: int, in_chans: int) -> to
         if batch.shape[1] != 1:
             batch = batch.mean(dim=1, keepdim=True)
         batch = batch.expand(-1, in_chans, -1, -1)
-    if batch.shape[-2:] != (resolution, resolution):
-        batch = F.interpolate(batch, size=(resolution, resolution), mode="bilinear", align_corners=False,
-                              antialias=True)
+    if tuple(batch.shape[-2:]) != size:
+        batch = F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
     return batch.contiguous()
 
 
@@ -133,7 +134,7 @@ def naswot_score(model: nn.Module, images: torch.Tensor) -> float:
 
 
 # ---- SynFlow -------------------------------------------------------------------------------------
-def synflow_score(model: nn.Module, resolution: int, in_chans: int) -> float:
+def synflow_score(model: nn.Module, resolution: Union[int, Tuple[int, int]], in_chans: int) -> float:
     """log of SynFlow's saliency sum(|theta * dR/dtheta|) (see the module docstring).
 
     Changes `model` for good (every parameter replaced by its absolute value); build a fresh
@@ -146,7 +147,8 @@ def synflow_score(model: nn.Module, resolution: int, in_chans: int) -> float:
             p.grad = None
     like = params[0] if params else torch.empty(0)
     with torch.enable_grad():
-        model(like.new_ones(1, in_chans, resolution, resolution)).sum().backward()
+        size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+        model(like.new_ones(1, in_chans, *size)).sum().backward()
     with torch.no_grad():
         total = sum(float(torch.sum((p * p.grad).abs(), dtype=torch.float64)) for p in params if p.grad is not None)
     if math.isnan(total):
@@ -155,8 +157,8 @@ def synflow_score(model: nn.Module, resolution: int, in_chans: int) -> float:
 
 
 # ---- all of them -------------------------------------------------------------------------------------
-def zero_cost_scores(cfg: ArchConfig, names: Iterable[str], images: Optional[torch.Tensor], resolution: int,
-                     seed: int = 0, device: str = "cpu") -> dict[str, float]:
+def zero_cost_scores(cfg: ArchConfig, names: Iterable[str], images: Optional[torch.Tensor],
+                     resolution: Union[int, Tuple[int, int]], seed: int = 0, device: str = "cpu") -> dict[str, float]:
     """The scores in `names` (any of `SCORES`) of the full-size network of `cfg`, built once
     with `seed`, at `resolution`, on `device` (`images`: the minibatch of `scoring_batch`,
     needed by the scores in `DATA_SCORES`). The network is built in this call and dropped
