@@ -70,6 +70,20 @@ def parse_size(value: Any, field: str = "size") -> Size:
     return hw
 
 
+def as_size(resolution: Union[int, Size]) -> Size:
+    """(H, W) of an int n (n x n) or a pair: how code passes an input size around (no minimum;
+    a one-line `ConfigError`, a ValueError, unless both sides are positive ints)."""
+    hw: tuple = ()
+    if isinstance(resolution, int):
+        hw = (resolution, resolution)
+    elif isinstance(resolution, (tuple, list)):
+        hw = tuple(resolution)
+    if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hw):
+        raise ConfigError(f"resolution={resolution!r}: expected a positive int n (n x n) or a pair (H, W) "
+                          f"of positive ints")
+    return hw
+
+
 def format_size(size: Union[int, Size]) -> str:
     """'512x1024'; a square prints both sides too ('512x512'), an int n as 'nxn'."""
     h, w = (size, size) if isinstance(size, int) else size

@@ -18,7 +18,7 @@ from twins_nas.models import build_model
 from twins_nas.models.cost_model import analytic_flops
 from twins_nas.profile.flops import count_flops
 from twins_nas.profile.latency import LatencyReport, measure_latency
-from twins_nas.profile.memory import cpu_forward_peak_mb, measure_peak_memory, measure_peak_memory_many
+from twins_nas.profile.memory import cpu_forward_peak_mb, measure_peak_memory_many
 from twins_nas.search.objective import MeasureBudget, cheap_metrics, check_fits, time_model
 from twins_nas.search.proxy_arch import geometry_rows, proxy_of
 from twins_nas.search.settings import HEAD_CLASSES, MeasureSettings
@@ -134,8 +134,6 @@ def test_peak_memory_many_keys_squares_by_int_and_others_by_pair():
     mem = measure_peak_memory_many(tiny_cfg(), [64, (96, 160), (64, 64)], device="cpu")
     assert set(mem) == {64, (96, 160)}
     assert all(isinstance(v, float) for v in mem.values())
-    single = measure_peak_memory(tiny_cfg(), (96, 160), device="cpu")
-    assert isinstance(single, float)
 
 
 # ---- show --------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Tuple, Union
 
-from ..config import ArchConfig, StageConfig
+from ..config import ArchConfig, StageConfig, as_size
 
 Size = Tuple[int, int]
 Resolution = Union[int, Size]
@@ -76,7 +76,7 @@ class FlopReport:
 
 
 def _pair(resolution: Resolution) -> Size:
-    return (resolution, resolution) if isinstance(resolution, int) else (int(resolution[0]), int(resolution[1]))
+    return as_size(resolution if isinstance(resolution, int) else tuple(int(v) for v in resolution))
 
 
 def _norm(B: int, tokens: int, C: int) -> int:

@@ -18,7 +18,7 @@ from typing import Callable, Optional, Union
 import torch
 import torch.nn as nn
 
-from ..config import ArchConfig, ConfigError, Size, compact_size, format_size
+from ..config import ArchConfig, Size, as_size, compact_size, format_size
 from ..hardware import DEVICE_NAMES, check_device_name, check_dtype_name
 from ..models import build_model
 
@@ -26,23 +26,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16} 
 Resolution = Union[int, Size]  # an input size: n (n x n pixels) or (H, W)
 
 
-def input_size(resolution: Resolution) -> Size:
-    """(H, W) of an int n (n x n) or a pair; a one-line `ConfigError` (a ValueError) unless both
-    sides are positive ints."""
-    hw: tuple = ()
-    if isinstance(resolution, int):
-        hw = (resolution, resolution)
-    elif isinstance(resolution, (tuple, list)):
-        hw = tuple(resolution)
-    if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hw):
-        raise ConfigError(f"resolution={resolution!r}: expected a positive int n (n x n) or a pair (H, W) "
-                         f"of positive ints")
-    return hw
-
-
 def size_key(resolution: Resolution) -> Resolution:
     """How a size is reported and keyed: an int for a square (as before), (H, W) otherwise."""
-    return compact_size(input_size(resolution))
+    return compact_size(as_size(resolution))
 
 
 def in_chans_of(model: nn.Module) -> int:
@@ -73,7 +59,7 @@ class LatencyReport:
 
     def __post_init__(self) -> None:
         self.resolution = size_key(self.resolution)
-        self.size = input_size(self.resolution if self.size is None else self.size)
+        self.size = as_size(self.resolution if self.size is None else self.size)
 
     @property
     def size_str(self) -> str:
@@ -207,7 +193,7 @@ def measure_latency(
     """
     dev = resolve_device(device)
     resolve_dtype(dtype)
-    h, w = input_size(resolution)
+    h, w = as_size(resolution)
     if batch < 1:
         raise ValueError(f"batch={batch}: must be a positive int")
     if min_repeats < 1 or max_repeats < min_repeats:

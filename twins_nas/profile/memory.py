@@ -31,7 +31,7 @@ from typing import Iterable, Optional, Union
 import torch
 import torch.nn as nn
 
-from ..config import ArchConfig, load_config
+from ..config import ArchConfig, as_size, load_config
 from ..models import build_model
 from ..models.cost_model import analytic_params
 from .latency import (
@@ -39,7 +39,6 @@ from .latency import (
     _as_model,
     autocast_context,
     in_chans_of,
-    input_size,
     resolve_device,
     resolve_dtype,
     size_key,
@@ -97,7 +96,7 @@ class PeakRSS:
 
 def _forward_input(model: nn.Module, resolution: Resolution, batch: int, device: torch.device) -> torch.Tensor:
     """(batch, C, H, W) noise; C from the model's config (or its backbone's), else 3."""
-    return torch.randn(batch, in_chans_of(model), *input_size(resolution), device=device)
+    return torch.randn(batch, in_chans_of(model), *as_size(resolution), device=device)
 
 
 def cuda_forward_peak_mb(model: nn.Module, resolution: Resolution, batch: int, device: torch.device,
@@ -189,7 +188,7 @@ def measure_peak_memory_many(
     by an int n for a square input (n, n) and by (H, W) otherwise."""
     dev = resolve_device(device)
     resolve_dtype(dtype)
-    res = sorted({size_key(r) for r in resolutions}, key=lambda r: (math.prod(input_size(r)), input_size(r)))
+    res = sorted({size_key(r) for r in resolutions}, key=lambda r: (math.prod(as_size(r)), as_size(r)))
     if dev.type != "cpu":
         model = _as_model(model_or_cfg).to(dev)
         was_training = model.training
@@ -202,7 +201,7 @@ def measure_peak_memory_many(
             model.train(was_training)
     if not os.path.exists(_STATUS):
         return {r: math.nan for r in res}
-    job = dict(sizes=[input_size(r) for r in res], batch=batch, dtype=dtype, threads=torch.get_num_threads())
+    job = dict(sizes=[as_size(r) for r in res], batch=batch, dtype=dtype, threads=torch.get_num_threads())
     cfg = model_or_cfg
     if isinstance(cfg, nn.Module) and isinstance(getattr(cfg, "cfg", None), ArchConfig):
         cfg = cfg.cfg  # a Twins: weight values do not change the memory
