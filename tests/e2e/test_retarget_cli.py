@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from twins_nas import build_model, get_preset, load_config
 from twins_nas.cli import app
-from twins_nas.models.cost_model import analytic_flops
+from twins_nas.models.cost_model import analytic_flops, analytic_params
 from twins_nas.models.retarget import adapt_state_dict
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -37,6 +37,7 @@ def test_retarget_svt_s_to_1024_writes_a_config_that_loads_builds_and_runs(tmp_p
     assert f"{before.gmacs:.2f} -> {after.gmacs:.2f}" in res.stdout
     assert after.attention < 0.2 * before.attention
     assert "adapt_state_dict" in res.stdout
+    assert f"params: {analytic_params(old) / 1e6:.2f} -> {analytic_params(new) / 1e6:.2f} M" in res.stdout
     model = build_model(new)
     model.load_state_dict(adapt_state_dict(build_model(old).state_dict(), old, new), strict=True)
     with torch.no_grad():  # runs at a non-square size too (the JSON is an ordinary config)

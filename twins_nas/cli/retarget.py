@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..config import format_size, load_config, parse_size
-from ..models.cost_model import analytic_flops
+from ..models.cost_model import analytic_flops, analytic_params
 from ..models.optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS, check_rule, stage_optima
 from ..models.retarget import retarget as retarget_config
 from ..profile.latency import resolve_device
@@ -102,6 +102,9 @@ def retarget(
     attn_cut = 100 * (1 - after.attention / before.attention) if before.attention else 0.0
     console.print(f"model GMACs: {before.gmacs:.2f} -> [bold]{after.gmacs:.2f}[/] ({-cut:+.1f} %);  attention "
                   f"matmuls: {before.attention / 1e9:.2f} -> [bold]{after.attention / 1e9:.2f}[/] ({-attn_cut:+.1f} %)")
+    pb, pa = analytic_params(cfg), analytic_params(new)
+    console.print(f"params: {pb / 1e6:.2f} -> [bold]{pa / 1e6:.2f}[/] M" + (
+        "" if pa == pb else " (a conv sub-sampler's kernel grows with k1*k2; its MACs do not)"))
     if times_b is not None:
         console.print(f"backbone latency ({times_b.device}, median of {times_b.repeats} / {times_a.repeats} passes): "
                       f"{times_b.total_ms:.1f} -> [bold]{times_a.total_ms:.1f}[/] ms "

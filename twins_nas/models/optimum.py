@@ -29,6 +29,7 @@ then the smaller numbers.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import List, Optional, Tuple
@@ -119,6 +120,7 @@ def _shapely(a: np.ndarray, b: np.ndarray, max_aspect: Optional[float]) -> np.nd
     return np.maximum(a, b) <= max_aspect * np.minimum(a, b)
 
 
+@functools.lru_cache(maxsize=4096)  # pure: profile, its table and its figures ask for the same stages
 def best_window(size: Size, C: int, min_keys: int = DEFAULT_MIN_KEYS,
                 max_aspect: Optional[float] = DEFAULT_MAX_ASPECT) -> Size:
     """The cheapest LSA window (m, n) on a map of `size` whose m·n holds the required keys,
@@ -131,6 +133,7 @@ def best_window(size: Size, C: int, min_keys: int = DEFAULT_MIN_KEYS,
     return _pick(lsa_costs(size, C, m, n), keys, _shapely(m, n, max_aspect), pad, m, n)
 
 
+@functools.lru_cache(maxsize=4096)
 def best_ratio(size: Size, C: int, subsample: str, min_keys: int = DEFAULT_MIN_KEYS,
                max_aspect: Optional[float] = DEFAULT_MAX_ASPECT) -> Size:
     """The cheapest GSA ratio (k1, k2) on a map of `size` that keeps the required keys, with
@@ -229,12 +232,12 @@ def stage_optima(cfg: ArchConfig, resolution: Resolution, min_keys: int = DEFAUL
         attn = best_attn = 0
         lk = blk = gk = bgk = None
         if n_l:
-            win, best = s.lsa_window(size), best_window(size, C, min_keys, max_aspect)
+            win, best = s.lsa_window(size), best_window(tuple(size), C, min_keys, max_aspect)
             attn += n_l * int(lsa_costs(size, C, *win))
             best_attn += n_l * int(lsa_costs(size, C, *best))
             lk, blk = win[0] * win[1], best[0] * best[1]
         if n_g:
-            k, best_k = s.sr_pair, best_ratio(size, C, s.subsample, min_keys, max_aspect)
+            k, best_k = s.sr_pair, best_ratio(tuple(size), C, s.subsample, min_keys, max_aspect)
             attn += n_g * int(gsa_costs(size, C, s.subsample, *k))
             best_attn += n_g * int(gsa_costs(size, C, s.subsample, *best_k))
             gk, bgk = int(gsa_keys(size, *k)), int(gsa_keys(size, *best_k))

@@ -295,16 +295,18 @@ def write_report(df: pd.DataFrame, fig: Optional[go.Figure], out_dir: str | Path
 
 
 def write_pngs(figs: list, paths: list) -> Optional[str]:
-    """Write every figure as a PNG (one browser for all), renamed into place all or none.
+    """Write every figure (a `go.Figure` or a figure dict) as a PNG (one browser for all),
+    renamed into place all or none.
     Returns None, or a note saying why nothing was written (no Chromium, a broken one)."""
     if find_chromium() is None:
         return "no Chromium found (install chromium or set BROWSER_PATH): PNGs skipped"
     try:
         with contextlib.ExitStack() as stack:  # all PNGs renamed into place, or none
             tmps = [stack.enter_context(atomic_path(p)) for p in paths]
-            pio.write_images(figs, [str(t) for t in tmps], format="png", scale=1,
-                             width=[f.layout.width or 1200 for f in figs],
-                             height=[f.layout.height or 700 for f in figs])
+            layouts = [f["layout"] if isinstance(f, dict) else f.layout for f in figs]
+            pio.write_images(figs, [str(t) for t in tmps], format="png", scale=1, validate=False,
+                             width=[lay["width"] or 1200 for lay in layouts],
+                             height=[lay["height"] or 700 for lay in layouts])
     except OutputError:
         raise
     except Exception as e:  # noqa: BLE001 (a broken browser must not lose the CSV/HTML)

@@ -15,6 +15,7 @@ No LaTeX anywhere (MathJax would be fetched from the network).
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
 import numpy as np
-import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
@@ -59,17 +60,16 @@ def _choice_macs(stage, hw, kind: str, p) -> int:
 
 
 def optimality_figure(cfg: ArchConfig, name: Optional[str] = None, sizes: Iterable[Resolution] = (),
-                      min_keys: int = DEFAULT_MIN_KEYS, max_aspect: Optional[float] = DEFAULT_MAX_ASPECT) -> go.Figure:
-    """The figure of the module doc for `cfg` at `figure_sizes(sizes)`."""
+                      min_keys: int = DEFAULT_MIN_KEYS, max_aspect: Optional[float] = DEFAULT_MAX_ASPECT) -> dict:
+    """The figure of the module doc for `cfg` at `figure_sizes(sizes)`, as a plotly figure
+    dict (`go.Figure(d)` makes it an object; `plotly.io` writes it as it is: hundreds of traces
+    are built as plain data, without the validation of every one)."""
     sizes = figure_sizes(sizes)
     n = len(cfg.stages)
     name = name or cfg.name or "model"
-    kinds = [k for k in ("L", "G") if any(k in s.block_types for s in cfg.stages)]  # a row per kind present
+    kinds = tuple(k for k in ("L", "G") if any(k in s.block_types for s in cfg.stages))  # a row per kind present
     row_of = {k: r + 1 for r, k in enumerate(kinds)}
-    titles = [f"stage {i + 1}: {'LSA vs window side' if k == 'L' else 'GSA vs k'}" for k in kinds for i in range(n)]
-    fig = make_subplots(rows=len(kinds), cols=n, subplot_titles=titles, horizontal_spacing=0.05,
-                        vertical_spacing=0.16)
-    shown = set()
+    traces, shown = [], set()
     pal = qualitative.D3
     for j, size in enumerate(sizes):
         color = pal[j % len(pal)]
@@ -83,58 +83,69 @@ def optimality_figure(cfg: ArchConfig, name: Optional[str] = None, sizes: Iterab
                 ys = curves[key]
                 if ys is None:
                     continue
-                row = row_of[kind]
+                k = (row_of[kind] - 1) * n + i + 1  # the subplot's axes: x, y for the first, then x2, y2, ...
+                axes = dict(xaxis=f"x{k if k > 1 else ''}", yaxis=f"y{k if k > 1 else ''}", legendgroup=label)
                 gm = [y / 1e9 for y in ys]
                 side = np.asarray(curves["side"])
                 keys = (np.minimum(side, hw[0]) * np.minimum(side, hw[1]) if kind == "L"
                         else gsa_keys(hw, side, side))
                 ok = keys >= o.required_keys
-                hover = f"{label}, map {hw[0]}x{hw[1]}<br>side %{{x}}: %{{y:.4g}} GMACs"
-                fig.add_trace(go.Scatter(  # every side, faint: where it keeps too few keys
-                    x=curves["side"], y=gm, mode="lines", showlegend=False, legendgroup=label, opacity=0.3,
-                    line=dict(color=color), hovertemplate=hover + "<extra></extra>"), row=row, col=i + 1)
-                fig.add_trace(go.Scatter(  # the sides that keep the required keys
-                    x=curves["side"], y=[g if a else None for g, a in zip(gm, ok)], mode="lines", name=label,
-                    legendgroup=label, showlegend=label not in shown, line=dict(color=color),
-                    hovertemplate=hover + "<extra></extra>"), row=row, col=i + 1)
-                shown.add(label)
-                top = max(gm)
-                fig.add_trace(go.Scatter(
-                    x=[law, law], y=[min(v for v in gm if v > 0), top], mode="lines", showlegend=False,
-                    legendgroup=label, line=dict(color=color, dash="dot", width=1),
-                    hovertemplate=f"{label}: k1·k2 = √(HW) at side {law:.1f}<extra></extra>"), row=row, col=i + 1)
+                hover = f"{label}, map {hw[0]}x{hw[1]}<br>side %{{x}}: %{{y:.4g}} GMACs<extra></extra>"
                 conf, best = (o.window, o.best_window) if kind == "L" else (o.k, o.best_k)
-                for what, p, symbol in (("configured", conf, "circle-open"), ("optimum", best, "star")):
-                    fig.add_trace(go.Scatter(
-                        x=[math.sqrt(p[0] * p[1])], y=[_choice_macs(stage, hw, kind, p) / 1e9], mode="markers",
-                        showlegend=False,
-                        legendgroup=label, marker=dict(color=color, symbol=symbol, size=11 if what == "optimum" else 9,
-                                                       line=dict(width=2, color=color)),
-                        hovertemplate=f"{label}: {what} {p[0]}x{p[1]}, %{{y:.4g}} GMACs<extra></extra>"),
-                        row=row, col=i + 1)
+                marks = [("configured", conf, "circle-open", 9), ("optimum", best, "star", 11)]
+                traces += [
+                    dict(type="scatter", x=curves["side"], y=gm, mode="lines", showlegend=False, opacity=0.3,
+                         line=dict(color=color), hovertemplate=hover, **axes),  # every side, faint: too few keys
+                    dict(type="scatter", x=curves["side"], y=[g if a else None for g, a in zip(gm, ok)],
+                         mode="lines", name=label, showlegend=label not in shown, line=dict(color=color),
+                         hovertemplate=hover, **axes),  # the sides that keep the required keys
+                    dict(type="scatter", x=[law, law], y=[min(v for v in gm if v > 0), max(gm)], mode="lines",
+                         showlegend=False, line=dict(color=color, dash="dot", width=1),
+                         hovertemplate=f"{label}: k1·k2 = √(HW) at side {law:.1f}<extra></extra>", **axes),
+                    dict(type="scatter", x=[math.sqrt(p[0] * p[1]) for _, p, _, _ in marks],
+                         y=[_choice_macs(stage, hw, kind, p) / 1e9 for _, p, _, _ in marks], mode="markers",
+                         showlegend=False, text=[f"{what} {p[0]}x{p[1]}" for what, p, _, _ in marks],
+                         marker=dict(color=color, symbol=[m[2] for m in marks], size=[m[3] for m in marks],
+                                     line=dict(width=2, color=color)),
+                         hovertemplate=f"{label}: %{{text}}, %{{y:.4g}} GMACs<extra></extra>", **axes)]
+                shown.add(label)
+    layout = dict(_layout(n, kinds))  # shared parts are not changed below: copies of what is
+    notes = list(layout.get("annotations", ()))
     for i, stage in enumerate(cfg.stages):
         for kind, row in row_of.items():
-            axis = "window side s (s x s)" if kind == "L" else "k (k x k)"
-            fig.update_xaxes(type="log", title_text=axis, row=row, col=i + 1)
-            fig.update_yaxes(type="log", row=row, col=i + 1)
-            if kind not in stage.block_types:
-                sp = fig.get_subplot(row, i + 1)
-                fig.update_xaxes(visible=False, row=row, col=i + 1)
-                fig.update_yaxes(visible=False, row=row, col=i + 1)
-                fig.add_annotation(text=f"no {'LSA' if kind == 'L' else 'GSA'} blocks", showarrow=False,
-                                   x=sum(sp.xaxis.domain) / 2, y=sum(sp.yaxis.domain) / 2, xref="paper", yref="paper",
-                                   font=dict(color="gray"))
-    for kind, row in row_of.items():
-        fig.update_yaxes(title_text=f"GMACs ({'window' if kind == 'L' else 'k'}-dependent)", row=row, col=1)
+            if kind in stage.block_types:
+                continue
+            k = (row - 1) * n + i + 1
+            xa, ya = f"xaxis{k if k > 1 else ''}", f"yaxis{k if k > 1 else ''}"
+            layout[xa], layout[ya] = dict(layout[xa], visible=False), dict(layout[ya], visible=False)
+            notes.append(dict(text=f"no {'LSA' if kind == 'L' else 'GSA'} blocks", showarrow=False,
+                              x=sum(layout[xa]["domain"]) / 2, y=sum(layout[ya]["domain"]) / 2, xref="paper",
+                              yref="paper", font=dict(color="gray")))
     rule = f"min keys {min_keys}" + (f", aspect <= {max_aspect:g}" if max_aspect is not None else "")
+    layout.update(annotations=notes, title=dict(
+        text=f"{name}: attention cost per stage vs window and k ({rule}) · circle = configured, star = optimum, "
+             f"faint = too few keys, dotted = k1·k2 = √(HW)", x=0.01))
+    return dict(data=traces, layout=layout)
+
+
+@functools.lru_cache(maxsize=16)
+def _layout(n: int, kinds: tuple) -> dict:
+    """The layout (as data) of an optimality figure with `n` stage columns and a row per block
+    kind: subplots, log axes and their titles, size, legend, template. Built once per shape
+    (plotly's layout objects take tens of milliseconds to set up)."""
+    titles = [f"stage {i + 1}: {'LSA vs window side' if k == 'L' else 'GSA vs k'}" for k in kinds for i in range(n)]
+    fig = make_subplots(rows=len(kinds), cols=n, subplot_titles=titles, horizontal_spacing=0.05,
+                        vertical_spacing=0.16)
+    for row, kind in enumerate(kinds, start=1):
+        fig.update_xaxes(type="log", title_text="window side s (s x s)" if kind == "L" else "k (k x k)", row=row)
+        fig.update_yaxes(type="log", row=row)
+        fig.update_yaxes(title_text=f"GMACs ({'window' if kind == 'L' else 'k'}-dependent)", row=row, col=1)
     fig.update_layout(
-        title=dict(text=f"{name}: attention cost per stage vs window and k ({rule}) · circle = configured, "
-                        f"star = optimum, faint = too few keys, dotted = k1·k2 = √(HW)", x=0.01),
         width=max(900, 380 * n), height=180 + 290 * len(kinds), template="plotly_white", hovermode="closest",
         legend=dict(title_text="input size", orientation="h", x=0.0, y=-0.12 if len(kinds) == 2 else -0.25,
                     xanchor="left", yanchor="top"),
         margin=dict(l=70, r=30, t=80, b=110))
-    return fig
+    return fig.to_dict()["layout"]
 
 
 def _slug(name: str) -> str:
@@ -157,7 +168,8 @@ def write_optimality(configs: Mapping[str, ArchConfig], sizes: Iterable[Resoluti
     doc = dict(rule=dict(min_keys=min_keys, max_aspect=max_aspect), stages=table.to_dict(orient="records"))
     write_text(files[1], json.dumps(doc, indent=1) + "\n")
     figs = {name: optimality_figure(cfg, name, sizes, min_keys, max_aspect) for name, cfg in configs.items()}
-    body = "\n".join(f.to_html(full_html=False, include_plotlyjs=i == 0) for i, f in enumerate(figs.values()))
+    body = "\n".join(pio.to_html(f, full_html=False, include_plotlyjs=i == 0, validate=False)
+                      for i, f in enumerate(figs.values()))
     write_text(files[2], f"<html><head><meta charset='utf-8'><title>window / k optimality</title></head>"
                          f"<body>{body}</body></html>\n")
     notes = []
