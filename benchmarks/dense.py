@@ -9,7 +9,8 @@
 2. Every preset retargeted to 1024x1024 (`twins_nas.models.retarget`): the configs into
    reports/dense/retargeted/, and per preset the attention matmuls' GMACs, the dense model's
    GMACs and params before and after, the backbone's measured latency before and after
-   (`profile.stage_time`, same process, alternating), and what happens to a checkpoint;
+   (`profile.stage_time`: the two models built once and timed in turns, `--rounds` times,
+   medians), and what happens to a checkpoint;
    written as reports/dense/retarget.csv and printed as a table.
 3. The wall time of `twins-nas profile --size 1024x2048 --head semantic-fpn --no-latency`
    (a fresh process each time, the median of 3).
@@ -32,7 +33,7 @@ from twins_nas.models.cost_model import analytic_flops
 from twins_nas.models.head_cost import analytic_dense_flops, analytic_dense_params
 from twins_nas.models.retarget import retarget
 from twins_nas.presets import PRESETS, get_preset
-from twins_nas.profile.stage_time import stage_latency
+from twins_nas.profile.stage_time import stage_latency, timing_model
 
 SIZES = "512x512,512x2048,1024x1024,800x1333"
 TARGET = (1024, 1024)
@@ -48,14 +49,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="reports/dense")
     ap.add_argument("--budget", type=float, default=240.0, help="seconds of forward passes for the profile")
-    ap.add_argument("--timing-budget", type=float, default=8.0, help="seconds per model for the stage timings")
+    ap.add_argument("--timing-budget", type=float, default=4.0, help="seconds per model and round of stage timing")
+    ap.add_argument("--rounds", type=int, default=5, help="turns of timing the original and the retargeted model")
+    ap.add_argument("--skip-profile", action="store_true", help="keep the profile already in --out")
     args = ap.parse_args()
     out = Path(args.out)
 
-    presets = [a for name in PRESETS for a in ("--preset", name)]
-    took = cli("profile", *presets, "--size", SIZES, "--head", "semantic-fpn", "--budget", str(args.budget),
-               "--no-panels", "--out", str(out))
-    print(f"profile of {len(PRESETS)} presets x 4 sizes with semantic-fpn: {took:.0f} s -> {out}/")
+    if not args.skip_profile:
+        presets = [a for name in PRESETS for a in ("--preset", name)]
+        took = cli("profile", *presets, "--size", SIZES, "--head", "semantic-fpn", "--budget", str(args.budget),
+                   "--no-panels", "--out", str(out))
+        print(f"profile of {len(PRESETS)} presets x 4 sizes with semantic-fpn: {took:.0f} s -> {out}/")
 
     head = head_config("semantic-fpn")
     rows = []
@@ -68,8 +72,13 @@ def main() -> None:
                     meta=dict(retargeted_from=name, size=list(TARGET), weights=res.weights))
         a, b = analytic_flops(cfg, TARGET), analytic_flops(new, TARGET)
         da, db = analytic_dense_flops(cfg, head, TARGET), analytic_dense_flops(new, head, TARGET)
-        before = stage_latency(cfg, TARGET, "cpu", budget_s=args.timing_budget)
-        after = stage_latency(new, TARGET, "cpu", budget_s=args.timing_budget)
+        models = timing_model(cfg), timing_model(new)
+        turns: tuple = ([], [])
+        for _ in range(args.rounds):  # in turns: both see the same machine state
+            for m, times in zip(models, turns):
+                times.append(stage_latency(m, TARGET, "cpu", budget_s=args.timing_budget))
+        before, after = (statistics.median(t.total_ms for t in times) for times in turns)
+        device = turns[0][0].device
         rows.append(dict(
             model=name, size=f"{TARGET[0]}x{TARGET[1]}",
             k=" ".join(f"{s.sr_pair[0]}x{s.sr_pair[1]}" for s in cfg.stages),
@@ -81,11 +90,11 @@ def main() -> None:
             dense_gmacs=da.gmacs, dense_gmacs_retargeted=db.gmacs, dense_cut_pct=100 * (1 - db.total / da.total),
             params_m=analytic_dense_params(cfg, head)["total"] / 1e6,
             params_m_retargeted=analytic_dense_params(new, head)["total"] / 1e6,
-            backbone_ms=before.total_ms, backbone_ms_retargeted=after.total_ms,
-            latency_cut_pct=100 * (1 - after.total_ms / before.total_ms), device=before.device,
+            backbone_ms=before, backbone_ms_retargeted=after,
+            latency_cut_pct=100 * (1 - after / before), device=device,
             weights=",".join(res.weights)))
         print(f"retargeted {name}: attention {rows[-1]['attn_cut_pct']:.1f} % less, backbone "
-              f"{before.total_ms:.0f} -> {after.total_ms:.0f} ms", flush=True)
+              f"{before:.0f} -> {after:.0f} ms", flush=True)
     df = pd.DataFrame(rows)
     df.to_csv(out / "retarget.csv", index=False)
 

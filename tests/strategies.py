@@ -8,6 +8,7 @@ The product of the patch sizes never exceeds `max_reduction`, so any input of at
 """
 from __future__ import annotations
 
+import logging
 import math
 
 from hypothesis import strategies as st
@@ -150,3 +151,15 @@ def tiny_space(name: str = "tiny", objectives: str = "{accuracy: maximize, throu
             .replace("train_samples: 200, val_samples: 100",
                      f"train_samples: {train_samples}, val_samples: {val_samples}"))
     return text if constraints else text.replace("constraints: {params_m: {max: 5}}\n", "")
+
+
+class Unsupported(logging.Handler):
+    """Collects fvcore's "Unsupported operator ..." warnings (attach to fvcore's logger)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        if "nsupported" in record.getMessage():
+            self.messages.append(record.getMessage())

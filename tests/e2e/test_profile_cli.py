@@ -156,7 +156,7 @@ def test_dense_profile_writes_the_optimality_table(dense_report):
     out, _ = dense_report
     table = pd.read_csv(out / "optimality.csv")
     assert len(table) == 3 * 3  # sizes x stages
-    doc = json.loads((out / "optimality.json").read_text())
+    doc = json.loads((out / "optimality.json").read_text(), parse_constant=pytest.fail)  # strict JSON: no NaN
     assert doc["rule"] == {"min_keys": 9, "max_aspect": 2.0} and len(doc["stages"]) == 9
     for _, row in table.iterrows():
         o = stage_optima(tiny_cfg(), (row["height"], row["width"]), min_keys=9)[row["stage"] - 1]

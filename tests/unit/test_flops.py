@@ -7,6 +7,7 @@ import logging
 import pytest
 import torch
 import torch.nn as nn
+from strategies import Unsupported
 
 from twins_nas import ArchConfig, ConfigError, build_model, get_preset
 from twins_nas.models.cost_model import CATEGORIES
@@ -18,18 +19,6 @@ from twins_nas.profile.flops import SDPA, ZERO_COST_OPS, _fvcore, sdpa_flop_jit
 # Paper, Table 1/2: GMACs at 224 x 224, attention matmuls included.
 PAPER_GMACS = {"twins-pcpvt-s": 3.83, "twins-pcpvt-b": 6.68, "twins-pcpvt-l": 9.84,
                "twins-svt-s": 2.94, "twins-svt-b": 8.59, "twins-svt-l": 15.15}
-
-
-class Unsupported(logging.Handler):
-    """Collects fvcore's "Unsupported operator ..." warnings."""
-
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        if "nsupported" in record.getMessage():
-            self.messages.append(record.getMessage())
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from strategies import arch_configs
+from strategies import Unsupported, arch_configs
 
 from twins_nas import ArchConfig, ConfigError, build_model, get_preset
 from twins_nas.models import HEADS, HeadConfig, TwinsSegmentation, head_config, load_backbone
@@ -34,18 +34,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-class Unsupported(logging.Handler):
-    """Collects fvcore's "Unsupported operator ..." warnings."""
-
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        if "nsupported" in record.getMessage():
-            self.messages.append(record.getMessage())
 
 
 def assert_dense_counts_agree(cfg: ArchConfig, head: HeadConfig, size, model=None, batch: int = 1):

@@ -25,6 +25,12 @@ def _pair_text(p) -> Optional[str]:
 def optimality_table(configs: Mapping[str, ArchConfig], sizes: Iterable[Resolution], min_keys: int = DEFAULT_MIN_KEYS,
                      max_aspect: Optional[float] = DEFAULT_MAX_ASPECT) -> pd.DataFrame:
     """One row per model x size x stage (see the module doc); MACs at batch 1."""
+    return pd.DataFrame(optimality_rows(configs, sizes, min_keys, max_aspect))
+
+
+def optimality_rows(configs: Mapping[str, ArchConfig], sizes: Iterable[Resolution], min_keys: int = DEFAULT_MIN_KEYS,
+                    max_aspect: Optional[float] = DEFAULT_MAX_ASPECT) -> list[dict]:
+    """The rows of `optimality_table` as plain data (None where a stage has no LSA or GSA block)."""
     rows = []
     for name, cfg in configs.items():
         for size in sizes:
@@ -40,7 +46,7 @@ def optimality_table(configs: Mapping[str, ArchConfig], sizes: Iterable[Resoluti
                     extra_gmacs=o.extra_macs / 1e9, extra_pct_stage=o.extra_pct_stage,
                     extra_pct_model=o.extra_pct_model, stage_gmacs=o.stage_macs / 1e9, optimal=o.optimal,
                     min_keys=min_keys, max_aspect=max_aspect))
-    return pd.DataFrame(rows)
+    return rows
 
 
 def retarget_columns(cfg: ArchConfig, size: Resolution, min_keys: int = DEFAULT_MIN_KEYS,

@@ -54,6 +54,7 @@ GROUPS = {  # breakdown bar -> cost-model categories
     "other (embed, PEG, norm, head)": ["patch_embed", "peg", "norm", "head"],
 }
 _GROUP_COLORS = ["#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#1f77b4", "#7f7f7f"]
+DENSE_GROUPS = [("FPN neck", "neck_gmacs", "#2ca02c"), ("FPN head", "head_gmacs", "#17becf")]  # `profile --head`
 
 
 def law_curve(resolutions, anchor_res: float, anchor_value: float, exponent: int) -> list[float]:
@@ -135,8 +136,11 @@ def _panel_traces(df: pd.DataFrame, panel: str, colors: dict, global_model: Opti
     elif panel == "breakdown":
         top = df[df[_xcol(df)] == _order(df)[-1]]
         models = list(top["model"])[::-1]  # first model on top
-        for (group, cats), color in zip(GROUPS.items(), _GROUP_COLORS):
-            vals = sum(top[f"gmacs_{c}"] for c in cats if f"gmacs_{c}" in top) / top["gmacs"] * 100
+        groups = [(g, [f"gmacs_{c}" for c in cats], color) for (g, cats), color in zip(GROUPS.items(), _GROUP_COLORS)]
+        if "neck_gmacs" in top:  # a dense model: its neck and head too
+            groups += [(g, [col], color) for g, col, color in DENSE_GROUPS]
+        for group, cols, color in groups:
+            vals = sum(top[c] for c in cols if c in top) / top["gmacs"] * 100
             traces.append(go.Bar(y=models, x=list(vals)[::-1], name=group, orientation="h", legend="legend3",
                                  marker_color=color, hovertemplate=f"%{{y}}: %{{x:.1f}} % {group}<extra></extra>"))
     return traces

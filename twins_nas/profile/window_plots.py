@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
 import numpy as np
+import pandas as pd
 import plotly.io as pio
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
@@ -41,7 +42,7 @@ from ..models.optimum import (
     stage_curves,
     stage_optima,
 )
-from .optimality import optimality_table
+from .optimality import optimality_rows
 from .plots import write_pngs
 
 
@@ -161,12 +162,12 @@ def write_optimality(configs: Mapping[str, ArchConfig], sizes: Iterable[Resoluti
     "notes": [what was skipped and why]}."""
     sizes = [_pair(s) for s in sizes]
     out = ensure_dir(out_dir)
-    table = optimality_table(configs, sizes, min_keys, max_aspect)
+    rows = optimality_rows(configs, sizes, min_keys, max_aspect)
     files = [out / "optimality.csv", out / "optimality.json", out / "optimality.html"]
     with atomic_path(files[0]) as tmp:
-        table.to_csv(tmp, index=False)
-    doc = dict(rule=dict(min_keys=min_keys, max_aspect=max_aspect), stages=table.to_dict(orient="records"))
-    write_text(files[1], json.dumps(doc, indent=1) + "\n")
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+    doc = dict(rule=dict(min_keys=min_keys, max_aspect=max_aspect), stages=rows)
+    write_text(files[1], json.dumps(doc, indent=1, allow_nan=False) + "\n")
     figs = {name: optimality_figure(cfg, name, sizes, min_keys, max_aspect) for name, cfg in configs.items()}
     body = "\n".join(pio.to_html(f, full_html=False, include_plotlyjs=i == 0, validate=False)
                       for i, f in enumerate(figs.values()))
