@@ -4,7 +4,7 @@
 ratio k, the cost-optimal ones under the minimum-keys rule (`models.optimum`), their
 window/k-dependent MACs and the configured choice's extra cost in % of the stage and of the
 model. `retarget_columns` gives, per model x size, what retargeting every stage saves.
-All closed form: milliseconds for a whole profile.
+All closed form: no model is built.
 """
 from __future__ import annotations
 

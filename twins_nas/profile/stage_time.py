@@ -24,7 +24,7 @@ from .latency import device_label, resolve_device
 
 def timing_model(cfg: ArchConfig, head: Optional[HeadConfig] = None) -> nn.Module:
     """The network for timing only (`build_model(cfg, head=head)`): built on the meta device
-    (no truncated-normal initialisation, which costs seconds for the large models on a CPU),
+    (no truncated-normal initialisation, which is slow for the large models on a CPU),
     then given real CPU storage filled with small uniform noise, which runs exactly the same
     kernels at the same speed (no zeros or denormals); BatchNorm statistics start at mean 0,
     variance 1. Never train or evaluate this model."""

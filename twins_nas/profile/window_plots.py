@@ -133,7 +133,7 @@ def optimality_figure(cfg: ArchConfig, name: Optional[str] = None, sizes: Iterab
 def _layout(n: int, kinds: tuple) -> dict:
     """The layout (as data) of an optimality figure with `n` stage columns and a row per block
     kind: subplots, log axes and their titles, size, legend, template. Built once per shape
-    (plotly's layout objects take tens of milliseconds to set up)."""
+    (setting up plotly's layout objects is the slow part of a figure)."""
     titles = [f"stage {i + 1}: {'LSA vs window side' if k == 'L' else 'GSA vs k'}" for k in kinds for i in range(n)]
     fig = make_subplots(rows=len(kinds), cols=n, subplot_titles=titles, horizontal_spacing=0.05,
                         vertical_spacing=0.16)
