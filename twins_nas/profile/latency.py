@@ -31,13 +31,19 @@ def size_key(resolution: Resolution) -> Resolution:
     return compact_size(as_size(resolution))
 
 
-def in_chans_of(model: nn.Module) -> int:
-    """The input channels of a Twins (`model.cfg`) or of a wrapper of one (`model.backbone.cfg`,
-    e.g. a segmentation model); 3 when neither tells."""
+def arch_of(model: nn.Module) -> Optional[ArchConfig]:
+    """The config of a Twins or a segmentation model (`.cfg`), or of the Twins another wrapper
+    holds (`.backbone.cfg`); None when neither tells."""
     for cfg in (getattr(model, "cfg", None), getattr(getattr(model, "backbone", None), "cfg", None)):
         if isinstance(cfg, ArchConfig):
-            return cfg.in_chans
-    return 3
+            return cfg
+    return None
+
+
+def in_chans_of(model: nn.Module) -> int:
+    """The input channels of `arch_of(model)`; 3 when it has no config."""
+    cfg = arch_of(model)
+    return cfg.in_chans if cfg is not None else 3
 
 
 @dataclass

@@ -37,6 +37,7 @@ from ..models.cost_model import analytic_params
 from .latency import (
     Resolution,
     _as_model,
+    arch_of,
     autocast_context,
     in_chans_of,
     resolve_device,
@@ -127,18 +128,10 @@ def cpu_forward_peak_mb(model: nn.Module, resolution: Resolution, batch: int, dt
     return peak.mb
 
 
-def _arch_of(model: nn.Module) -> Optional[ArchConfig]:
-    """The config of a Twins (`.cfg`) or of the Twins a wrapper holds (`.backbone.cfg`)."""
-    for cfg in (getattr(model, "cfg", None), getattr(getattr(model, "backbone", None), "cfg", None)):
-        if isinstance(cfg, ArchConfig):
-            return cfg
-    return None
-
-
 def smallest_input(model: nn.Module) -> int:
     """The smallest input size every stage of a Twins (or its backbone) accepts (product of
     the patch sizes); 32 when the model has no config."""
-    cfg = _arch_of(model)
+    cfg = arch_of(model)
     return math.prod(s.patch_size for s in cfg.stages) if cfg is not None else 32
 
 
