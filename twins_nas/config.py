@@ -6,6 +6,7 @@ one, the model builder and the cost model read one, reports write one to JSON.
 from __future__ import annotations
 
 import json
+import operator
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Tuple, Union
@@ -72,13 +73,16 @@ def parse_size(value: Any, field: str = "size") -> Size:
 
 def as_size(resolution: Union[int, Size]) -> Size:
     """(H, W) of an int n (n x n) or a pair: how code passes an input size around (no minimum;
-    a one-line `ConfigError`, a ValueError, unless both sides are positive ints)."""
-    hw: tuple = ()
-    if isinstance(resolution, int):
-        hw = (resolution, resolution)
-    elif isinstance(resolution, (tuple, list)):
-        hw = tuple(resolution)
-    if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hw):
+    integers of any kind, numpy's included; a one-line `ConfigError`, a ValueError, unless both
+    sides are positive integers)."""
+    sides = resolution if isinstance(resolution, (tuple, list)) else (resolution, resolution)
+    try:
+        if len(sides) != 2 or any(isinstance(v, bool) for v in sides):
+            raise TypeError
+        hw = (operator.index(sides[0]), operator.index(sides[1]))
+    except TypeError:
+        hw = (0, 0)
+    if min(hw) < 1:
         raise ConfigError(f"resolution={resolution!r}: expected a positive int n (n x n) or a pair (H, W) "
                           f"of positive ints")
     return hw
@@ -86,7 +90,7 @@ def as_size(resolution: Union[int, Size]) -> Size:
 
 def format_size(size: Union[int, Size]) -> str:
     """'512x1024'; a square prints both sides too ('512x512'), an int n as 'nxn'."""
-    h, w = (size, size) if isinstance(size, int) else size
+    h, w = as_size(size)
     return f"{h}x{w}"
 
 
@@ -100,7 +104,7 @@ def _size_field(value: Any) -> Size:
 def compact_size(size: Union[int, Size]) -> Union[int, Size]:
     """n for a square (n, n) (or an int n), (H, W) otherwise: how a size is stored and keyed
     where a square one was an int before non-square sizes existed."""
-    h, w = (size, size) if isinstance(size, int) else size
+    h, w = as_size(size)
     return h if h == w else (h, w)
 
 

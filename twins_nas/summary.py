@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from typing import Union
 
-from .config import ArchConfig, Size
+from .config import ArchConfig, Size, as_size
 from .models.cost_model import analytic_flops, analytic_params  # closed form: no model is built
 
 
 def summarize(cfg: ArchConfig, resolution: Union[int, Size]) -> dict:
     """Per-stage rows (map (H, W), width, heads, blocks, windows, sub-sampling, params), total
     params and GMACs of `cfg` at `resolution`: an int n (n x n pixels) or (H, W)."""
-    size = (resolution, resolution) if isinstance(resolution, int) else (int(resolution[0]), int(resolution[1]))
+    size = as_size(resolution)
     sizes = cfg.stage_sizes(size)
     pstage = analytic_params(cfg, by_stage=True)
     rows = []

@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from ..config import format_size, load_config, parse_size
-from ..models.cost_model import analytic_flops, analytic_params
-from ..models.optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS, check_rule, stage_optima
+from ..models.cost_model import analytic_flops, analytic_params, stage_macs
+from ..models.optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS, check_rule, gsa_keys
 from ..models.retarget import retarget as retarget_config
 from ..profile.latency import resolve_device
 from .app import app
@@ -23,11 +23,6 @@ def _pair(p) -> str:
 
 def _change(a: str, b: str) -> str:
     return a if a == b else f"{a} -> [bold]{b}[/]"
-
-
-def _stage_macs(cfg, size) -> list[int]:
-    """Every MAC of each stage at `size` (patch embedding, blocks, PEG), from the closed form."""
-    return [o.stage_macs for o in stage_optima(cfg, size)]
 
 
 @app.command()
@@ -76,7 +71,7 @@ def retarget(
     res = retarget_config(cfg, hw, min_keys, max_aspect, keep_weights)
     new = res.config
     before, after = analytic_flops(cfg, hw), analytic_flops(new, hw)
-    macs_b, macs_a = _stage_macs(cfg, hw), _stage_macs(new, hw)
+    macs_b, macs_a = [o.stage_macs for o in res.optima], stage_macs(new, hw)
     times_b = times_a = None
     if latency:
         from ..profile.stage_time import stage_latency
@@ -92,7 +87,7 @@ def retarget(
     for i, (o, s_new) in enumerate(zip(res.optima, new.stages)):
         win_new = s_new.lsa_window((o.map_h, o.map_w)) if o.window is not None else None
         k_new = s_new.sr_pair if o.k is not None else None
-        keys_new = None if k_new is None else -(-o.map_h // k_new[0]) * -(-o.map_w // k_new[1])
+        keys_new = None if k_new is None else int(gsa_keys((o.map_h, o.map_w), *k_new))
         lat = "-" if times_b is None else (f"{times_b.stage_ms[i]:.1f} -> {times_a.stage_ms[i]:.1f}")
         t.add_row(str(i + 1), f"{o.map_h}x{o.map_w}", _change(_pair(o.window), _pair(win_new)),
                   _change(_pair(o.k), _pair(k_new)), _change(str(o.gsa_keys or "-"), str(keys_new or "-")),

@@ -75,10 +75,6 @@ class FlopReport:
         return cls(total=sum(cats.values()), by_category=cats)
 
 
-def _pair(resolution: Resolution) -> Size:
-    return as_size(resolution if isinstance(resolution, int) else tuple(int(v) for v in resolution))
-
-
 def _norm(B: int, tokens: int, C: int) -> int:
     return NORM_MACS_PER_ELEMENT * B * tokens * C
 
@@ -173,26 +169,38 @@ def _add(*parts: Dict[str, int]) -> Dict[str, int]:
     return out
 
 
-def backbone_parts(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> List[Dict[str, int]]:
-    """{category: MACs} of every module up to `forward_features` (patch embeddings, blocks,
-    PEGs), in order; `head_flops` adds the classifier's part."""
-    in_size = _pair(resolution)
+def stage_parts(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> List[List[Dict[str, int]]]:
+    """Per stage, {category: MACs} of each of its modules in order: the patch embedding, the
+    blocks, the PEG (everything up to `forward_features`)."""
+    in_size = as_size(resolution)
     sizes = cfg.stage_sizes(in_size)
-    parts = []
+    out = []
     c_in = cfg.in_chans
     for stage, size, prev in zip(cfg.stages, sizes, [in_size] + sizes[:-1]):
-        parts.append(patch_embed_flops(batch, prev, c_in, stage))
+        parts = [patch_embed_flops(batch, prev, c_in, stage)]
         parts.extend(block_flops(batch, size, stage, kind) for kind in stage.block_types)
         if cfg.peg:
             parts.append(peg_flops(batch, size, stage))
+        out.append(parts)
         c_in = stage.embed_dim
-    return parts
+    return out
+
+
+def backbone_parts(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> List[Dict[str, int]]:
+    """{category: MACs} of every module up to `forward_features`, in order (`stage_parts`
+    flattened); `head_flops` adds the classifier's part."""
+    return [p for parts in stage_parts(cfg, resolution, batch) for p in parts]
+
+
+def stage_macs(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> List[int]:
+    """Every MAC of each stage (patch embedding, blocks, PEG)."""
+    return [sum(v for p in parts for v in p.values()) for parts in stage_parts(cfg, resolution, batch)]
 
 
 def analytic_flops(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> FlopReport:
     """Multiply-adds of `cfg` on a (batch, in_chans, H, W) input, in fvcore's convention.
     `resolution` is an int (square) or (H, W). Raises ConfigError when it is too small."""
-    last = cfg.stage_sizes(_pair(resolution))[-1]
+    last = cfg.stage_sizes(as_size(resolution))[-1]
     return FlopReport.from_categories(_add(*backbone_parts(cfg, resolution, batch), head_flops(batch, last, cfg)))
 
 

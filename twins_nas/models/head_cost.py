@@ -27,8 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
-from ..config import ArchConfig
-from .cost_model import FlopReport, Resolution, _add, _pair, analytic_params, backbone_parts
+from ..config import ArchConfig, as_size
+from .cost_model import FlopReport, Resolution, _add, analytic_params, backbone_parts
 from .head_config import HeadConfig, head_lengths, stage_strides
 
 Size = Tuple[int, int]
@@ -142,7 +142,7 @@ def resize_flops(B: int, size: Size, in_size: Size, num_classes: int) -> Dict[st
 def head_flops(cfg: ArchConfig, head: HeadConfig, size: Resolution, batch: int = 1) -> Dict[str, Dict[str, int]]:
     """MACs of the neck and of the head (with the final resize) of `TwinsSegmentation` on a
     (batch, in_chans, H, W) input: {"neck": {category: MACs}, "head": {category: MACs}}."""
-    in_size = _pair(size)
+    in_size = as_size(size)
     sizes = cfg.stage_sizes(in_size)
     neck = fpn_flops(batch, sizes, cfg.embed_dims, head.neck_channels)
     strides = stage_strides([s.patch_size for s in cfg.stages])

@@ -30,20 +30,18 @@ then the smaller numbers.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import asdict, dataclass
 from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ..config import ArchConfig, StageConfig
-from .cost_model import Resolution, _pair, analytic_flops, block_flops, patch_embed_flops, peg_flops
+from ..config import ArchConfig, StageConfig, as_size
+from .cost_model import Resolution, analytic_flops, stage_macs
 
 Size = Tuple[int, int]
 
 DEFAULT_MIN_KEYS = 49  # 7 x 7: the keys every attention of the published models sees at 224 px
 DEFAULT_MAX_ASPECT = 2.0  # longest / shortest side of a window or sub-sampling cell
-FIGURE_SIZES = (224, 512, 1024)
 
 
 def required_keys(size: Size, min_keys: int) -> int:
@@ -207,24 +205,16 @@ class StageOptimum:
         return d
 
 
-def _stage_macs(cfg: ArchConfig, i: int, in_size: Size, size: Size, c_in: int) -> int:
-    s = cfg.stages[i]
-    parts = [patch_embed_flops(1, in_size, c_in, s)] + [block_flops(1, size, s, k) for k in s.block_types]
-    if cfg.peg:
-        parts.append(peg_flops(1, size, s))
-    return sum(v for p in parts for v in p.values())
-
-
 def stage_optima(cfg: ArchConfig, resolution: Resolution, min_keys: int = DEFAULT_MIN_KEYS,
                  max_aspect: Optional[float] = DEFAULT_MAX_ASPECT) -> List[StageOptimum]:
     """Configured vs cost-optimal window and k of every stage of `cfg` at `resolution`
     (an int or (H, W)) under the minimum-keys rule (see `best_window`, `best_ratio`)."""
     check_rule(min_keys, max_aspect)
-    in_size = _pair(resolution)
+    in_size = as_size(resolution)
     sizes = cfg.stage_sizes(in_size)
-    model_macs = analytic_flops(cfg, in_size).total
-    out, c_in = [], cfg.in_chans
-    for i, (s, size, prev) in enumerate(zip(cfg.stages, sizes, [in_size] + sizes[:-1])):
+    model_macs, totals = analytic_flops(cfg, in_size).total, stage_macs(cfg, in_size)
+    out = []
+    for i, (s, size) in enumerate(zip(cfg.stages, sizes)):
         kinds = s.block_types
         n_l, n_g = kinds.count("L"), kinds.count("G")
         C = s.embed_dim
@@ -244,9 +234,8 @@ def stage_optima(cfg: ArchConfig, resolution: Resolution, min_keys: int = DEFAUL
         out.append(StageOptimum(
             stage=i, map_h=size[0], map_w=size[1], lsa_blocks=n_l, gsa_blocks=n_g, window=win, best_window=best,
             k=k, best_k=best_k, lsa_keys=lk, best_lsa_keys=blk, gsa_keys=gk, best_gsa_keys=bgk,
-            attn_macs=attn, best_attn_macs=best_attn, stage_macs=_stage_macs(cfg, i, prev, size, c_in),
+            attn_macs=attn, best_attn_macs=best_attn, stage_macs=totals[i],
             model_macs=model_macs, required_keys=required_keys(size, min_keys)))
-        c_in = C
     return out
 
 
@@ -275,10 +264,3 @@ def attention_cut(cfg: ArchConfig, retargeted: ArchConfig, resolution: Resolutio
 def as_field(pair: Size):
     """A (k1, k2) pair as a config value: an int when square (as the presets write k)."""
     return pair[0] if pair[0] == pair[1] else list(pair)
-
-
-def keys_text(n: Optional[int]) -> str:
-    if n is None:
-        return "-"
-    r = math.isqrt(n)
-    return f"{n} ({r}x{r})" if r * r == n else str(n)

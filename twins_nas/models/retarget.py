@@ -25,8 +25,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
-from ..config import ArchConfig, StageConfig
-from .cost_model import Resolution, _pair
+from ..config import ArchConfig, StageConfig, as_size
+from .cost_model import Resolution
 from .optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS, StageOptimum, as_field, stage_optima
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def retarget(cfg: ArchConfig, resolution: Resolution, min_keys: int = DEFAULT_MI
     set to the cost optimum at `resolution` under the minimum-keys rule. With `keep_weights`,
     k changes only where a checkpoint of `cfg` still loads as-is. The name becomes
     `<name>@<H>x<W>` unless `name` is given."""
-    H, W = _pair(resolution)
+    H, W = as_size(resolution)
     optima = stage_optima(cfg, (H, W), min_keys, max_aspect)
     stages, cases = [], []
     for s, o in zip(cfg.stages, optima):

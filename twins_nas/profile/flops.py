@@ -24,7 +24,7 @@ from typing import Dict, Tuple, Union
 import torch
 import torch.nn as nn
 
-from ..config import ArchConfig
+from ..config import ArchConfig, as_size
 from ..models.cost_model import FlopReport, Resolution
 from ..models.head_config import HeadConfig, head_config
 from ..models.head_cost import DenseFlopReport
@@ -136,7 +136,7 @@ def count_flops(cfg_or_model: Union[ArchConfig, Twins, dict, str], resolution: R
         model = cfg_or_model
     else:
         model = build_model(cfg_or_model)
-    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+    h, w = as_size(resolution)
     model.cfg.stage_sizes((h, w))  # one-line ConfigError when the input is too small
     by_mod = _trace(model, torch.zeros(batch, model.cfg.in_chans, h, w))
     cats: Dict[str, int] = {}
@@ -198,7 +198,7 @@ def count_dense_flops(cfg_or_model: Union[ArchConfig, TwinsSegmentation, dict, s
         if head is None:
             raise ValueError("count_dense_flops: a config needs a head (e.g. 'semantic-fpn')")
         model = build_model(cfg_or_model, head=head)
-    h, w = (size, size) if isinstance(size, int) else size
+    h, w = as_size(size)
     model.cfg.stage_sizes((h, w))  # one-line ConfigError when the input is too small
     by_mod = _trace(model, torch.zeros(batch, model.cfg.in_chans, h, w))
     cats: Dict[str, Dict[str, int]] = {"backbone": {}, "neck": {}, "head": {}}

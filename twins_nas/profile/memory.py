@@ -231,7 +231,7 @@ def min_forward_bytes(cfg: ArchConfig, resolution: Resolution, batch: int, bytes
     residual) and its MLP's hidden layer. A config whose bound exceeds the free memory
     cannot run, so it is rejected before it is built (attention scores, q/k/v and workspaces
     come on top, so the real need is larger)."""
-    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+    h, w = as_size(resolution)
     block = max(mh * mw * (st.embed_dim + st.mlp_hidden) for st, (mh, mw) in zip(cfg.stages, cfg.stage_sizes((h, w))))
     return (batch * (cfg.in_chans * h * w + block) + analytic_params(cfg)) * bytes_per_value
 

@@ -12,8 +12,8 @@ from typing import Iterable, Mapping, Optional
 
 import pandas as pd
 
-from ..config import ArchConfig, format_size
-from ..models.cost_model import Resolution, _pair
+from ..config import ArchConfig, as_size, format_size
+from ..models.cost_model import Resolution
 from ..models.optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS, attention_cut, stage_optima
 from ..models.retarget import retarget
 
@@ -34,7 +34,7 @@ def optimality_rows(configs: Mapping[str, ArchConfig], sizes: Iterable[Resolutio
     rows = []
     for name, cfg in configs.items():
         for size in sizes:
-            hw = _pair(size)
+            hw = as_size(size)
             for o in stage_optima(cfg, hw, min_keys, max_aspect):
                 rows.append(dict(
                     model=name, size=format_size(hw), height=hw[0], width=hw[1], stage=o.stage + 1,

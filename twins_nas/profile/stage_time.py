@@ -16,9 +16,9 @@ from typing import List, Optional
 import torch
 import torch.nn as nn
 
-from ..config import ArchConfig
+from ..config import ArchConfig, as_size
 from ..models import HeadConfig, Twins, build_model
-from ..models.cost_model import Resolution, _pair
+from ..models.cost_model import Resolution
 from .latency import device_label, resolve_device
 
 
@@ -59,7 +59,7 @@ def stage_latency(model_or_cfg: Twins | ArchConfig, resolution: Resolution, devi
     dev = resolve_device(device)
     model = timing_model(model_or_cfg) if isinstance(model_or_cfg, ArchConfig) else model_or_cfg
     model = model.eval().to(dev)
-    H, W = _pair(resolution)
+    H, W = as_size(resolution)
     model.cfg.stage_sizes((H, W))  # one line when too small
     x = torch.randn(batch, model.cfg.in_chans, H, W, device=dev)
     stamps: List[float] = []

@@ -39,9 +39,9 @@ from typing import Callable, Iterable, Mapping, Optional
 import pandas as pd
 import torch
 
-from ..config import ArchConfig, format_size
+from ..config import ArchConfig, as_size, format_size
 from ..models import HeadConfig, build_model
-from ..models.cost_model import CATEGORIES, Resolution, _pair, analytic_flops, analytic_params
+from ..models.cost_model import CATEGORIES, Resolution, analytic_flops, analytic_params
 from ..models.head_cost import analytic_dense_flops, analytic_dense_params
 from ..models.optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS
 from .flops import count_dense_flops, count_flops
@@ -74,14 +74,14 @@ def default_resolutions(max_res: int, min_res: int = 224) -> list[int]:
 
 def sizes_of(sizes: Iterable[Resolution]) -> list:
     """Distinct (H, W) sizes ordered by pixel count, then height."""
-    return sorted({_pair(s) for s in sizes}, key=lambda s: (s[0] * s[1], s[0]))
+    return sorted({as_size(s) for s in sizes}, key=lambda s: (s[0] * s[1], s[0]))
 
 
 def analytic_row(name: str, cfg: ArchConfig, resolution: Resolution, batch: int = 1,
                  head: Optional[HeadConfig] = None) -> dict:
     """The closed-form columns of one cell. `resolution` is the input size's side for a square
     and √(HW) otherwise (so the growth laws in r hold); `size` is 'HxW'."""
-    H, W = _pair(resolution)
+    H, W = as_size(resolution)
     row = dict(model=name, size=format_size((H, W)), height=H, width=W,
                resolution=H if H == W else math.sqrt(H * W), batch=batch)
     if head is None:

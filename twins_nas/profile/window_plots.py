@@ -29,12 +29,11 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from ..atomic import atomic_path, ensure_dir, write_text
-from ..config import ArchConfig, format_size
-from ..models.cost_model import Resolution, _pair
+from ..config import ArchConfig, as_size, format_size
+from ..models.cost_model import Resolution
 from ..models.optimum import (
     DEFAULT_MAX_ASPECT,
     DEFAULT_MIN_KEYS,
-    FIGURE_SIZES,
     gsa_costs,
     gsa_keys,
     law_side,
@@ -45,10 +44,12 @@ from ..models.optimum import (
 from .optimality import optimality_rows
 from .plots import write_pngs
 
+FIGURE_SIZES = (224, 512, 1024)  # drawn in every optimality figure, with the profiled sizes
+
 
 def figure_sizes(sizes: Iterable[Resolution] = ()) -> list:
     """224, 512 and 1024 px squares plus `sizes`, by pixel count."""
-    out = {_pair(s) for s in list(FIGURE_SIZES) + list(sizes)}
+    out = {as_size(s) for s in list(FIGURE_SIZES) + list(sizes)}
     return sorted(out, key=lambda s: (s[0] * s[1], s[0]))
 
 
@@ -160,7 +161,7 @@ def write_optimality(configs: Mapping[str, ArchConfig], sizes: Iterable[Resoluti
     optimality.html (every model's figure, drawn at 224, 512, 1024 and `sizes`, one page) and,
     with `png` and a Chromium, optimality_<name>.png per model. Returns {"files": [paths],
     "notes": [what was skipped and why]}."""
-    sizes = [_pair(s) for s in sizes]
+    sizes = [as_size(s) for s in sizes]
     out = ensure_dir(out_dir)
     rows = optimality_rows(configs, sizes, min_keys, max_aspect)
     files = [out / "optimality.csv", out / "optimality.json", out / "optimality.html"]

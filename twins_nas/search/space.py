@@ -52,7 +52,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..config import SUBSAMPLE_CHOICES, ArchConfig, CompactSizeField, ConfigError, Size, block_types
+from ..config import SUBSAMPLE_CHOICES, ArchConfig, CompactSizeField, ConfigError, Size, as_size, block_types
 from ..errors import loc_str, one_line
 from ..numbers import Number
 from .metrics import CURRENT_TO_LEGACY, LEGACY_NAMES, METRICS, Metric, canonical_metric
@@ -281,7 +281,7 @@ class SearchSpace(_Strict):
         if not problems:
             shrink = math.prod(max(st.patch_size) for st in self.stages)
             for name, size in (("resolution", self.resolution), ("measure.size", self.measure.size)):
-                if size is not None and min(_size(size)) // shrink < 1:
+                if size is not None and min(as_size(size)) // shrink < 1:
                     problems.append(f"{name}={_fmt(size)}: too small for the largest patch sizes "
                                     f"(stages[*].patch_size multiply to {shrink}); a feature map would be empty")
         if problems:
@@ -304,7 +304,7 @@ class SearchSpace(_Strict):
     @property
     def input_size(self) -> Size:
         """`resolution` as (H, W) (`size()` counts the networks of the space)."""
-        return _size(self.resolution)
+        return as_size(self.resolution)
 
     @property
     def measure_size(self) -> Size:
@@ -478,11 +478,6 @@ class SearchSpace(_Strict):
             total += math.prod(with_s) - math.prod(
                 len(f) if st.subsample is None else len(keys) for f, keys, st in zip(free, per_stage, self.stages))
         return total
-
-
-def _size(size) -> Size:
-    """(H, W) of a stored size: n -> (n, n)."""
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def _digest(d: dict) -> str:

@@ -54,7 +54,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ArchConfig
+from ..config import ArchConfig, as_size
 from ..models.kernels import fast_paths
 from ..models.twins import Mlp, build_model
 from .data import ProxyData
@@ -70,7 +70,7 @@ def scoring_batch(data: ProxyData, n: int, resolution: Union[int, Tuple[int, int
     """(n, in_chans, H, W) float32 for `resolution` n (n x n) or (H, W): the first `n` proxy
     training images taken class by class (see the module docstring), resized and with the
     channel count of the space."""
-    size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+    size = as_size(resolution)
     x, y = data.train_x, data.train_y
     if n > len(x):
         raise ValueError(f"the scoring batch needs {n} images; the proxy training set has {len(x)}")
@@ -147,7 +147,7 @@ def synflow_score(model: nn.Module, resolution: Union[int, Tuple[int, int]], in_
             p.grad = None
     like = params[0] if params else torch.empty(0)
     with torch.enable_grad():
-        size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+        size = as_size(resolution)
         model(like.new_ones(1, in_chans, *size)).sum().backward()
     with torch.no_grad():
         total = sum(float(torch.sum((p * p.grad).abs(), dtype=torch.float64)) for p in params if p.grad is not None)
