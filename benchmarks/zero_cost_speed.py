@@ -32,11 +32,8 @@ import torch
 from twins_nas.config import ArchConfig
 from twins_nas.hardware import cpu_model
 from twins_nas.models import build_model
-from twins_nas.search.data import load_proxy_data
-from twins_nas.search.metrics import trial_metrics
-from twins_nas.search.objective import constraint_values, measured_metrics
-from twins_nas.search.space import SearchSpace, load_space
-from twins_nas.search.zero_cost import (
+from twins_nas.search.evaluate.objective import constraint_values, measured_metrics
+from twins_nas.search.evaluate.zero_cost import (
     NASWOT_BATCH,
     SCORES,
     naswot_score,
@@ -44,6 +41,9 @@ from twins_nas.search.zero_cost import (
     synflow_score,
     zero_cost_scores,
 )
+from twins_nas.search.proxy.data import load_proxy_data
+from twins_nas.search.space.metrics import trial_metrics
+from twins_nas.search.space.space import SearchSpace, load_space
 
 
 def feasible(space: SearchSpace, cfg: ArchConfig) -> bool:

@@ -21,10 +21,9 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 
-def find_bindir() -> Optional[Path]:
+def find_bindir() -> Path | None:
     """The folder of initdb / pg_ctl: Debian keeps them in /usr/lib/postgresql/VERSION/bin."""
     for name in ("initdb", "pg_ctl"):
         found = shutil.which(name)
@@ -44,7 +43,7 @@ def free_port() -> int:
 class LocalPostgres:
     """One PostgreSQL cluster in `root` (data, socket and log inside it)."""
 
-    def __init__(self, root: Path, port: Optional[int] = None, password: Optional[str] = None,
+    def __init__(self, root: Path, port: int | None = None, password: str | None = None,
                  user: str = "postgres") -> None:
         self.root = Path(root).resolve()
         self.port = port or free_port()
@@ -76,7 +75,7 @@ class LocalPostgres:
             raise RuntimeError(f"{args[0]} failed (exit {res.returncode}): {last}")
         return res
 
-    def start(self) -> "LocalPostgres":
+    def start(self) -> LocalPostgres:
         self.root.mkdir(parents=True, exist_ok=True)
         if not (self.data / "PG_VERSION").exists():
             pwfile = self.root / "pwfile"
@@ -113,7 +112,7 @@ class LocalPostgres:
         return self.url(name)
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=("start", "stop"))
     ap.add_argument("dir", type=Path)

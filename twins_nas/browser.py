@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Optional
 
 _EXECUTABLES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
 
-def find_chromium() -> Optional[str]:
+def find_chromium() -> str | None:
     """The Chromium/Chrome kaleido would drive: `BROWSER_PATH` when set (None if it is not an
     executable), else the one kaleido's helper finds, else the first on PATH; None if none."""
     env = os.environ.get("BROWSER_PATH")

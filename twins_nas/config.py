@@ -6,14 +6,12 @@ one, the model builder and the cost model read one, reports write one to JSON.
 from __future__ import annotations
 
 import json
-import operator
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Tuple, Union
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -25,94 +23,24 @@ from pydantic import (
 from .atomic import write_text
 from .errors import ConfigError, loc_str, one_line, show_value
 from .numbers import Number, PositiveInt
-from .preset_data import PRESETS
+from .published import PRESETS
+from .sizes import (  # noqa: F401  (re-exported: twins_nas.config is where users found them)
+    MIN_RESOLUTION,
+    SIZE_FORM,
+    CompactSizeField,
+    Size,
+    SizeField,
+    as_size,
+    compact_size,
+    format_size,
+    parse_size,
+)
 
 SCHEMA_VERSION = 1
-MIN_RESOLUTION = 32  # the smallest input a Twins accepts (four stages of patches, the first of 4)
 SUBSAMPLE_CHOICES = ("conv", "dwconv", "avgpool")
 _PATTERN_RE = re.compile(r"^[LG]+$")
 
-Pair = Tuple[PositiveInt, PositiveInt]
-
-
-Size = tuple[int, int]  # an input size (H, W) in pixels
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?$")
-SIZE_FORM = "expected H x W in pixels, e.g. 512x1024, or one number for a square"
-
-
-def _size_rule(value: Any) -> tuple[Optional[Size], str]:
-    """(H, W) of an input-size value, or (None, why it is not one)."""
-    hw: Any = None
-    if isinstance(value, bool):
-        pass
-    elif isinstance(value, int):
-        hw = (value, value)
-    elif isinstance(value, str) and _SIZE_RE.match(value):
-        h, w = _SIZE_RE.match(value).groups()
-        hw = (int(h), int(w if w is not None else h))
-    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
-        hw = (int(value[0]), int(value[1]))
-    if hw is None:
-        return None, SIZE_FORM
-    if min(hw) < MIN_RESOLUTION:
-        return None, f"each side must be at least {MIN_RESOLUTION} px ({SIZE_FORM})"
-    return hw, ""
-
-
-def parse_size(value: Any, field: str = "size") -> Size:
-    """An input size as (H, W): an int n (n x n), a string '512' or '512x1024' ('X' and spaces
-    around it allowed) or a pair [H, W] of ints. Each side must be >= MIN_RESOLUTION. Bools,
-    floats, zero, negatives and anything else raise a one-line `ConfigError` naming `field`."""
-    hw, rule = _size_rule(value)
-    if hw is None:
-        shown = repr(value) if isinstance(value, str) else show_value(value)
-        raise ConfigError(f"{field}={shown}: {rule}")
-    return hw
-
-
-def as_size(resolution: Union[int, Size]) -> Size:
-    """(H, W) of an int n (n x n) or a pair: how code passes an input size around (no minimum;
-    integers of any kind, numpy's included; a one-line `ConfigError`, a ValueError, unless both
-    sides are positive integers)."""
-    sides = resolution if isinstance(resolution, (tuple, list)) else (resolution, resolution)
-    try:
-        if len(sides) != 2 or any(isinstance(v, bool) for v in sides):
-            raise TypeError
-        hw = (operator.index(sides[0]), operator.index(sides[1]))
-    except TypeError:
-        hw = (0, 0)
-    if min(hw) < 1:
-        raise ConfigError(f"resolution={resolution!r}: expected a positive int n (n x n) or a pair (H, W) "
-                          f"of positive ints")
-    return hw
-
-
-def format_size(size: Union[int, Size]) -> str:
-    """'512x1024'; a square prints both sides too ('512x512'), an int n as 'nxn'."""
-    h, w = as_size(size)
-    return f"{h}x{w}"
-
-
-def _size_field(value: Any) -> Size:
-    hw, rule = _size_rule(value)
-    if hw is None:  # pydantic adds the key path; `errors.one_line` keeps the '=value: rule' form
-        raise ValueError(f"={show_value(value)}: {rule}")
-    return hw
-
-
-def compact_size(size: Union[int, Size]) -> Union[int, Size]:
-    """n for a square (n, n) (or an int n), (H, W) otherwise: how a size is stored and keyed
-    where a square one was an int before non-square sizes existed."""
-    h, w = as_size(size)
-    return h if h == w else (h, w)
-
-
-# An input size in a settings model: any form `parse_size` takes, stored as (H, W) (a JSON list).
-SizeField = Annotated[Size, BeforeValidator(_size_field)]
-# The same, stored compact (`compact_size`): an int for a square (as a square size always was), else (H, W).
-CompactSizeField = Annotated[Union[int, Size], BeforeValidator(lambda v: compact_size(_size_field(v)))]
-
+Pair = tuple[PositiveInt, PositiveInt]
 
 _PAIR_RULES = {  # one rule per field instead of pydantic's report for every union member
     "window": "must be a pair [m, n] of positive integers (window rows, cols)",
@@ -130,7 +58,7 @@ def _lookup(data: Any, loc: tuple) -> Any:
     return data
 
 
-def _fields_at(loc: tuple) -> Optional[list]:
+def _fields_at(loc: tuple) -> list | None:
     """The valid field names of the mapping at `loc` (for 'unknown field' errors)."""
     if not loc:
         return list(ArchConfig.model_fields)
@@ -144,7 +72,7 @@ def format_validation_error(err: ValidationError, prefix: str = "", data: Any = 
     validated input) lets a pair field such as `window` be reported with its whole value."""
     locs = [tuple(e["loc"]) for e in err.errors()]
 
-    def special(e: dict, loc: tuple, rule: str) -> Optional[str]:
+    def special(e: dict, loc: tuple, rule: str) -> str | None:
         if any(len(o) > len(loc) and o[:len(loc)] == loc for o in locs):
             return ""  # a container whose item has its own error (pydantic adds e.g. 'too short' after dropping it)
         kind = e["type"]
@@ -190,9 +118,9 @@ class StageConfig(BaseModel):
     depth: PositiveInt
     num_heads: PositiveInt
     mlp_ratio: Number = Field(gt=0, description="MLP hidden = int(embed_dim * mlp_ratio)")
-    window: Optional[Pair] = Field(
+    window: Pair | None = Field(
         default=None, description="LSA window (m rows, n cols); required when pattern has an L")
-    sr_ratio: Union[PositiveInt, Pair] = Field(
+    sr_ratio: PositiveInt | Pair = Field(
         default=1, description="GSA sub-sample ratio k (or (k1, k2)); 1 = full global attention")
     subsample: Literal["conv", "dwconv", "avgpool"] = Field(
         default="conv", description="GSA sub-sampling function (used when sr_ratio > 1)")
@@ -234,8 +162,8 @@ class ArchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: StrictInt = SCHEMA_VERSION
-    name: Optional[str] = None
-    stages: Tuple[StageConfig, ...] = Field(min_length=1)
+    name: str | None = None
+    stages: tuple[StageConfig, ...] = Field(min_length=1)
     in_chans: PositiveInt = 3
     num_classes: StrictInt = Field(default=1000, ge=0, description="0 = no classifier (features only)")
     qkv_bias: bool = True
@@ -249,7 +177,7 @@ class ArchConfig(BaseModel):
             raise ConfigError(format_validation_error(err, data=data)) from None
 
     @model_validator(mode="after")
-    def _cross_field(self) -> "ArchConfig":
+    def _cross_field(self) -> ArchConfig:
         if self.schema_version > SCHEMA_VERSION:
             raise ValueError(f"schema_version={self.schema_version} is newer than this twins-nas "
                              f"supports ({SCHEMA_VERSION}); upgrade twins-nas")
@@ -272,7 +200,7 @@ class ArchConfig(BaseModel):
 
     def stage_sizes(self, resolution: int | tuple[int, int]) -> list[tuple[int, int]]:
         """Feature-map size (H_i, W_i) of every stage: each patch embedding floors (as timm)."""
-        h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+        h, w = as_size(resolution)
         sizes = []
         for s in self.stages:
             h, w = h // s.patch_size, w // s.patch_size
@@ -282,14 +210,14 @@ class ArchConfig(BaseModel):
             sizes.append((h, w))
         return sizes
 
-    def replace(self, **changes: Any) -> "ArchConfig":
+    def replace(self, **changes: Any) -> ArchConfig:
         d = self.to_dict()
         d.update(changes)
         return ArchConfig.from_dict(d)
 
     # ---- (de)serialisation ------------------------------------------------------------
     @classmethod
-    def preset(cls, name: str) -> "ArchConfig":
+    def preset(cls, name: str) -> ArchConfig:
         """A published model by name (`twins-svt-s`; `twins_svt_s` and upper case work too)."""
         key = name.lower().replace("_", "-")
         if key not in PRESETS:
@@ -300,7 +228,7 @@ class ArchConfig(BaseModel):
         return self.model_dump(mode="json")
 
     @classmethod
-    def from_dict(cls, data: dict, index: int | None = None) -> "ArchConfig":
+    def from_dict(cls, data: dict, index: int | None = None) -> ArchConfig:
         """Build from a dict. Accepts an ArchConfig dict, optionally with a free-form `meta`
         entry (ignored), or a collection `{"configs": [...]}` (e.g. pareto.json), from which
         entry `index` (default 0) is taken."""
@@ -329,7 +257,7 @@ class ArchConfig(BaseModel):
         return text
 
     @classmethod
-    def from_json(cls, path: str | Path, index: int | None = None) -> "ArchConfig":
+    def from_json(cls, path: str | Path, index: int | None = None) -> ArchConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")

@@ -6,7 +6,8 @@ caller adds what only it knows (valid field names at a path, pair fields, metric
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterable, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -48,11 +49,11 @@ def rule_text(msg: str) -> str:
 
 
 # special(error, loc, rule) -> the line for this error, "" to drop it, None for the default
-Special = Callable[[dict, tuple, str], Optional[str]]
+Special = Callable[[dict, tuple, str], str | None]
 
 
-def one_line(err: ValidationError, valid_at: Callable[[tuple], Optional[Iterable[str]]],
-             special: Optional[Special] = None, prefix: str = "", noun: str = "field") -> str:
+def one_line(err: ValidationError, valid_at: Callable[[tuple], Iterable[str] | None],
+             special: Special | None = None, prefix: str = "", noun: str = "field") -> str:
     """Every problem of `err` as `path=value: rule`, joined by '; ' (first problem first).
 
     `valid_at(loc)` names the valid keys of the mapping at `loc` (for unknown keys); `special`

@@ -3,7 +3,7 @@ global-attention reference and the keyword arguments that build a config in timm
 from __future__ import annotations
 
 from .config import ArchConfig, ConfigError
-from .preset_data import PRESETS, TIMM_NAMES
+from .published import PRESETS, TIMM_NAMES
 
 __all__ = ["PRESETS", "TIMM_NAMES", "get_preset", "global_reference", "to_timm_kwargs"]
 

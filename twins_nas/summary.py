@@ -1,13 +1,12 @@
 """A plain-data summary of an architecture at an input size (what `twins-nas show` prints)."""
 from __future__ import annotations
 
-from typing import Union
-
-from .config import ArchConfig, Size, as_size
+from .config import ArchConfig
 from .models.cost_model import analytic_flops, analytic_params  # closed form: no model is built
+from .sizes import Size, as_size
 
 
-def summarize(cfg: ArchConfig, resolution: Union[int, Size]) -> dict:
+def summarize(cfg: ArchConfig, resolution: int | Size) -> dict:
     """Per-stage rows (map (H, W), width, heads, blocks, windows, sub-sampling, params), total
     params and GMACs of `cfg` at `resolution`: an int n (n x n pixels) or (H, W)."""
     size = as_size(resolution)

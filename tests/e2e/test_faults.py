@@ -21,7 +21,7 @@ from twins_nas.cli import app
 from twins_nas.config import ArchConfig
 from twins_nas.models.cost_model import analytic_params
 from twins_nas.profile.memory import is_out_of_memory, measure_peak_memory, min_forward_bytes
-from twins_nas.search import objective as objective_mod
+from twins_nas.search.evaluate import objective as objective_mod
 
 runner = CliRunner()
 FAST = ["--timing-budget", "0.02", "--threads", "1", "--device", "cpu", "--set", "proxy.epochs=1"]

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from twins_nas.cli import app
 from twins_nas.config import ArchConfig
-from twins_nas.search.fidelity import attention_geometry, draw_plan, run_fidelity
-from twins_nas.search.space import load_space
+from twins_nas.search.fidelity.experiment import attention_geometry, draw_plan, run_fidelity
+from twins_nas.search.space.space import load_space
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 runner = CliRunner()

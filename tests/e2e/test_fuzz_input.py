@@ -22,8 +22,10 @@ from hypothesis import strategies as st
 from twins_nas.cli import main
 from twins_nas.config import ArchConfig, ConfigError, StageConfig
 from twins_nas.presets import PRESETS
-from twins_nas.search.settings import FidelitySettings, MeasureSettings, ProxySettings
-from twins_nas.search.space import Bound, SearchSpace, StageSpace, load_space
+from twins_nas.search.proxy.settings import ProxySettings
+from twins_nas.search.space.halving import HalvingSettings
+from twins_nas.search.space.measure import MeasureSettings
+from twins_nas.search.space.space import Bound, SearchSpace, StageSpace, load_space
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
@@ -32,7 +34,7 @@ FAST = settings(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 FIELDS = set()
-for model in (SearchSpace, StageSpace, ProxySettings, MeasureSettings, FidelitySettings, Bound, ArchConfig,
+for model in (SearchSpace, StageSpace, ProxySettings, MeasureSettings, HalvingSettings, Bound, ArchConfig,
               StageConfig):
     FIELDS |= set(model.model_fields)
 for data in SPACE_DATA.values():

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from local_postgres import LocalPostgres, find_bindir  # noqa: E402
 from strategies import tiny_space  # noqa: E402
 
-from twins_nas.search.storage import open_storage  # noqa: E402
-from twins_nas.search.trials import Heartbeat, fail_dead_trials, on_stale_trial  # noqa: E402
+from twins_nas.search.run.storage import open_storage  # noqa: E402
+from twins_nas.search.run.trials import Heartbeat, fail_dead_trials, on_stale_trial  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed")  # Heartbeat records them
 

@@ -152,7 +152,7 @@ def test_dense_profile_splits_backbone_neck_head_exactly(dense_report):
 def test_dense_profile_writes_the_optimality_table(dense_report):
     import json
 
-    from twins_nas.models.optimum import stage_optima
+    from twins_nas.models.window_optimum import stage_optima
     out, _ = dense_report
     table = pd.read_csv(out / "optimality.csv")
     assert len(table) == 3 * 3  # sizes x stages

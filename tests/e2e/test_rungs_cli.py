@@ -15,10 +15,10 @@ from strategies import TINY_SPACE
 from typer.testing import CliRunner
 
 from twins_nas.cli import app
-from twins_nas.search.rungs import PREFIX, promotions
+from twins_nas.search.run.rungs import PREFIX, promotions
 
 runner = CliRunner()
-RUNGS = ["--set", "fidelity.rungs=2", "--set", "fidelity.eta=2", "--set", "fidelity.batch=2"]
+RUNGS = ["--set", "halving.rungs=2", "--set", "halving.eta=2", "--set", "halving.batch=2"]
 FAST = ["--timing-budget", "0.02", "--threads", "1", "--no-png", "--device", "cpu", "--set", "proxy.epochs=1"]
 
 
@@ -52,7 +52,7 @@ def check_report(out: Path, n: int) -> pd.DataFrame:
     for c in pareto["configs"]:
         m = c["meta"]["metrics"]
         assert m["accuracy"] == m[f"accuracy_rung{m['rung']}"]
-    assert pareto["meta"]["fidelity"] == {"rungs": 2, "eta": 2, "batch": 2}
+    assert pareto["meta"]["halving"] == {"rungs": 2, "eta": 2, "batch": 2}
     best = json.loads((out / "best_config.json").read_text())["meta"]
     assert "rung" in best["metrics"]
     return df

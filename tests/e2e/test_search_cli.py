@@ -22,17 +22,18 @@ from twins_nas import build_model
 from twins_nas.browser import find_chromium
 from twins_nas.cli import app
 from twins_nas.config import ArchConfig
-from twins_nas.search import objective as objective_mod
-from twins_nas.search import trials as trials_mod
-from twins_nas.search.data import load_proxy_data
-from twins_nas.search.objective import Evaluator
-from twins_nas.search.provenance import resolve_search_device
-from twins_nas.search.proxy_train import ProxyDiverged
-from twins_nas.search.sampler import make_sampler
-from twins_nas.search.settings import MeasureBudget
-from twins_nas.search.space import load_space, space_from_dict
-from twins_nas.search.storage import existing_storage_file, resolve_storage
-from twins_nas.search.trials import STATUS_INFEASIBLE, count_trials, fail_dead_trials, owner_attrs, run_worker
+from twins_nas.search.evaluate import objective as objective_mod
+from twins_nas.search.evaluate.objective import Evaluator
+from twins_nas.search.evaluate.status import TrialStatus
+from twins_nas.search.proxy.data import load_proxy_data
+from twins_nas.search.proxy.train import ProxyDiverged
+from twins_nas.search.run import trials as trials_mod
+from twins_nas.search.run.provenance import resolve_search_device
+from twins_nas.search.run.samplers import make_sampler
+from twins_nas.search.run.storage import existing_storage_file, resolve_storage
+from twins_nas.search.run.trials import count_trials, fail_dead_trials, owner_attrs, run_worker
+from twins_nas.search.space.measure import MeasureBudget
+from twins_nas.search.space.space import load_space, space_from_dict
 
 runner = CliRunner()
 
@@ -312,7 +313,7 @@ def test_constraint_rejected_configs_are_never_trained(tmp_path, monkeypatch):
     assert res.status == "done" and len(trained) == 1
     bad, good = study.trials
     assert bad.state == good.state == TrialState.COMPLETE
-    assert bad.user_attrs["status"] == STATUS_INFEASIBLE and bad.constraints["params_m<=0.03"] > 0
+    assert bad.user_attrs["status"] == TrialStatus.INFEASIBLE and bad.constraints["params_m<=0.03"] > 0
     assert "accuracy" not in bad.user_attrs["metrics"] and "throughput" not in bad.user_attrs["metrics"]
     assert bad.values == [0.0, 0.0]  # penalised: nothing measured for either objective
     assert good.user_attrs["status"] == "ok" and good.constraints["params_m<=0.03"] <= 0
@@ -499,7 +500,7 @@ def test_a_study_made_before_the_rename_continues_with_its_names(tmp_path):
         space_file, ["proxy.epochs=1", "proxy.geometry=clamp", "proxy.patch_size=null"]).legacy_hash)
     legacy.set_user_attr("constraints", _legacy_names(study.user_attrs["constraints"]))
     old_space = json.loads(json.dumps(study.user_attrs["space"]))   # recorded before the proxy geometry
-    del old_space["proxy"]["geometry"], old_space["proxy"]["patch_size"], old_space["fidelity"]
+    del old_space["proxy"]["geometry"], old_space["proxy"]["patch_size"], old_space["halving"]
     legacy.set_user_attr("space", old_space)
     legacy.add_trial(optuna.trial.create_trial(
         values=first.values, params=first.params, distributions=first.distributions,

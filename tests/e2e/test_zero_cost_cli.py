@@ -13,7 +13,7 @@ from strategies import TINY_SPACE
 from typer.testing import CliRunner
 
 from twins_nas.cli import app
-from twins_nas.search import objective as objective_mod
+from twins_nas.search.evaluate import objective as objective_mod
 
 runner = CliRunner()
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from twins_nas.config import ConfigError
-from twins_nas.search import data as data_mod
-from twins_nas.search.data import balanced_split, load_proxy_data
-from twins_nas.search.settings import ProxySettings
+from twins_nas.search.proxy import data as data_mod
+from twins_nas.search.proxy.data import balanced_split, load_proxy_data
+from twins_nas.search.proxy.settings import ProxySettings
 
 HAVE_FMNIST = (data_mod.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file()
 

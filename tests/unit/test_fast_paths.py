@@ -1,4 +1,4 @@
-"""The CPU fast paths of `twins_nas.models.kernels` compute the same function and the same
+"""The CPU fast paths of `twins_nas.models.cpu_fast_paths` compute the same function and the same
 gradients as the plain layers, and the switch turns each of them off.
 
 * `fast_mlp`'s chunked paths (inference, and `_MlpTrainFn` in training) against
@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twins_nas.models import build_model, kernels
-from twins_nas.models.kernels import TokenConv, _MlpTrainFn, fast_paths, fast_paths_enabled, set_fast_paths
+from twins_nas.models import build_model
+from twins_nas.models import cpu_fast_paths as kernels
+from twins_nas.models.cpu_fast_paths import TokenConv, _MlpTrainFn, fast_paths, fast_paths_enabled, set_fast_paths
 from twins_nas.models.twins import GlobalSubSampleAttn, LocallyGroupedAttn, Mlp
 from twins_nas.presets import TIMM_NAMES, get_preset
 
@@ -260,7 +261,7 @@ def test_switch_turns_every_fast_path_off(enabled):
 
 _CHILD = """
 import torch
-from twins_nas.models.kernels import fast_paths_enabled
+from twins_nas.models.cpu_fast_paths import fast_paths_enabled
 from twins_nas.models.twins import Mlp
 rows = 70_000  # x 64 hidden: more than 4 chunks of 2**20
 fn = Mlp(8, 64)(torch.randn(rows, 8)).grad_fn

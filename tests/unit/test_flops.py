@@ -11,7 +11,7 @@ from strategies import Unsupported
 
 from twins_nas import ArchConfig, ConfigError, build_model, get_preset
 from twins_nas.models.cost_model import CATEGORIES
-from twins_nas.models.kernels import fast_paths
+from twins_nas.models.cpu_fast_paths import fast_paths
 from twins_nas.models.twins import GlobalSubSampleAttn, LocallyGroupedAttn
 from twins_nas.profile import analytic_flops, count_flops
 from twins_nas.profile.flops import SDPA, ZERO_COST_OPS, _fvcore, sdpa_flop_jit

@@ -27,8 +27,9 @@ from strategies import randomize_
 from timm.models.twins import LocallyGroupedAttn as TimmLSA
 
 import twins_nas.models.twins as twins_mod
-from twins_nas.models import kernels, lsa_key_mask
-from twins_nas.models.kernels import fast_paths
+from twins_nas.models import cpu_fast_paths as kernels
+from twins_nas.models import lsa_key_mask
+from twins_nas.models.cpu_fast_paths import fast_paths
 from twins_nas.models.twins import GlobalSubSampleAttn, LocallyGroupedAttn
 
 pytestmark = pytest.mark.usefixtures("single_thread")

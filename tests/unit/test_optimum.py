@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from twins_nas import ArchConfig, build_model, get_preset, load_config
 from twins_nas.config import StageConfig
 from twins_nas.models.cost_model import gsa_flops, lsa_flops
-from twins_nas.models.optimum import (
+from twins_nas.models.retarget import adapt_state_dict, retarget, weight_change
+from twins_nas.models.window_optimum import (
     best_ratio,
     best_window,
     gsa_costs,
@@ -24,7 +25,6 @@ from twins_nas.models.optimum import (
     required_keys,
     stage_optima,
 )
-from twins_nas.models.retarget import adapt_state_dict, retarget, weight_change
 from twins_nas.presets import PRESETS
 
 GSA_TERMS = ("gsa_matmul", "gsa_subsample", "attn_kv", "norm")  # what k changes in one GSA block

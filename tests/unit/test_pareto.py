@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from twins_nas.config import ConfigError
-from twins_nas.search.objective import constraint_keys, constraint_values, trial_seed
+from twins_nas.search.evaluate.objective import constraint_keys, constraint_values, trial_seed
 from twins_nas.search.pareto import NoMatch, hypervolume_history, knee_index, pareto_mask, parse_pick, select
-from twins_nas.search.space import Bound
+from twins_nas.search.space.space import Bound
 
 MAXMAX = {"accuracy": "maximize", "throughput": "maximize"}
 ROWS = [dict(accuracy=a, throughput=t, params_m=p) for a, t, p in

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from twins_nas.config import ArchConfig
-from twins_nas.search.data import ProxyData
-from twins_nas.search.proxy_train import ProxyDiverged, train_proxy
-from twins_nas.search.settings import ProxySettings
+from twins_nas.search.proxy.data import ProxyData
+from twins_nas.search.proxy.settings import ProxySettings
+from twins_nas.search.proxy.train import ProxyDiverged, train_proxy
 
 SMALL = ProxySettings(train_samples=256, val_samples=128, epochs=1, batch_size=64, resolution=32)
 

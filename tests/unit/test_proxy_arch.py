@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twins_nas.config import ArchConfig, ConfigError
-from twins_nas.search.proxy_arch import StageChoices, proxy_arch, scale_sides
-from twins_nas.search.settings import ProxySettings
-from twins_nas.search.space import load_space
+from twins_nas.search.proxy.network import StageChoices, proxy_arch, scale_sides
+from twins_nas.search.proxy.settings import ProxySettings
+from twins_nas.search.space.space import load_space
 
 SPACES = sorted(Path(__file__).resolve().parents[2].glob("search_spaces/*.yaml"))
 FAITHFUL = ProxySettings()                    # 32 px, stage-1 patch 2: maps 16/8/4/2 at 224

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from twins_nas.search.evaluate.status import TrialStatus
 from twins_nas.search.pareto import crowding_distances, nondominated_ranks, promotion_order
-from twins_nas.search.rungs import effective_metrics, rung_settings, select_promotions
-from twins_nas.search.settings import ProxySettings
-from twins_nas.search.trials import STATUS_INFEASIBLE, STATUS_OK
+from twins_nas.search.proxy.settings import ProxySettings
+from twins_nas.search.run.rungs import effective_metrics, rung_settings, select_promotions
 
 OBJ = {"accuracy": "maximize", "throughput": "maximize"}
 
@@ -53,7 +53,7 @@ def test_crowding_distance_by_hand():
     assert set(promotion_order(rows, OBJ)[:2]) == {0, 3}
 
 
-def _trial(number: int, acc: float, thr: float, status: str = STATUS_OK) -> optuna.trial.FrozenTrial:
+def _trial(number: int, acc: float, thr: float, status: str = TrialStatus.OK) -> optuna.trial.FrozenTrial:
     return optuna.trial.FrozenTrial(
         number=number, state=optuna.trial.TrialState.COMPLETE, value=None, values=[acc, thr],
         datetime_start=None, datetime_complete=None, params={}, distributions={},
@@ -64,7 +64,7 @@ def _trial(number: int, acc: float, thr: float, status: str = STATUS_OK) -> optu
 def test_promotion_picks_the_best_third_by_front_then_crowding():
     # 9 feasible trials + 1 infeasible; eta 3 -> 3 promoted to rung 1
     pts = [(0.50, 10), (0.60, 8), (0.70, 6), (0.80, 4), (0.55, 7), (0.65, 5), (0.40, 3), (0.45, 2), (0.30, 1)]
-    trials = [_trial(i, a, t) for i, (a, t) in enumerate(pts)] + [_trial(9, 0.99, 99, STATUS_INFEASIBLE)]
+    trials = [_trial(i, a, t) for i, (a, t) in enumerate(pts)] + [_trial(9, 0.99, 99, TrialStatus.INFEASIBLE)]
     got = select_promotions(trials, {}, OBJ, rungs=2, eta=3)
     # front 0 = trials 0, 1, 2, 3 (a staircase); the ends 0 and 3 are infinitely crowded, then the
     # larger crowding distance of 1 and 2: (0.70-0.50)/0.5 + (10-6)/9 for 1 vs (0.80-0.60)/0.5 + (8-4)/9 for 2

@@ -19,10 +19,10 @@ from twins_nas.models.cost_model import analytic_flops
 from twins_nas.profile.flops import count_flops
 from twins_nas.profile.latency import LatencyReport, measure_latency
 from twins_nas.profile.memory import cpu_forward_peak_mb, measure_peak_memory_many
-from twins_nas.search.objective import MeasureBudget, cheap_metrics, check_fits, time_model
-from twins_nas.search.proxy_arch import geometry_rows, proxy_of
-from twins_nas.search.settings import HEAD_CLASSES, MeasureSettings
-from twins_nas.search.space import load_space, space_from_dict
+from twins_nas.search.evaluate.objective import MeasureBudget, cheap_metrics, check_fits, time_model
+from twins_nas.search.proxy.network import geometry_rows, proxy_of
+from twins_nas.search.space.measure import HEAD_CLASSES, MeasureSettings
+from twins_nas.search.space.space import load_space, space_from_dict
 from twins_nas.summary import summarize
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -16,7 +16,7 @@ import yaml
 
 from twins_nas.cli.common import user_errors
 from twins_nas.config import ArchConfig, ConfigError
-from twins_nas.search.space import SearchSpace, load_space, space_from_dict
+from twins_nas.search.space.space import SearchSpace, load_space, space_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACES = ROOT / "search_spaces"
@@ -359,7 +359,7 @@ def test_legacy_hash_is_the_hash_spelled_with_gflops_without_the_proxy_geometry(
     space = load_space(svt_file, CLAMP)
     d = space.model_dump(mode="json", exclude={"proxy": {"data_root"}})
     d["constraints"] = {("gflops" if k == "gmacs" else k): v for k, v in d["constraints"].items()}
-    del d["proxy"]["geometry"], d["proxy"]["patch_size"], d["fidelity"]
+    del d["proxy"]["geometry"], d["proxy"]["patch_size"], d["halving"]
     old = hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     assert space.legacy_hash == old != space.hash
     # a space with the faithful geometry (the default) matches no study made before it existed
@@ -382,3 +382,32 @@ def test_both_names_of_one_metric_are_an_error(tmp_path):
         warnings.simplefilter("ignore", DeprecationWarning)
         load_space(path)
     assert_one_line(e.value, "constraints: 'gflops' and 'gmacs' are the same metric; keep 'gmacs'")
+
+
+def test_old_fidelity_section_reads_as_halving_with_a_note_and_the_same_hash():
+    """A space file written with ``fidelity:`` (successive halving's old name) loads as
+    ``halving:``, says so once, and hashes as it did: the committed study made from it resumes."""
+    import optuna
+
+    from twins_nas.errors import RenamedWarning
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "search_spaces" / "svt.yaml").read_text()
+    new = yaml.safe_load(text)
+    old = dict(new)
+    old["fidelity"] = old.pop("halving")
+    old["fidelity"] = {"rungs": 2, "eta": 3, "batch": 12}
+    with pytest.warns(RenamedWarning, match="'fidelity:' is now called 'halving:'"):
+        from_old = space_from_dict(old)
+    assert from_old.halving.rungs == 2
+    assert from_old.hash == space_from_dict(dict(new, halving={"rungs": 2, "eta": 3, "batch": 12})).hash
+    # an override may still name the old section
+    with pytest.warns(RenamedWarning):
+        assert space_from_dict(old, overrides=["fidelity.eta=4"]).halving.eta == 4
+    assert space_from_dict(new, overrides=["fidelity.eta=4"]).halving.eta == 4
+    with pytest.raises(ConfigError, match="the same section twice"):
+        space_from_dict(dict(old, halving={"rungs": 1}))
+    # the hash recorded by the committed study (made before the rename) is the one svt.yaml has now
+    db = root / "reports" / "svt-200" / "study.db"
+    study = optuna.load_study(study_name="svt", storage=f"sqlite:///{db}")
+    assert study.user_attrs["space_hash"] == space_from_dict(new).hash

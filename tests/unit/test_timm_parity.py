@@ -12,7 +12,7 @@ from strategies import random_weights_, randomize_, shapes, timm_expressible
 from timm.models.twins import Twins as TimmTwins
 
 from twins_nas import ArchConfig, ConfigError, Twins, build_model, get_preset, to_timm_kwargs
-from twins_nas.models.kernels import fast_paths
+from twins_nas.models.cpu_fast_paths import fast_paths
 from twins_nas.presets import TIMM_NAMES
 
 # Parameters in millions as published (Twins paper, Table 1/2; = timm's counts, 1000 classes).

@@ -1,4 +1,4 @@
-"""Zero-cost scores (`twins_nas.search.zero_cost`): each against a value worked out by hand or
+"""Zero-cost scores (`twins_nas.search.evaluate.zero_cost`): each against a value worked out by hand or
 by brute force (numpy, finite differences), the minibatch, determinism, and the metric table."""
 from __future__ import annotations
 
@@ -12,13 +12,10 @@ import torch.nn as nn
 
 from twins_nas.config import ArchConfig
 from twins_nas.models import build_model, fast_paths_enabled
-from twins_nas.models.kernels import MLP_CHUNK_ELEMS, MLP_MIN_CHUNKS
+from twins_nas.models.cpu_fast_paths import MLP_CHUNK_ELEMS, MLP_MIN_CHUNKS
 from twins_nas.models.twins import Mlp
-from twins_nas.search import export, metrics
-from twins_nas.search.data import ProxyData
-from twins_nas.search.objective import Evaluator, needs_proxy_data
-from twins_nas.search.space import space_from_dict
-from twins_nas.search.zero_cost import (
+from twins_nas.search.evaluate.objective import Evaluator, needs_proxy_data
+from twins_nas.search.evaluate.zero_cost import (
     DATA_SCORES,
     SCORES,
     naswot_kernel,
@@ -27,6 +24,10 @@ from twins_nas.search.zero_cost import (
     synflow_score,
     zero_cost_scores,
 )
+from twins_nas.search.proxy.data import ProxyData
+from twins_nas.search.report import export
+from twins_nas.search.space import metrics
+from twins_nas.search.space.space import space_from_dict
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

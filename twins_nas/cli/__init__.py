@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Optional
 
 import typer
 from typer.exceptions import TyperException
@@ -24,7 +23,7 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """The `twins-nas` command. Usage errors (unknown option, missing or malformed value) are one
     line with exit code 2, like every other bad input; Ctrl-C and SIGTERM stop it as Ctrl-C
     does (a running trial is marked failed, the report of what is done written) with 130."""

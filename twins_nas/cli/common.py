@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 import typer
 from pydantic import ValidationError

@@ -1,14 +1,13 @@
-"""`twins-nas dashboard` (see twins_nas.search.dashboard)."""
+"""`twins-nas dashboard` (see twins_nas.search.report.dashboard)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from ..config import ConfigError
-from ..search.dashboard import serve_dashboard
-from ..search.storage import ENV_STORAGE, describe_storage, existing_storage_file, resolve_storage
+from ..search.report.dashboard import serve_dashboard
+from ..search.run.storage import ENV_STORAGE, describe_storage, existing_storage_file, resolve_storage
 from .app import app
 from .common import console, err_console, user_errors
 
@@ -16,11 +15,11 @@ from .common import console, err_console, user_errors
 @app.command()
 @user_errors
 def dashboard(
-    storage: Optional[str] = typer.Option(
+    storage: str | None = typer.Option(
         None, "--storage", envvar=ENV_STORAGE, show_envvar=True, show_default=False,
         help="The study storage: an Optuna URL (postgresql://user@host/db, sqlite:///x.db) or a journal / "
              "SQLite file."),
-    study_dir: Optional[Path] = typer.Option(None, "--study-dir",
+    study_dir: Path | None = typer.Option(None, "--study-dir",
                                              help="A search's report folder (its study.journal or study.db)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8080, "--port", help="Port to listen on (0: a free one)."),

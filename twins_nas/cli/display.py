@@ -3,7 +3,8 @@ far, refreshed from the study's storage."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -12,10 +13,11 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..search.metrics import trial_metrics
+from ..search.evaluate.status import TrialStatus
 from ..search.pareto import pareto_mask
-from ..search.space import SearchSpace
-from ..search.trials import STATUS_OK, count_trials
+from ..search.run.trials import count_trials
+from ..search.space.metrics import trial_metrics
+from ..search.space.space import SearchSpace
 
 FRONT_ROWS = 8  # front trials shown; the rest are counted in the caption
 
@@ -47,7 +49,7 @@ class SearchDisplay:
     def _front_table(self) -> Table:
         rows, numbers = [], []
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.user_attrs.get("status") == STATUS_OK:
+            if t.user_attrs.get("status") == TrialStatus.OK:
                 rows.append(trial_metrics(t))
                 numbers.append(t.number)
         table = Table(title="best front so far", title_justify="left", show_edge=False, pad_edge=False)

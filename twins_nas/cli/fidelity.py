@@ -1,11 +1,10 @@
 """`twins-nas fidelity`: how well each cheap scorer ranks architectures (see
-twins_nas.search.fidelity)."""
+twins_nas.search.fidelity.experiment)."""
 from __future__ import annotations
 
 import math
 import time
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -21,7 +20,7 @@ def default_reference(proxy) -> list[str]:
     return [f"proxy.train_samples={proxy.train_samples * 3}", f"proxy.epochs={proxy.epochs * 2}"]
 
 
-def _fmt(v: Optional[float], spec: str = ".2f") -> str:
+def _fmt(v: float | None, spec: str = ".2f") -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
@@ -29,9 +28,9 @@ def _fmt(v: Optional[float], spec: str = ".2f") -> str:
 @user_errors
 def fidelity(
     space_path: Path = typer.Option(..., "--space", metavar="SPACE.yaml", help="The search space."),
-    overrides: List[str] = typer.Option([], "--set", metavar="KEY=VALUE",
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
                                         help="Override a key of the space (the proxy it scores), e.g. proxy.epochs=1."),
-    reference: List[str] = typer.Option([], "--reference", metavar="KEY=VALUE",
+    reference: list[str] = typer.Option([], "--reference", metavar="KEY=VALUE",
                                         help="Override of the proxy for the reference training, e.g. "
                                              "proxy.train_samples=18000 (default: 3x the images and 2x the epochs "
                                              "of the space's proxy, 6x its budget)."),
@@ -46,7 +45,7 @@ def fidelity(
                                                              "continues where it stopped."),
     threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0 = every core)."),
     png: bool = typer.Option(True, "--png/--no-png", help="Also write fidelity.png (needs Chromium)."),
-    stop_after: Optional[float] = typer.Option(None, "--stop-after", min=0, metavar="MINUTES",
+    stop_after: float | None = typer.Option(None, "--stop-after", min=0, metavar="MINUTES",
                                                help="Start no new training after this many minutes and write the "
                                                     "report of what is done (0: only the report); run again to "
                                                     "continue."),
@@ -55,8 +54,8 @@ def fidelity(
     longer reference training; write fidelity.json/csv and a scatter plot of each scorer vs the reference."""
     import torch
 
-    from ..search.fidelity import open_plan, run_fidelity
-    from ..search.space import load_space
+    from ..search.fidelity.experiment import open_plan, run_fidelity
+    from ..search.space.space import load_space
     t0 = time.perf_counter()
     space = load_space(space_path, overrides)
     ref_overrides = list(reference) or default_reference(space.proxy)

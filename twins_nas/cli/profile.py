@@ -5,20 +5,20 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import List, Optional
 
 import torch
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..config import ArchConfig, format_size, parse_size
+from ..config import ArchConfig
 from ..hardware import check_dtype_name
 from ..models import HEADS, head_config
-from ..models.optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS, check_rule
+from ..models.window_optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS, check_rule
 from ..presets import PRESETS, get_preset, global_reference
 from ..profile.latency import resolve_device
 from ..profile.sweep import default_resolutions, profile_sweep, sizes_of
+from ..sizes import format_size, parse_size
 from .app import app
 from .common import console, fail, user_errors
 
@@ -42,7 +42,7 @@ def parse_resolutions(text: str) -> list[int]:
     return sorted(set(out))
 
 
-def parse_sizes(values: List[str]) -> list[tuple[int, int]]:
+def parse_sizes(values: list[str]) -> list[tuple[int, int]]:
     """['512x2048', '1024x1024,800x1333'] -> [(512, 2048), (1024, 1024), (800, 1333)] by pixels."""
     parts = [p.strip() for v in values for p in v.split(",") if p.strip()]
     if not parts:
@@ -50,7 +50,7 @@ def parse_sizes(values: List[str]) -> list[tuple[int, int]]:
     return sizes_of(parse_size(p, field="--size") for p in parts)
 
 
-def _models(presets: List[str], configs: List[Path]) -> dict:
+def _models(presets: list[str], configs: list[Path]) -> dict:
     models: dict = {}
 
     def add(name: str, cfg) -> None:
@@ -124,22 +124,22 @@ def profile(
     resolution: int = typer.Option(1024, "--resolution", "-r",
                                    help="Largest input size; the sweep goes from 224 up in even steps "
                                         "(1024: 224, 320, 448, 512, 640, 768, 896, 1024)."),
-    resolutions: Optional[str] = typer.Option(None, "--resolutions",
+    resolutions: str | None = typer.Option(None, "--resolutions",
                                               help="Exact square sizes instead, comma-separated, e.g. 224,512,1024."),
-    size: List[str] = typer.Option([], "--size", "-s", metavar="HxW",
+    size: list[str] = typer.Option([], "--size", "-s", metavar="HxW",
                                    help="Exact sizes H x W instead (rows x columns), e.g. 512x2048; repeatable or "
                                         "comma-separated (512x512,1024x1024); one number is a square."),
-    head: Optional[str] = typer.Option(None, "--head", metavar="NAME",
+    head: str | None = typer.Option(None, "--head", metavar="NAME",
                                        help=f"Profile the dense model: the backbone plus this segmentation head "
                                             f"({', '.join(HEADS)}), costs split into backbone, neck and head."),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classes of the --head (default 150)."),
+    num_classes: int | None = typer.Option(None, "--num-classes", help="Classes of the --head (default 150)."),
     min_keys: int = typer.Option(DEFAULT_MIN_KEYS, "--min-keys", metavar="K",
                                  help="Window / k optimality: every query keeps at least K keys (49 = 7x7)."),
     max_aspect: float = typer.Option(DEFAULT_MAX_ASPECT, "--max-aspect",
                                      help="Window / k optimality: longest / shortest side of a window or cell."),
-    preset: List[str] = typer.Option([], "--preset", "-p", metavar="NAME",
+    preset: list[str] = typer.Option([], "--preset", "-p", metavar="NAME",
                                      help="A published model (twins-svt-s, twins-pcpvt-b, ...); repeatable."),
-    config: List[Path] = typer.Option([], "--config", "-c", metavar="FILE.json",
+    config: list[Path] = typer.Option([], "--config", "-c", metavar="FILE.json",
                                       help="An architecture JSON (e.g. best_config.json); repeatable. Without "
                                            "--preset/--config: the six presets and a global-attention reference."),
     batch: int = typer.Option(1, "--batch", "-b", help="Images per forward pass."),
@@ -147,20 +147,20 @@ def profile(
     dtype: str = typer.Option("fp32", "--dtype", help="fp32, bf16 or fp16 (autocast) for the timed passes."),
     latency: bool = typer.Option(True, "--latency/--no-latency",
                                  help="Time forward passes. --no-latency: analytic costs only, in seconds."),
-    memory: Optional[bool] = typer.Option(None, "--memory/--no-memory",
+    memory: bool | None = typer.Option(None, "--memory/--no-memory",
                                           help="Measure the peak memory of the forward (default: with latency)."),
     budget: float = typer.Option(60.0, "--budget",
                                  help="Seconds for all forward passes; the most expensive cells that would not "
                                       "fit get an estimated latency instead. 0 = measure every cell."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: all)."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch (default: all)."),
     fvcore: bool = typer.Option(False, "--fvcore", help="Also count GMACs with fvcore (slow; the analytic "
                                                         "count is exact)."),
-    png: Optional[bool] = typer.Option(None, "--png/--no-png",
+    png: bool | None = typer.Option(None, "--png/--no-png",
                                        help="Write the figures as PNGs too (needs a Chromium for kaleido; default: "
                                             "unless --no-latency, which stays analytic and quick)."),
-    panels: Optional[bool] = typer.Option(None, "--panels/--no-panels",
+    panels: bool | None = typer.Option(None, "--panels/--no-panels",
                                           help="Also one PNG per panel (default: unless --no-latency)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o",
+    out: Path | None = typer.Option(None, "--out", "-o",
                                        help="Output folder (default: reports/profile-<largest size>/)."),
 ) -> None:
     """Profile architectures over input sizes: params, GMACs (per category; with --head per part),
@@ -205,7 +205,7 @@ def profile(
             console.print(f"[yellow]note:[/] {note}")
 
     from ..profile.plots import complexity_figure, write_report  # heavy import (plotly): see README
-    from ..profile.window_plots import write_optimality
+    from ..profile.window_optimality_plots import write_optimality
     with Progress(TextColumn("[bold]profile[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console, transient=True) as bar:
         task = bar.add_task("", total=None)

@@ -3,22 +3,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
 
-from ..config import format_size, load_config, parse_size
+from ..config import load_config
 from ..models.cost_model import analytic_flops, analytic_params, stage_macs
-from ..models.optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS, check_rule, gsa_keys
 from ..models.retarget import retarget as retarget_config
+from ..models.window_optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS, check_rule, gsa_keys
 from ..profile.latency import resolve_device
+from ..sizes import format_pair, format_size, parse_size
 from .app import app
 from .common import console, fail, user_errors
-
-
-def _pair(p) -> str:
-    return "-" if p is None else f"{p[0]}x{p[1]}"
 
 
 def _change(a: str, b: str) -> str:
@@ -46,7 +42,7 @@ def retarget(
                                  help="Time every stage before and after on this machine (default on)."),
     budget: float = typer.Option(20.0, "--budget", help="Seconds of timing for each of the two models."),
     device: str = typer.Option("auto", "--device", help="auto (a GPU when there is one), cpu, cuda, cuda:N."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE.json",
+    out: Path | None = typer.Option(None, "--out", "-o", metavar="FILE.json",
                                        help="Where to write the new config (default: <name>@<H>x<W>.json here)."),
 ) -> None:
     """Set every stage's LSA window and GSA ratio k to their cost optimum at one input size (the
@@ -89,8 +85,8 @@ def retarget(
         k_new = s_new.sr_pair if o.k is not None else None
         keys_new = None if k_new is None else int(gsa_keys((o.map_h, o.map_w), *k_new))
         lat = "-" if times_b is None else (f"{times_b.stage_ms[i]:.1f} -> {times_a.stage_ms[i]:.1f}")
-        t.add_row(str(i + 1), f"{o.map_h}x{o.map_w}", _change(_pair(o.window), _pair(win_new)),
-                  _change(_pair(o.k), _pair(k_new)), _change(str(o.gsa_keys or "-"), str(keys_new or "-")),
+        t.add_row(str(i + 1), f"{o.map_h}x{o.map_w}", _change(format_pair(o.window), format_pair(win_new)),
+                  _change(format_pair(o.k), format_pair(k_new)), _change(str(o.gsa_keys or "-"), str(keys_new or "-")),
                   res.weights[i], f"{macs_b[i] / 1e9:.2f} -> {macs_a[i] / 1e9:.2f}", lat)
     console.print(t)
     cut = 100 * (1 - after.total / before.total)

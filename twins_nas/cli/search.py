@@ -4,22 +4,23 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.table import Table
 
-from ..config import ConfigError, format_size
-from ..search.data import load_proxy_data
-from ..search.export import export_study
-from ..search.metrics import CHEAP_METRICS, METRICS
-from ..search.objective import constraint_values, measured_metrics, needs_proxy_data
+from ..config import ConfigError
+from ..search.evaluate.objective import constraint_values, measured_metrics, needs_proxy_data
+from ..search.evaluate.status import StopReason
 from ..search.pareto import parse_pick
-from ..search.search_settings import SearchSettings
-from ..search.settings import MeasureBudget
-from ..search.space import SearchSpace, load_space
-from ..search.storage import DEFAULT_HEARTBEAT_S, ENV_STORAGE, GRACE_HEARTBEATS, describe_storage, resolve_storage
+from ..search.proxy.data import load_proxy_data
+from ..search.report.export import export_study
+from ..search.run.settings import SearchSettings
+from ..search.run.storage import DEFAULT_HEARTBEAT_S, ENV_STORAGE, GRACE_HEARTBEATS, describe_storage, resolve_storage
+from ..search.space.measure import MeasureBudget
+from ..search.space.metrics import CHEAP_METRICS, METRICS
+from ..search.space.space import SearchSpace, load_space
 from ..search.study import run_search
+from ..sizes import format_size
 from .app import app
 from .common import console, err_console, fail, user_errors
 from .display import SearchDisplay
@@ -87,30 +88,30 @@ def search(
     trials: int = typer.Option(50, "--trials", "-n",
                                help="Finished trials wanted in the study, in total: a second run continues "
                                     "up to this number."),
-    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default: the space's name)."),
-    storage: Optional[str] = typer.Option(
+    study_name: str | None = typer.Option(None, "--study-name", help="Study name (default: the space's name)."),
+    storage: str | None = typer.Option(
         None, "--storage", envvar=ENV_STORAGE, show_envvar=True, show_default=False,
         help="Optuna storage URL (sqlite:///x.db, postgresql://user@host/db: the same command on several "
              "machines shares one search) or a journal file (*.journal / *.log) for several processes (default: "
              "OUT/study.db, or OUT/study.journal with --workers > 1). Leave the password out of the URL: libpq "
              "reads PGPASSWORD or ~/.pgpass."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: reports/STUDY-NAME)."),
-    device: Optional[str] = typer.Option(
+    out: Path | None = typer.Option(None, "--out", "-o", help="Report folder (default: reports/STUDY-NAME)."),
+    device: str | None = typer.Option(
         None, "--device", help="auto | cpu | cuda | cuda:N | mps, for timing and proxy training "
                                "(default: the space's measure.device; auto = CUDA when present)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the sampler and every trial's proxy training."),
     workers: int = typer.Option(1, "--workers", "-j", help="Local worker processes sharing the storage."),
-    threads: Optional[int] = typer.Option(None, "--threads",
+    threads: int | None = typer.Option(None, "--threads",
                                           help="torch CPU threads per worker (default: CPU cores // workers)."),
-    timeout: Optional[float] = typer.Option(
+    timeout: float | None = typer.Option(
         None, "--timeout", help="Stop starting trials this many seconds after the start (running ones finish)."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe | nsga2 | nsga3 | gp | random."),
-    overrides: List[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
                                         help="Override a field of the space file (repeatable): proxy.epochs=1, "
                                              "stages.2.depth=[6,8], constraints.gmacs.max=3."),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="Validate, print the space size and three sampled configs, and stop."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where the proxy data set lives."),
+    data_root: Path | None = typer.Option(None, "--data-root", help="Where the proxy data set lives."),
     pick: str = typer.Option("knee", "--pick", help=_PICK_HELP),
     png: bool = typer.Option(True, "--png/--no-png", help="Also write pareto.png (needs a Chromium)."),
     heartbeat: int = typer.Option(DEFAULT_HEARTBEAT_S, "--heartbeat", metavar="SECONDS",
@@ -152,7 +153,7 @@ def search(
         raise typer.Exit(130) from None
     for note in res.notes:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
-    if res.stopped == "storage":
+    if res.stopped == StopReason.STORAGE:
         fail(f"search stopped: {res.message}; the same command continues it", code=1)
     c = res.counts
     extra = ", ".join(f"{c[k]} {k}" for k in ("infeasible", "pruned", "failed", "surplus") if c[k])
@@ -165,11 +166,11 @@ def search(
         console.print(f"picked trial {meta.get('trial')} ({meta.get('pick')}): {shown}")
     for f in res.files:
         console.print(f"  wrote {f}", highlight=False)
-    if res.stopped == "timeout":
+    if res.stopped == StopReason.TIMEOUT:
         err_console.print(f"[yellow]stopped at --timeout[/]: run the same command again to continue to {trials}")
-    elif res.stopped == "interrupted":
+    elif res.stopped == StopReason.INTERRUPTED:
         raise typer.Exit(130)
-    elif res.stopped in ("failing", "crashed", "storage"):
+    elif res.stopped in (StopReason.FAILING, StopReason.CRASHED, StopReason.STORAGE):
         err_console.print(f"[bold red]error:[/] search stopped: {res.message}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
@@ -180,7 +181,7 @@ def export(
     study: str = typer.Option(..., "--study",
                               help="Study name (the search's --study-name, by default the space name)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the report files."),
-    storage: Optional[str] = typer.Option(
+    storage: str | None = typer.Option(
         None, "--storage", envvar=ENV_STORAGE, show_envvar=True, show_default=False,
         help="Storage URL or journal file (default: OUT/study.journal or OUT/study.db, the one a search there "
              "continues)."),

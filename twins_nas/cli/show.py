@@ -1,34 +1,28 @@
 """`twins-nas show`: print an architecture as a table, or its proxy next to it."""
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 from rich.table import Table
 
-from ..config import MIN_RESOLUTION, format_size, load_config, parse_size
+from ..config import load_config
+from ..sizes import MIN_RESOLUTION, format_pair, format_size, parse_size
 from ..summary import summarize
 from .app import app
 from .common import console, fail, user_errors
 
 
-def _pair(p) -> str:
-    return "-" if p is None else (f"{p[0]}" if p[0] == p[1] else f"{p[0]}x{p[1]}")
-
-
 def _proxy_table(cfg, space, title: str) -> Table:
-    from ..search.proxy_arch import geometry_rows, proxy_of
+    from ..search.proxy.network import geometry_rows, proxy_of
     proxy = proxy_of(cfg, space)
     t = Table(title=title)
     for col in ("stage", "blocks", "map", "window", "windows/side", "k", "keys/side", "sub-sample", "dim", "heads"):
         t.add_column(col, justify="left" if col in ("blocks", "sub-sample") else "right")
     full_rows, proxy_rows = geometry_rows(cfg, space.input_size), geometry_rows(proxy, space.proxy.resolution)
     for i, (f, p) in enumerate(zip(full_rows, proxy_rows)):
-        cells = [(_pair(f["map"]), _pair(p["map"])), (_pair(f["window"]), _pair(p["window"])),
-                 (_pair(f["windows_per_side"]), _pair(p["windows_per_side"])), (_pair(f["k"]), _pair(p["k"])),
-                 (_pair(f["keys_per_side"]), _pair(p["keys_per_side"])),
-                 (f["subsample"] or "-", p["subsample"] or "-"), (str(f["embed_dim"]), str(p["embed_dim"])),
-                 (str(f["num_heads"]), str(p["num_heads"]))]
+        pairs = ("map", "window", "windows_per_side", "k", "keys_per_side")
+        cells = [(format_pair(f[key], square_as_one=True), format_pair(p[key], square_as_one=True)) for key in pairs]
+        cells += [(f["subsample"] or "-", p["subsample"] or "-"), (str(f["embed_dim"]), str(p["embed_dim"])),
+                  (str(f["num_heads"]), str(p["num_heads"]))]
         t.add_row(str(i + 1), " ".join(f["blocks"]), *(f"{a} -> {b}" for a, b in cells))
     return t, proxy
 
@@ -39,16 +33,16 @@ def show(
     name_or_json: str = typer.Argument(..., metavar="NAME_OR_JSON",
                                        help="A preset (twins-svt-s, twins-pcpvt-b, ...) or a config JSON "
                                             "(best_config.json, pareto.json, ...)."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=MIN_RESOLUTION,
+    resolution: int | None = typer.Option(None, "--resolution", "-r", min=MIN_RESOLUTION,
                                              help="Input size in pixels, square (default 224); or give --size."),
-    size: Optional[str] = typer.Option(None, "--size", metavar="HxW",
+    size: str | None = typer.Option(None, "--size", metavar="HxW",
                                        help="Input size H x W in pixels, e.g. 512x1024 (rows x columns); one "
                                             "number is a square. Not together with --resolution."),
     index: int = typer.Option(None, "--index", help="Entry to show when the JSON holds several configs."),
-    proxy: Optional[str] = typer.Option(None, "--proxy", metavar="SPACE.yaml",
+    proxy: str | None = typer.Option(None, "--proxy", metavar="SPACE.yaml",
                                         help="Show the proxy network this space's search trains for the config, "
                                              "per stage as full size -> proxy (at the space's resolution)."),
-    overrides: List[str] = typer.Option([], "--set", metavar="KEY=VALUE",
+    overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
                                         help="Override a key of the --proxy space, e.g. proxy.resolution=64."),
     as_json: bool = typer.Option(False, "--json", help="Write the config JSON to stdout (with --proxy: the "
                                                        "proxy's), nothing else."),
@@ -63,7 +57,7 @@ def show(
     if overrides and proxy is None:
         fail("--set overrides keys of the --proxy space: give --proxy SPACE.yaml too")
     if proxy is not None:
-        from ..search.space import load_space
+        from ..search.space.space import load_space
         space = load_space(proxy, overrides)
         t, pcfg = _proxy_table(cfg, space, f"{cfg.name or name_or_json} @ {format_size(space.input_size)} -> proxy @ "
                                             f"{format_size(space.proxy.resolution)} ({space.proxy.dataset}, geometry "

@@ -1,5 +1,5 @@
+from .cpu_fast_paths import fast_paths, fast_paths_enabled, set_fast_paths
 from .head_config import HEADS, HeadConfig, head_config
-from .kernels import fast_paths, fast_paths_enabled, set_fast_paths
 from .segmentation import TwinsSegmentation, load_backbone
 from .twins import Twins, build_model, lsa_key_mask
 

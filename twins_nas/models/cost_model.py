@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Tuple, Union
 
-from ..config import ArchConfig, StageConfig, as_size
-
-Size = Tuple[int, int]
-Resolution = Union[int, Size]
+from ..config import ArchConfig, StageConfig
+from ..sizes import Resolution, Size, as_size
 
 # The categories of `FlopReport.by_category`, in display order.
 CATEGORIES = ("patch_embed", "peg", "attn_qkv", "attn_q", "attn_kv", "attn_proj", "lsa_matmul", "gsa_matmul",
@@ -45,7 +42,7 @@ class FlopReport:
     """
 
     total: int
-    by_category: Dict[str, int]
+    by_category: dict[str, int]
 
     def __post_init__(self) -> None:
         if sum(self.by_category.values()) != self.total:
@@ -66,7 +63,7 @@ class FlopReport:
         return d
 
     @classmethod
-    def from_categories(cls, by_category: Dict[str, int]) -> "FlopReport":
+    def from_categories(cls, by_category: dict[str, int]) -> FlopReport:
         cats = {c: 0 for c in CATEGORIES}
         for c, v in by_category.items():
             if c not in cats:
@@ -82,14 +79,14 @@ def _norm(B: int, tokens: int, C: int) -> int:
 # ---- one function per module of twins.py ----------------------------------------------
 # Each returns {category: MACs}.
 
-def patch_embed_flops(B: int, in_size: Size, c_in: int, stage: StageConfig) -> Dict[str, int]:
+def patch_embed_flops(B: int, in_size: Size, c_in: int, stage: StageConfig) -> dict[str, int]:
     """PatchEmbed: conv p x p stride p, (B, c_in, H, W) -> (B, C, H//p, W//p) (floors), then LN."""
     p, C = stage.patch_size, stage.embed_dim
     N = (in_size[0] // p) * (in_size[1] // p)
     return {"patch_embed": B * N * C * c_in * p * p, "norm": _norm(B, N, C)}
 
 
-def lsa_flops(B: int, size: Size, stage: StageConfig) -> Dict[str, int]:
+def lsa_flops(B: int, size: Size, stage: StageConfig) -> dict[str, int]:
     """LocallyGroupedAttn on (B, N, C) tokens of an H x W map.
 
     qkv linear on the N real tokens (it runs before padding): N*C*3C.
@@ -107,7 +104,7 @@ def lsa_flops(B: int, size: Size, stage: StageConfig) -> Dict[str, int]:
             "attn_proj": B * N * C * C}
 
 
-def gsa_flops(B: int, size: Size, stage: StageConfig) -> Dict[str, int]:
+def gsa_flops(B: int, size: Size, stage: StageConfig) -> dict[str, int]:
     """GlobalSubSampleAttn on (B, N, C) tokens of an H x W map, sub-sampled by k1 x k2.
 
     q linear: N*C*C. Sub-sampling (k != 1): the map is padded to multiples of k (for the
@@ -137,39 +134,39 @@ def gsa_flops(B: int, size: Size, stage: StageConfig) -> Dict[str, int]:
     return out
 
 
-def mlp_flops(B: int, size: Size, stage: StageConfig) -> Dict[str, int]:
+def mlp_flops(B: int, size: Size, stage: StageConfig) -> dict[str, int]:
     """Mlp: fc1 (C -> hidden) + fc2 (hidden -> C) on N tokens; GELU counts 0."""
     N, C = size[0] * size[1], stage.embed_dim
     return {"mlp": 2 * B * N * C * stage.mlp_hidden}
 
 
-def block_flops(B: int, size: Size, stage: StageConfig, kind: str) -> Dict[str, int]:
+def block_flops(B: int, size: Size, stage: StageConfig, kind: str) -> dict[str, int]:
     """Block: norm1 -> LSA or GSA -> norm2 -> Mlp (residual adds count 0)."""
     N, C = size[0] * size[1], stage.embed_dim
     attn = lsa_flops(B, size, stage) if kind == "L" else gsa_flops(B, size, stage)
     return _add({"norm": 2 * _norm(B, N, C)}, attn, mlp_flops(B, size, stage))
 
 
-def peg_flops(B: int, size: Size, stage: StageConfig) -> Dict[str, int]:
+def peg_flops(B: int, size: Size, stage: StageConfig) -> dict[str, int]:
     """PosConv: depthwise 3x3 conv (C, 1, 3, 3), padding 1, on the H x W map (+ residual)."""
     return {"peg": B * size[0] * size[1] * stage.embed_dim * 9}
 
 
-def head_flops(B: int, size: Size, cfg: ArchConfig) -> Dict[str, int]:
+def head_flops(B: int, size: Size, cfg: ArchConfig) -> dict[str, int]:
     """Final LN on the last map's tokens, mean over tokens (0), Linear C -> num_classes."""
     C = cfg.stages[-1].embed_dim
     return {"norm": _norm(B, size[0] * size[1], C), "head": B * C * cfg.num_classes}
 
 
-def _add(*parts: Dict[str, int]) -> Dict[str, int]:
-    out: Dict[str, int] = {}
+def _add(*parts: dict[str, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
     for p in parts:
         for k, v in p.items():
             out[k] = out.get(k, 0) + v
     return out
 
 
-def stage_parts(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> List[List[Dict[str, int]]]:
+def stage_parts(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> list[list[dict[str, int]]]:
     """Per stage, {category: MACs} of each of its modules in order: the patch embedding, the
     blocks, the PEG (everything up to `forward_features`)."""
     in_size = as_size(resolution)
@@ -186,13 +183,13 @@ def stage_parts(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> List
     return out
 
 
-def backbone_parts(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> List[Dict[str, int]]:
+def backbone_parts(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> list[dict[str, int]]:
     """{category: MACs} of every module up to `forward_features`, in order (`stage_parts`
     flattened); `head_flops` adds the classifier's part."""
     return [p for parts in stage_parts(cfg, resolution, batch) for p in parts]
 
 
-def stage_macs(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> List[int]:
+def stage_macs(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> list[int]:
     """Every MAC of each stage (patch embedding, blocks, PEG)."""
     return [sum(v for p in parts for v in p.values()) for parts in stage_parts(cfg, resolution, batch)]
 
@@ -271,7 +268,7 @@ def head_params(cfg: ArchConfig) -> int:
     return _layer_norm(C) + (_linear(C, cfg.num_classes) if cfg.num_classes > 0 else 0)
 
 
-def analytic_params(cfg: ArchConfig, by_stage: bool = False) -> Union[int, List[int]]:
+def analytic_params(cfg: ArchConfig, by_stage: bool = False) -> int | list[int]:
     """Parameters of `build_model(cfg)`, exactly. With `by_stage`, one count per stage (its
     patch embedding, blocks and PEG); the final norm and head belong to no stage, so
     `sum(by_stage) + head_params(cfg)` is the total."""

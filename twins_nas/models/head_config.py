@@ -8,7 +8,8 @@ closed-form cost in `head_cost.py`. No torch here: the cost model reads this wit
 """
 from __future__ import annotations
 
-from typing import Any, List, Literal, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -18,7 +19,7 @@ from ..numbers import PositiveInt
 HEADS = ("semantic-fpn",)
 
 
-def stage_strides(patch_sizes: Sequence[int]) -> List[int]:
+def stage_strides(patch_sizes: Sequence[int]) -> list[int]:
     """Stride of every stage map: the cumulative product of the patch sizes."""
     strides, s = [], 1
     for p in patch_sizes:
@@ -27,7 +28,7 @@ def stage_strides(patch_sizes: Sequence[int]) -> List[int]:
     return strides
 
 
-def head_lengths(strides: Sequence[int]) -> List[int]:
+def head_lengths(strides: Sequence[int]) -> list[int]:
     """ConvModules in each scale head of the FPNHead: max(1, round(log2(stride_i / stride_0))),
     in integers: the n >= 1 whose 2^n is nearest the ratio r (never halfway for an integer r).
     mmseg truncates the log2 instead; the two agree for power-of-two ratios (4, 8, 16, 32)."""
@@ -40,11 +41,11 @@ def head_lengths(strides: Sequence[int]) -> List[int]:
     return out
 
 
-def _valid_fields(loc: tuple) -> Optional[list]:
+def _valid_fields(loc: tuple) -> list | None:
     return list(HeadConfig.model_fields) if not loc else None
 
 
-def _special(e: dict, loc: tuple, rule: str) -> Optional[str]:
+def _special(e: dict, loc: tuple, rule: str) -> str | None:
     if loc == ("type",) and e["type"] == "literal_error":
         return f"head.type={show_value(e['input'])}: unknown head; choose one of: {', '.join(HEADS)}"
     return None
@@ -70,7 +71,7 @@ class HeadConfig(BaseModel):
         return self.model_dump(mode="json")
 
 
-def head_config(head: Union[None, str, dict, HeadConfig], num_classes: Optional[int] = None) -> Optional[HeadConfig]:
+def head_config(head: None | str | dict | HeadConfig, num_classes: int | None = None) -> HeadConfig | None:
     """A head by name (`semantic-fpn`), dict or HeadConfig -> HeadConfig (None -> None);
     `num_classes`, when given, replaces the head's. Bad input: one-line ConfigError."""
     if head is None:

@@ -25,13 +25,11 @@ B = batch, (h, w) = a map's size, C = channels.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
 
-from ..config import ArchConfig, as_size
-from .cost_model import FlopReport, Resolution, _add, analytic_params, backbone_parts
+from ..config import ArchConfig
+from ..sizes import Resolution, Size, as_size
+from .cost_model import FlopReport, _add, analytic_params, backbone_parts
 from .head_config import HeadConfig, head_lengths, stage_strides
-
-Size = Tuple[int, int]
 
 NECK_CATEGORIES = ("lateral", "top_down", "fpn_conv")
 HEAD_CATEGORIES = ("conv", "norm", "upsample", "cls", "resize")
@@ -41,7 +39,7 @@ NEAREST_MACS_PER_ELEMENT = 1  # fvcore: aten::upsample_nearest2d, per output ele
 BILINEAR_MACS_PER_ELEMENT = 4  # fvcore: aten::upsample_bilinear2d, per output element
 
 
-def _categories(names: Tuple[str, ...], counts: Dict[str, int], what: str) -> Dict[str, int]:
+def _categories(names: tuple[str, ...], counts: dict[str, int], what: str) -> dict[str, int]:
     out = {c: 0 for c in names}
     for c, v in counts.items():
         if c not in out:
@@ -57,8 +55,8 @@ class DenseFlopReport:
     0), the neck and the head (categories: see the module's doc)."""
 
     backbone: FlopReport
-    neck: Dict[str, int]
-    head: Dict[str, int]
+    neck: dict[str, int]
+    head: dict[str, int]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "neck", _categories(NECK_CATEGORIES, self.neck, "neck"))
@@ -98,7 +96,7 @@ def backbone_flops(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> F
     return FlopReport.from_categories(_add(*backbone_parts(cfg, resolution, batch)))
 
 
-def fpn_flops(B: int, sizes: List[Size], in_channels: List[int], C: int) -> Dict[str, int]:
+def fpn_flops(B: int, sizes: list[Size], in_channels: list[int], C: int) -> dict[str, int]:
     """FPN: lateral 1x1 conv C_i -> C on every map (h_i*w_i*C*C_i); top-down, for i = L-1..1,
     level i upsampled (nearest) to level i-1's size when it differs (1 per output element,
     h_{i-1}*w_{i-1}*C); fpn 3x3 conv C -> C on every map (h_i*w_i*C*C*9)."""
@@ -110,8 +108,8 @@ def fpn_flops(B: int, sizes: List[Size], in_channels: List[int], C: int) -> Dict
             "fpn_conv": sum(B * n_i * C * C * 9 for n_i in n)}
 
 
-def fpn_head_flops(B: int, sizes: List[Size], strides: List[int], C_in: int, C: int,
-                   num_classes: int) -> Dict[str, int]:
+def fpn_head_flops(B: int, sizes: list[Size], strides: list[int], C_in: int, C: int,
+                   num_classes: int) -> dict[str, int]:
     """FPNHead: scale head i = n_i x (3x3 conv c -> C (h*w*C*c*9), BN (2*h*w*C), ReLU (0), and
     when stride_i != stride_0 a x2 bilinear upsample to 2h x 2w (4*4h*w*C)); levels 1.. are
     resized (bilinear, 4 per output element) to level 0's size when theirs differs; dropout
@@ -131,7 +129,7 @@ def fpn_head_flops(B: int, sizes: List[Size], strides: List[int], C_in: int, C: 
     return out
 
 
-def resize_flops(B: int, size: Size, in_size: Size, num_classes: int) -> Dict[str, int]:
+def resize_flops(B: int, size: Size, in_size: Size, num_classes: int) -> dict[str, int]:
     """The logits (B, num_classes, h_0, w_0) resized bilinearly to the input's H x W (skipped
     when equal): 4 per output element."""
     if size == in_size:
@@ -139,7 +137,7 @@ def resize_flops(B: int, size: Size, in_size: Size, num_classes: int) -> Dict[st
     return {"resize": BILINEAR_MACS_PER_ELEMENT * B * in_size[0] * in_size[1] * num_classes}
 
 
-def head_flops(cfg: ArchConfig, head: HeadConfig, size: Resolution, batch: int = 1) -> Dict[str, Dict[str, int]]:
+def head_flops(cfg: ArchConfig, head: HeadConfig, size: Resolution, batch: int = 1) -> dict[str, dict[str, int]]:
     """MACs of the neck and of the head (with the final resize) of `TwinsSegmentation` on a
     (batch, in_chans, H, W) input: {"neck": {category: MACs}, "head": {category: MACs}}."""
     in_size = as_size(size)
@@ -160,7 +158,7 @@ def analytic_dense_flops(cfg: ArchConfig, head: HeadConfig, size: Resolution, ba
 
 # ---- parameters ------------------------------------------------------------------------
 
-def head_params(head: HeadConfig, cfg: ArchConfig) -> Dict[str, int]:
+def head_params(head: HeadConfig, cfg: ArchConfig) -> dict[str, int]:
     """Parameters of the neck and of the head (BatchNorm running stats are buffers, not counted).
 
     neck: per level, lateral conv (C, C_i, 1, 1) + bias and fpn conv (C, C, 3, 3) + bias;
@@ -173,7 +171,7 @@ def head_params(head: HeadConfig, cfg: ArchConfig) -> Dict[str, int]:
     return {"neck": neck, "head": dec + Ch * K + K}
 
 
-def analytic_dense_params(cfg: ArchConfig, head: HeadConfig) -> Dict[str, int]:
+def analytic_dense_params(cfg: ArchConfig, head: HeadConfig) -> dict[str, int]:
     """Parameters of `build_model(cfg, head=head)`, exactly: the backbone's stages (no final
     norm, no classifier), the neck, the head and their total."""
     backbone = sum(analytic_params(cfg, by_stage=True))

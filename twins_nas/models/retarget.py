@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING
 
-from ..config import ArchConfig, StageConfig, as_size
-from .cost_model import Resolution
-from .optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS, StageOptimum, as_field, stage_optima
+from ..config import ArchConfig, StageConfig
+from ..sizes import Resolution, as_size
+from .window_optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS, StageOptimum, as_field, stage_optima
 
 if TYPE_CHECKING:
     import torch
 
-Size = Tuple[int, int]
 WEIGHT_CASES = ("as-is", "resampled", "new", "dropped")
 
 
@@ -51,8 +50,8 @@ class Retargeted:
     """The retargeted config, the per-stage optima it came from and the weight case per stage."""
 
     config: ArchConfig
-    optima: List[StageOptimum]
-    weights: List[str]
+    optima: list[StageOptimum]
+    weights: list[str]
 
     @property
     def loads_as_is(self) -> bool:
@@ -60,8 +59,8 @@ class Retargeted:
 
 
 def retarget(cfg: ArchConfig, resolution: Resolution, min_keys: int = DEFAULT_MIN_KEYS,
-             max_aspect: Optional[float] = DEFAULT_MAX_ASPECT, keep_weights: bool = False,
-             name: Optional[str] = None) -> Retargeted:
+             max_aspect: float | None = DEFAULT_MAX_ASPECT, keep_weights: bool = False,
+             name: str | None = None) -> Retargeted:
     """`cfg` with every stage's window (stages with LSA blocks) and k (stages with GSA blocks)
     set to the cost optimum at `resolution` under the minimum-keys rule. With `keep_weights`,
     k changes only where a checkpoint of `cfg` still loads as-is. The name becomes
@@ -89,8 +88,8 @@ def retarget(cfg: ArchConfig, resolution: Resolution, min_keys: int = DEFAULT_MI
 _SR_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)blocks\.(?P<stage>\d+)\.(?P<block>\d+)\.attn\.(?P<part>sr|norm)\.")
 
 
-def adapt_state_dict(state_dict: Dict[str, "torch.Tensor"], old: ArchConfig, new: ArchConfig,
-                     prefix: str = "") -> Dict[str, "torch.Tensor"]:
+def adapt_state_dict(state_dict: dict[str, torch.Tensor], old: ArchConfig, new: ArchConfig,
+                     prefix: str = "") -> dict[str, torch.Tensor]:
     """A state dict of a model of `old` made to load strictly into the same model built from
     `new` (`retarget`'s output: only windows and k differ). Sub-sampling kernels are resized,
     new sub-samplers start as a cell mean, removed ones are left out (see the module doc).

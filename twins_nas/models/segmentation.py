@@ -23,15 +23,14 @@ names are timm's (`backbone.blocks.0.0.attn.qkv.weight`, ...), see `load_backbon
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..sizes import Size
 from .head_config import HeadConfig, head_lengths, stage_strides
-
-Size = Tuple[int, int]
 
 DROPOUT_RATIO = 0.1  # mmseg's FPNHead config for ADE20K
 
@@ -70,7 +69,7 @@ class FPN(nn.Module):
         self.lateral_convs = nn.ModuleList(ConvModule(c, out_channels, 1) for c in in_channels)
         self.fpn_convs = nn.ModuleList(ConvModule(out_channels, out_channels, 3) for _ in in_channels)
 
-    def forward(self, feats: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    def forward(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         laterals = [conv(x) for conv, x in zip(self.lateral_convs, feats)]  # (B, out, H_i, W_i)
         for i in range(len(laterals) - 1, 0, -1):  # top-down: coarse to fine
             laterals[i - 1] = laterals[i - 1] + resize(laterals[i], laterals[i - 1].shape[2:], mode="nearest")
@@ -85,7 +84,7 @@ class FPNHead(nn.Module):
         super().__init__()
         self.scale_heads = nn.ModuleList()
         for i, (c_in, n) in enumerate(zip(in_channels, head_lengths(strides))):
-            layers: List[nn.Module] = []
+            layers: list[nn.Module] = []
             for k in range(n):
                 layers.append(ConvModule(c_in if k == 0 else channels, channels, 3, norm=True, act=True))
                 if strides[i] != strides[0]:

@@ -21,21 +21,19 @@ patchify + GEMM) live in `kernels.py`, with the switch that turns them off.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ArchConfig, StageConfig, clamp_window, load_config
+from ..sizes import Size
+from .cpu_fast_paths import TokenConv, fast_mlp, window_attention
 from .head_config import HeadConfig, head_config
-from .kernels import TokenConv, fast_mlp, window_attention
 from .segmentation import TwinsSegmentation
 
-Size = Tuple[int, int]
 
-
-def lsa_key_mask(size: Size, window: Size, device=None) -> Optional[torch.Tensor]:
+def lsa_key_mask(size: Size, window: Size, device=None) -> torch.Tensor | None:
     """Boolean (num_windows, m*n) mask of the real (not padded) tokens of every window,
     windows in row-major order; None when the window divides the map."""
     (H, W), (m, n) = size, window
@@ -242,7 +240,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Size]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Size]:
         H, W = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
         if H < 1 or W < 1:
             raise ValueError(f"input map {tuple(x.shape[-2:])} is smaller than patch_size={self.patch_size}")
@@ -297,7 +295,7 @@ class Twins(nn.Module):
     def no_weight_decay(self) -> set:
         return {"pos_block." + n for n, _ in self.pos_block.named_parameters()} if self.pos_block is not None else set()
 
-    def forward_features(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The map of every stage, (B, C_i, H_i, W_i), before the final norm."""
         feats = []
         B = x.shape[0]

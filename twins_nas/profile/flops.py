@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-from ..config import ArchConfig, as_size
-from ..models.cost_model import FlopReport, Resolution
+from ..config import ArchConfig
+from ..models.cost_model import FlopReport
 from ..models.head_config import HeadConfig, head_config
 from ..models.head_cost import DenseFlopReport
 from ..models.segmentation import TwinsSegmentation
 from ..models.twins import GlobalSubSampleAttn, LocallyGroupedAttn, Twins, build_model
+from ..sizes import Resolution, as_size
 
 SDPA = "aten::scaled_dot_product_attention"
 
@@ -84,7 +84,7 @@ def _category(model: nn.Module, module: str, op: str) -> str:
                        "update twins_nas/profile/flops.py and the cost model together")
 
 
-def _own_counts(by_module_and_op: Dict[str, dict]) -> Dict[Tuple[str, str], int]:
+def _own_counts(by_module_and_op: dict[str, dict]) -> dict[tuple[str, str], int]:
     """fvcore attributes an op to its module and all its ancestors; keep each op once, at
     the innermost module that ran it: own(m) = counts(m) - sum(counts(direct children))."""
     names = list(by_module_and_op)
@@ -127,7 +127,7 @@ def _trace(model: nn.Module, x: torch.Tensor):
         model.train(was_training)
 
 
-def count_flops(cfg_or_model: Union[ArchConfig, Twins, dict, str], resolution: Resolution,
+def count_flops(cfg_or_model: ArchConfig | Twins | dict | str, resolution: Resolution,
                 batch: int = 1) -> FlopReport:
     """Multiply-adds of one inference forward pass on CPU, traced by fvcore, split into the
     categories of `FlopReport`. Accepts a config (ArchConfig, dict, preset name or JSON path)
@@ -139,7 +139,7 @@ def count_flops(cfg_or_model: Union[ArchConfig, Twins, dict, str], resolution: R
     h, w = as_size(resolution)
     model.cfg.stage_sizes((h, w))  # one-line ConfigError when the input is too small
     by_mod = _trace(model, torch.zeros(batch, model.cfg.in_chans, h, w))
-    cats: Dict[str, int] = {}
+    cats: dict[str, int] = {}
     for (module, op), v in _own_counts(by_mod).items():
         c = _category(model, module, op)
         cats[c] = cats.get(c, 0) + int(v)
@@ -150,7 +150,7 @@ def count_flops(cfg_or_model: Union[ArchConfig, Twins, dict, str], resolution: R
     return report
 
 
-def _dense_category(model: TwinsSegmentation, module: str, op: str) -> Tuple[str, str]:
+def _dense_category(model: TwinsSegmentation, module: str, op: str) -> tuple[str, str]:
     """(part, category) of `op` run directly inside `module` of a TwinsSegmentation: part is
     backbone (FlopReport's categories, as `_category` on the backbone), neck or head."""
     parts = module.split(".")
@@ -183,8 +183,8 @@ def _dense_category(model: TwinsSegmentation, module: str, op: str) -> Tuple[str
                        "update twins_nas/profile/flops.py and twins_nas/models/head_cost.py together")
 
 
-def count_dense_flops(cfg_or_model: Union[ArchConfig, TwinsSegmentation, dict, str],
-                      head: Union[None, str, dict, HeadConfig], size: Resolution, batch: int = 1) -> DenseFlopReport:
+def count_dense_flops(cfg_or_model: ArchConfig | TwinsSegmentation | dict | str,
+                      head: None | str | dict | HeadConfig, size: Resolution, batch: int = 1) -> DenseFlopReport:
     """Multiply-adds of one inference forward pass of a backbone + segmentation head on CPU,
     traced by fvcore: backbone (FlopReport's categories), neck and head (`head_cost`'s
     categories). Accepts a config (ArchConfig, dict, preset name or JSON path) with `head` (a
@@ -201,7 +201,7 @@ def count_dense_flops(cfg_or_model: Union[ArchConfig, TwinsSegmentation, dict, s
     h, w = as_size(size)
     model.cfg.stage_sizes((h, w))  # one-line ConfigError when the input is too small
     by_mod = _trace(model, torch.zeros(batch, model.cfg.in_chans, h, w))
-    cats: Dict[str, Dict[str, int]] = {"backbone": {}, "neck": {}, "head": {}}
+    cats: dict[str, dict[str, int]] = {"backbone": {}, "neck": {}, "head": {}}
     for (module, op), v in _own_counts(by_mod).items():
         part, c = _dense_category(model, module, op)
         cats[part][c] = cats[part].get(c, 0) + int(v)

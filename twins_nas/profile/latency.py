@@ -12,18 +12,18 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional, Union
 
 import torch
 import torch.nn as nn
 
-from ..config import ArchConfig, Size, as_size, compact_size, format_size
+from ..config import ArchConfig
 from ..hardware import DEVICE_NAMES, check_device_name, check_dtype_name
 from ..models import build_model
+from ..sizes import Resolution, Size, as_size, compact_size, format_size
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # keys: hardware.DTYPE_NAMES
-Resolution = Union[int, Size]  # an input size: n (n x n pixels) or (H, W)
 
 
 def size_key(resolution: Resolution) -> Resolution:
@@ -31,7 +31,7 @@ def size_key(resolution: Resolution) -> Resolution:
     return compact_size(as_size(resolution))
 
 
-def arch_of(model: nn.Module) -> Optional[ArchConfig]:
+def arch_of(model: nn.Module) -> ArchConfig | None:
     """The config of a Twins or a segmentation model (`.cfg`), or of the Twins another wrapper
     holds (`.backbone.cfg`); None when neither tells."""
     for cfg in (getattr(model, "cfg", None), getattr(getattr(model, "backbone", None), "cfg", None)):
@@ -61,7 +61,7 @@ class LatencyReport:
     dtype: str
     batch: int
     resolution: Resolution
-    size: Optional[Size] = None  # (H, W); filled from `resolution` when not given
+    size: Size | None = None  # (H, W); filled from `resolution` when not given
 
     def __post_init__(self) -> None:
         self.resolution = size_key(self.resolution)
@@ -85,7 +85,7 @@ class LatencyReport:
         return d
 
 
-def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' -> the first CUDA GPU when one is usable, else the CPU. Also accepts 'cpu',
     'cuda', 'cuda:N' and 'mps'; raises ValueError with one readable line otherwise."""
     if isinstance(device, torch.device):
@@ -131,7 +131,7 @@ def autocast_context(device: torch.device, dtype: str):
     return torch.autocast(device_type=device.type, dtype=resolve_dtype(dtype))
 
 
-def _as_model(model_or_cfg: Union[nn.Module, ArchConfig, dict, str]) -> nn.Module:
+def _as_model(model_or_cfg: nn.Module | ArchConfig | dict | str) -> nn.Module:
     if isinstance(model_or_cfg, nn.Module):
         return model_or_cfg
     return build_model(model_or_cfg, seed=0)
@@ -174,12 +174,12 @@ class Timer:
 
 
 def measure_latency(
-    model_or_cfg: Union[nn.Module, ArchConfig, dict, str],
+    model_or_cfg: nn.Module | ArchConfig | dict | str,
     resolution: Resolution,
     batch: int = 1,
-    device: Union[str, torch.device] = "auto",
+    device: str | torch.device = "auto",
     dtype: str = "fp32",
-    channels_last: Optional[bool] = None,
+    channels_last: bool | None = None,
     warmup: int = 2,
     min_repeats: int = 5,
     max_repeats: int = 100,

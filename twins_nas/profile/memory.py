@@ -26,14 +26,15 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Iterable, Optional, Union
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
 
-from ..config import ArchConfig, as_size, load_config
+from ..config import ArchConfig, load_config
 from ..models import build_model
 from ..models.cost_model import analytic_params
+from ..sizes import as_size
 from .latency import (
     Resolution,
     _as_model,
@@ -49,7 +50,7 @@ MIB = 2 ** 20
 _STATUS = "/proc/self/status"
 
 
-def _status_kib(field: str) -> Optional[int]:
+def _status_kib(field: str) -> int | None:
     try:
         with open(_STATUS) as f:
             for line in f:
@@ -81,7 +82,7 @@ class PeakRSS:
     """Context manager: `.mb` = peak RSS inside the block minus RSS at entry (MiB), or NaN
     when /proc is unavailable. `.exact` is False when the peak could not be reset."""
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         gc.collect()
         _malloc_trim()
         self.exact = _reset_peak_rss()
@@ -142,7 +143,7 @@ def warm_up_cpu(model: nn.Module) -> None:
         model(_forward_input(model, smallest_input(model), 1, torch.device("cpu")))
 
 
-def _run_child(job: dict, timeout: Optional[float]) -> dict:
+def _run_child(job: dict, timeout: float | None) -> dict:
     """Run `_child_main` in a fresh interpreter with `job` as JSON on stdin."""
     code = "from twins_nas.profile.memory import _child_main; _child_main()"
     proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(job), capture_output=True,
@@ -169,12 +170,12 @@ def _child_main() -> None:
 
 
 def measure_peak_memory_many(
-    model_or_cfg: Union[nn.Module, ArchConfig, dict, str],
+    model_or_cfg: nn.Module | ArchConfig | dict | str,
     resolutions: Iterable[Resolution],
     batch: int = 1,
-    device: Union[str, torch.device] = "auto",
+    device: str | torch.device = "auto",
     dtype: str = "fp32",
-    timeout: Optional[float] = None,
+    timeout: float | None = None,
 ) -> dict[Resolution, float]:
     """`measure_peak_memory` at several resolutions (each n or (H, W)): on CPU in *one* fresh
     process that builds the model once and runs the sizes in increasing order of pixels. Keyed
@@ -211,10 +212,10 @@ def measure_peak_memory_many(
 
 
 def measure_peak_memory(
-    model_or_cfg: Union[nn.Module, ArchConfig, dict, str],
+    model_or_cfg: nn.Module | ArchConfig | dict | str,
     resolution: Resolution,
     batch: int = 1,
-    device: Union[str, torch.device] = "auto",
+    device: str | torch.device = "auto",
     dtype: str = "fp32",
 ) -> float:
     """Peak memory (MiB) one inference forward at `resolution` (n or (H, W)) needs beyond the
@@ -236,7 +237,7 @@ def min_forward_bytes(cfg: ArchConfig, resolution: Resolution, batch: int, bytes
     return (batch * (cfg.in_chans * h * w + block) + analytic_params(cfg)) * bytes_per_value
 
 
-def available_bytes(device: Union[str, torch.device] = "cpu") -> Optional[int]:
+def available_bytes(device: str | torch.device = "cpu") -> int | None:
     """Memory free for a new model on `device`: CUDA's free memory, or MemAvailable of
     /proc/meminfo on CPU; None when it cannot be told."""
     dev = torch.device(device) if not isinstance(device, torch.device) else device

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -101,7 +100,7 @@ def _line(sub, y, name, color, showlegend, legendgroup=None, dash=None, hover=""
                       hovertemplate=f"{name}<br>%{{x}} px: %{{y:.4g}}{hover}<extra></extra>", **kw)
 
 
-def _panel_traces(df: pd.DataFrame, panel: str, colors: dict, global_model: Optional[str]) -> list:
+def _panel_traces(df: pd.DataFrame, panel: str, colors: dict, global_model: str | None) -> list:
     """The traces of one panel. Model traces share a legend group (one entry per model)."""
     traces = []
     first = panel == "gmacs"  # the model legend entries live in the first panel
@@ -146,7 +145,7 @@ def _panel_traces(df: pd.DataFrame, panel: str, colors: dict, global_model: Opti
     return traces
 
 
-def _law_traces(df: pd.DataFrame, colors: dict, global_model: Optional[str]) -> list:
+def _law_traces(df: pd.DataFrame, colors: dict, global_model: str | None) -> list:
     """Measured attention-matmul GMACs of representative models (solid) and the laws (dashed)."""
     models = _models(df)
     r0 = df["resolution"].min()
@@ -193,7 +192,7 @@ def _style_axes(fig: go.Figure, panel: str, resolutions: list, row: int, col: in
         fig.update_yaxes(rangemode="tozero", row=row, col=col)
 
 
-def _empty_note(df: pd.DataFrame, panel: str) -> Optional[str]:
+def _empty_note(df: pd.DataFrame, panel: str) -> str | None:
     col = {"latency": "latency_ms", "memory": "peak_mem_mb"}.get(panel)
     if col and not _has(df, col) and not (panel == "latency" and _has(df, "latency_est_ms")):
         return "not measured (run without --no-latency / --no-memory)"
@@ -227,7 +226,7 @@ def _note_empty(fig: go.Figure, df: pd.DataFrame, panel: str, row: int = 1, col:
                        yref="paper", xanchor="center", showarrow=False, font=dict(color="gray"))
 
 
-def complexity_figure(df: pd.DataFrame, global_model: Optional[str] = None) -> go.Figure:
+def complexity_figure(df: pd.DataFrame, global_model: str | None = None) -> go.Figure:
     """The six-panel figure of a `profile_sweep` DataFrame (see the module doc)."""
     colors = _colors(_models(df))
     res = _order(df)
@@ -256,7 +255,7 @@ def complexity_figure(df: pd.DataFrame, global_model: Optional[str] = None) -> g
     return fig
 
 
-def panel_figure(df: pd.DataFrame, panel: str, global_model: Optional[str] = None) -> go.Figure:
+def panel_figure(df: pd.DataFrame, panel: str, global_model: str | None = None) -> go.Figure:
     """One panel of `complexity_figure` on its own (for a slide or a paper)."""
     colors = _colors(_models(df))
     fig = make_subplots(rows=1, cols=1)
@@ -270,7 +269,7 @@ def panel_figure(df: pd.DataFrame, panel: str, global_model: Optional[str] = Non
     return fig
 
 
-def write_report(df: pd.DataFrame, fig: Optional[go.Figure], out_dir: str | Path, png: bool = True,
+def write_report(df: pd.DataFrame, fig: go.Figure | None, out_dir: str | Path, png: bool = True,
                  panels: bool = True) -> dict:
     """Write profile.csv, complexity.html (self-contained, works offline) and, when a Chromium
     is present, complexity.png plus one PNG per panel (`panels`). Never fails for want of a
@@ -298,7 +297,7 @@ def write_report(df: pd.DataFrame, fig: Optional[go.Figure], out_dir: str | Path
     return {"files": [str(p) for p in files], "notes": notes}
 
 
-def write_pngs(figs: list, paths: list) -> Optional[str]:
+def write_pngs(figs: list, paths: list) -> str | None:
     """Write every figure (a `go.Figure` or a figure dict) as a PNG (one browser for all),
     renamed into place all or none.
     Returns None, or a note saying why nothing was written (no Chromium, a broken one)."""

@@ -11,18 +11,17 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import List, Optional
 
 import torch
 import torch.nn as nn
 
-from ..config import ArchConfig, as_size
+from ..config import ArchConfig
 from ..models import HeadConfig, Twins, build_model
-from ..models.cost_model import Resolution
+from ..sizes import Resolution, as_size
 from .latency import device_label, resolve_device
 
 
-def timing_model(cfg: ArchConfig, head: Optional[HeadConfig] = None) -> nn.Module:
+def timing_model(cfg: ArchConfig, head: HeadConfig | None = None) -> nn.Module:
     """The network for timing only (`build_model(cfg, head=head)`): built on the meta device
     (no truncated-normal initialisation, which is slow for the large models on a CPU),
     then given real CPU storage filled with small uniform noise, which runs exactly the same
@@ -43,7 +42,7 @@ def timing_model(cfg: ArchConfig, head: Optional[HeadConfig] = None) -> nn.Modul
 
 @dataclass(frozen=True)
 class StageTiming:
-    stage_ms: List[float]  # median per stage
+    stage_ms: list[float]  # median per stage
     repeats: int
     device: str
 
@@ -62,7 +61,7 @@ def stage_latency(model_or_cfg: Twins | ArchConfig, resolution: Resolution, devi
     H, W = as_size(resolution)
     model.cfg.stage_sizes((H, W))  # one line when too small
     x = torch.randn(batch, model.cfg.in_chans, H, W, device=dev)
-    stamps: List[float] = []
+    stamps: list[float] = []
 
     def stamp(*_) -> None:
         if dev.type == "cuda":
@@ -71,7 +70,7 @@ def stage_latency(model_or_cfg: Twins | ArchConfig, resolution: Resolution, devi
 
     handles = [m.register_forward_pre_hook(stamp) for m in model.patch_embeds]
 
-    def one_pass() -> List[float]:
+    def one_pass() -> list[float]:
         stamps.clear()
         model.forward_features(x)
         stamp()

@@ -33,21 +33,22 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Optional
 
 import pandas as pd
 import torch
 
-from ..config import ArchConfig, as_size, format_size
+from ..config import ArchConfig
 from ..models import HeadConfig, build_model
-from ..models.cost_model import CATEGORIES, Resolution, analytic_flops, analytic_params
+from ..models.cost_model import CATEGORIES, analytic_flops, analytic_params
 from ..models.head_cost import analytic_dense_flops, analytic_dense_params
-from ..models.optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS
+from ..models.window_optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS
+from ..sizes import Resolution, as_size, format_size
 from .flops import count_dense_flops, count_flops
 from .latency import device_label, measure_latency, resolve_device, resolve_dtype
 from .memory import PeakRSS, cpu_forward_peak_mb, cuda_forward_peak_mb, warm_up_cpu
-from .optimality import retarget_columns
+from .window_optimality import retarget_columns
 
 Progress = Callable[[int, int, str], None]  # (cells done, cells in all, what was just done)
 
@@ -78,7 +79,7 @@ def sizes_of(sizes: Iterable[Resolution]) -> list:
 
 
 def analytic_row(name: str, cfg: ArchConfig, resolution: Resolution, batch: int = 1,
-                 head: Optional[HeadConfig] = None) -> dict:
+                 head: HeadConfig | None = None) -> dict:
     """The closed-form columns of one cell. `resolution` is the input size's side for a square
     and √(HW) otherwise (so the growth laws in r hold); `size` is 'HxW'."""
     H, W = as_size(resolution)
@@ -112,7 +113,7 @@ MEASURED_COLUMNS = ("latency_ms", "latency_iqr_ms", "latency_repeats", "throughp
 class _Planner:
     """Predicts what a cell costs from the cells measured so far; decides what fits."""
 
-    budget_s: Optional[float]
+    budget_s: float | None
     single_pass_s: float
     cell_budget_s: float
     latency: bool
@@ -158,9 +159,9 @@ class _Planner:
 
 
 def _measure(configs: Mapping[str, ArchConfig], resolutions: list, gmacs: dict, batch: int, device: str,
-             dtype: str, latency: bool, memory: bool, budget_s: Optional[float], single_pass_s: float,
-             cell_budget_s: float, progress: Optional[Progress], done0: int, total: int,
-             head: Optional[HeadConfig] = None) -> dict:
+             dtype: str, latency: bool, memory: bool, budget_s: float | None, single_pass_s: float,
+             cell_budget_s: float, progress: Progress | None, done0: int, total: int,
+             head: HeadConfig | None = None) -> dict:
     """Forward-pass measurements of every cell that fits the budget: {(model, res): columns}."""
     dev = resolve_device(device)
     resolve_dtype(dtype)
@@ -230,16 +231,16 @@ def profile_sweep(
     device: str = "auto",
     dtype: str = "fp32",
     latency: bool = True,
-    memory: Optional[bool] = None,
+    memory: bool | None = None,
     fvcore: bool = False,
-    budget_s: Optional[float] = None,
+    budget_s: float | None = None,
     single_pass_s: float = 1.0,
     cell_budget_s: float = 0.5,
-    progress: Optional[Progress] = None,
-    head: Optional[HeadConfig] = None,
+    progress: Progress | None = None,
+    head: HeadConfig | None = None,
     retarget: bool = True,
     min_keys: int = DEFAULT_MIN_KEYS,
-    max_aspect: Optional[float] = DEFAULT_MAX_ASPECT,
+    max_aspect: float | None = DEFAULT_MAX_ASPECT,
 ) -> pd.DataFrame:
     """One row per model x size (models in the given order, sizes by pixel count); sizes are
     ints (n x n) or (H, W). `head`: profile the dense model (see the module doc). `retarget`:

@@ -15,7 +15,8 @@ and fails loudly when a release changes them (tested with Optuna 5.0).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import optuna
@@ -45,7 +46,7 @@ def fail_running_trial(study: optuna.Study, trial: FrozenTrial, user_attrs: Mapp
     return True
 
 
-def storage_url(study: optuna.Study) -> Optional[str]:
+def storage_url(study: optuna.Study) -> str | None:
     """Best effort: the storage URL (RDB) or 'journal:PATH' (journal file) of a loaded study."""
     st = study._storage
     backend = getattr(st, "_backend", None)
@@ -59,7 +60,7 @@ def storage_url(study: optuna.Study) -> Optional[str]:
     return None
 
 
-def _heartbeat_storage(study: optuna.Study) -> Optional[BaseHeartbeat]:
+def _heartbeat_storage(study: optuna.Study) -> BaseHeartbeat | None:
     st = study._storage
     inner = getattr(st, "_backend", st)  # RDB storages come wrapped in a cache
     for obj in (st, inner):
@@ -68,13 +69,13 @@ def _heartbeat_storage(study: optuna.Study) -> Optional[BaseHeartbeat]:
     return None
 
 
-def heartbeat_interval(study: optuna.Study) -> Optional[int]:
+def heartbeat_interval(study: optuna.Study) -> int | None:
     """Seconds between heartbeats of the study's storage; None when it keeps none."""
     st = _heartbeat_storage(study)
     return st.get_heartbeat_interval() if st is not None else None
 
 
-def record_heartbeat(study: optuna.Study, trial: Union[optuna.Trial, FrozenTrial]) -> None:
+def record_heartbeat(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> None:
     """Record one heartbeat of a RUNNING trial (nothing on a storage without heartbeats)."""
     st = _heartbeat_storage(study)
     if st is not None:

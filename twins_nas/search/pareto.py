@@ -22,14 +22,14 @@ from __future__ import annotations
 import math
 import operator
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from ..config import ConfigError
-from .metrics import METRICS, NATURAL, canonical_metric
 from .optuna_compat import hypervolume
+from .space.metrics import METRICS, NATURAL, canonical_metric
 
 REFERENCE = 1.1  # hypervolume reference point in scaled objective space (worst seen = 1)
 
@@ -155,7 +155,7 @@ class PickRule:
     """`kind` is 'knee', 'max', 'min' or 'best'; `metric` is None for the knee."""
 
     kind: str
-    metric: Optional[str] = None
+    metric: str | None = None
     conditions: tuple[Condition, ...] = field(default_factory=tuple)
     text: str = "knee"
 
@@ -243,7 +243,7 @@ def select(rule: PickRule, rows: Sequence[Mapping[str, float]], objectives: Mapp
 
 
 # ---- hypervolume -------------------------------------------------------------------------
-def hypervolume_history(points: Sequence[Optional[Mapping[str, float]]],
+def hypervolume_history(points: Sequence[Mapping[str, float] | None],
                         objectives: Mapping[str, str]) -> list[float]:
     """Hypervolume of the points seen so far, after each entry of `points` (trial order; None
     for a trial that gave no feasible point). See the module docstring for the scaling."""

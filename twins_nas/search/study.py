@@ -22,29 +22,32 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, ContextManager, Optional
+from typing import ContextManager
 
 import optuna
 
 from ..atomic import ensure_dir
-from ..config import ConfigError, format_size
+from ..config import ConfigError
 from ..hardware import cpu_cores
 from ..presets import PRESETS, get_preset
-from .data import load_proxy_data
-from .export import export_study
-from .metrics import TIMED_METRICS, recorded_spellings
-from .objective import measured_metrics, needed_metrics, needs_proxy_data, time_model
-from .provenance import library_versions, resolve_search_device
-from .rungs import Promoter, promotion_summary, rung_settings
-from .sampler import make_sampler
-from .search_settings import SearchSettings
-from .settings import MeasureBudget
-from .space import SearchSpace
-from .storage import describe_storage, open_storage, resolve_storage, study_lock
-from .trials import count_trials, error_line, fail_dead_trials, on_stale_trial, run_worker
-from .workers import make_evaluator, prepare_process, quiet_optuna, run_worker_processes, sampler_seed
+from ..sizes import format_size
+from .evaluate.objective import measured_metrics, needed_metrics, needs_proxy_data, time_model
+from .evaluate.status import StopReason
+from .proxy.data import load_proxy_data
+from .report.export import export_study
+from .run.provenance import library_versions, resolve_search_device
+from .run.rungs import Promoter, promotion_summary, rung_settings
+from .run.samplers import make_sampler
+from .run.settings import SearchSettings
+from .run.storage import describe_storage, open_storage, resolve_storage, study_lock
+from .run.trials import count_trials, error_line, fail_dead_trials, on_stale_trial, run_worker
+from .run.workers import make_evaluator, prepare_process, quiet_optuna, run_worker_processes, sampler_seed
+from .space.measure import MeasureBudget
+from .space.metrics import TIMED_METRICS, recorded_spellings
+from .space.space import SearchSpace
 
 ProgressFactory = Callable[[optuna.Study], ContextManager[Callable[[], None]]]
 
@@ -56,7 +59,7 @@ class SearchOutcome:
     finished: int           # COMPLETE trials in the study
     target: int
     counts: dict            # status -> number of trials in the study
-    stopped: str            # "done", "timeout", "failing", "crashed", "interrupted"
+    stopped: StopReason
     message: str = ""
     files: list = field(default_factory=list)
     notes: list = field(default_factory=list)
@@ -158,15 +161,15 @@ def _resume_notes(study: optuna.Study, created: bool, spec: str, device: str, th
 
 
 def _run_trials(study: optuna.Study, space: SearchSpace, settings: SearchSettings, spec: str, device: str,
-                threads: int, deadline: Optional[float], progress: Optional[ProgressFactory],
-                promoter: Promoter) -> tuple[str, str]:
+                threads: int, deadline: float | None, progress: ProgressFactory | None,
+                promoter: Promoter) -> tuple[StopReason, str]:
     """Run trials in this process or in worker processes up to N; (how it stopped, message)."""
     names = recorded_spellings(study.user_attrs.get("constraints") or {})
     lock = study_lock(spec, settings.study_name)
     try:
         with (progress(study) if progress else contextlib.nullcontext(lambda: None)) as update:
             if count_trials(study)["complete"] >= settings.trials:
-                return "done", ""
+                return StopReason.DONE, ""
             if settings.workers == 1:
                 res = run_worker(study, make_evaluator(space, settings, device, names), settings.trials, lock,
                                  deadline, on_trial=update, after_complete=lambda: promoter.run(study))
@@ -175,12 +178,12 @@ def _run_trials(study: optuna.Study, space: SearchSpace, settings: SearchSetting
                                         on_poll=update)
     except KeyboardInterrupt:
         fail_dead_trials(study)
-        return "interrupted", "interrupted"
+        return StopReason.INTERRUPTED, "interrupted"
 
 
 def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True,
-               progress: Optional[ProgressFactory] = None,
-               status: Optional[Callable[[str], ContextManager]] = None) -> SearchOutcome:
+               progress: ProgressFactory | None = None,
+               status: Callable[[str], ContextManager] | None = None) -> SearchOutcome:
     """Run (or continue) a search until `settings.trials` trials are finished, then write the
     report (see `export_study`). When its database server stays unreachable the outcome says
     ``stopped="storage"`` (no counts, no report: the same call afterwards continues). Raises
@@ -195,7 +198,7 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
         load_proxy_data(space.proxy, seed=settings.seed)  # cached for this process's evaluator
     promoter = Promoter(space, settings.seed, device, study_lock(spec, settings.study_name))
     if promoter.active:  # the top rung's images exist (a missing one is an input error too)
-        load_proxy_data(rung_settings(space.proxy, space.fidelity.eta, space.fidelity.rungs - 1), settings.seed)
+        load_proxy_data(rung_settings(space.proxy, space.halving.eta, space.halving.rungs - 1), settings.seed)
 
     seed = sampler_seed(settings.seed, 0, _existing_trials(spec, settings.study_name))
     study, created = open_study(space, settings, spec, make_sampler(settings.sampler, seed, settings.trials),
@@ -214,15 +217,15 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
             study.set_user_attr("presets", measure_presets(space, device, settings.budget))
 
     stopped, message = _run_trials(study, space, settings, spec, device, threads, deadline, progress, promoter)
-    if stopped == "storage":  # the database server is gone: nothing more can be read or written
+    if stopped == StopReason.STORAGE:  # the database server is gone: nothing more can be read or written
         return SearchOutcome(study_name=settings.study_name, storage=describe_storage(spec), finished=-1,
                              target=settings.trials, counts={}, stopped=stopped, message=message, notes=notes)
-    if stopped == "done" and promoter.active:
+    if stopped == StopReason.DONE and promoter.active:
         try:
             with (status or contextlib.nullcontext)("last promotion round (training the best at higher rungs) ..."):
                 promoter.run(study, final=True)
         except KeyboardInterrupt:
-            stopped, message = "interrupted", "interrupted"
+            stopped, message = StopReason.INTERRUPTED, "interrupted"
     if promoter.active:
         notes.append(promotion_summary(study))
     counts = count_trials(study)

@@ -23,7 +23,7 @@ full-size model is timed and its GMACs counted (``measure.size``, default the re
 Every error is a one-line `ConfigError` naming the file, the key path, the bad value and
 what would be valid, e.g. ``x.yaml: stages[1].pattern='LXG': letters must be L or G``.
 
-Metric names (objectives, constraints) are those of `twins_nas.search.metrics`; the legacy
+Metric names (objectives, constraints) are those of `twins_nas.search.space.metrics`; the legacy
 ``gflops`` is accepted for ``gmacs`` (in the file and in `--set` overrides) with a
 DeprecationWarning. The ``measure:`` and ``proxy:`` sections are `MeasureSettings` and
 `ProxySettings` (`twins_nas.search.settings`).
@@ -37,8 +37,10 @@ import json
 import math
 import random
 import re
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Sequence, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -52,12 +54,15 @@ from pydantic import (
     model_validator,
 )
 
-from ..config import SUBSAMPLE_CHOICES, ArchConfig, CompactSizeField, ConfigError, Size, as_size, block_types
-from ..errors import loc_str, one_line
-from ..numbers import Number
+from ...config import SUBSAMPLE_CHOICES, ArchConfig, ConfigError, block_types
+from ...errors import RenamedWarning, loc_str, one_line
+from ...numbers import Number
+from ...sizes import CompactSizeField, Size, as_size, format_pair
+from ..proxy.network import StageChoices
+from ..proxy.settings import ProxySettings
+from .halving import HalvingSettings
+from .measure import MeasureSettings
 from .metrics import CURRENT_TO_LEGACY, LEGACY_NAMES, METRICS, Metric, canonical_metric
-from .proxy_arch import StageChoices
-from .settings import FidelitySettings, MeasureSettings, ProxySettings
 
 Direction = Literal["maximize", "minimize"]
 Subsample = Literal["conv", "dwconv", "avgpool"]
@@ -98,12 +103,8 @@ def _pair_choices(v: Any, what: str) -> list[Pair]:
     return [_parse_pair(item, what) for item in _as_list(v)]
 
 
-def _encode_pair(p: Pair) -> str:
-    return f"{p[0]}x{p[1]}"
-
-
-def _encode_sr(p: Pair) -> Union[int, str]:
-    return p[0] if p[0] == p[1] else _encode_pair(p)
+def _encode_sr(p: Pair) -> int | str:
+    return p[0] if p[0] == p[1] else format_pair(p)
 
 
 def _heads(embed_dim: int, head_dim: int) -> int:
@@ -147,13 +148,13 @@ class StageSpace(_Strict):
     patch_size: list[StrictInt] = Field(description="patch-embedding stride of the stage")
     depth: list[StrictInt] = Field(description="number of blocks")
     embed_dim: list[StrictInt]
-    head_dim: Optional[list[StrictInt]] = None
-    num_heads: Optional[list[StrictInt]] = None
+    head_dim: list[StrictInt] | None = None
+    num_heads: list[StrictInt] | None = None
     mlp_ratio: list[Number]
-    window: Optional[list[Pair]] = Field(default=None, description="LSA window m x n")
+    window: list[Pair] | None = Field(default=None, description="LSA window m x n")
     sr_ratio: list[Pair] = Field(default=[(1, 1)], description="GSA sub-sample ratio k or (k1, k2)")
     pattern: list[str] = Field(default=["G"], description="L/G block pattern, repeated over the depth")
-    subsample: Optional[list[Subsample]] = None
+    subsample: list[Subsample] | None = None
 
     @field_validator("patch_size", "depth", "embed_dim", "head_dim", "num_heads", "mlp_ratio",
                      "pattern", "subsample", mode="before")
@@ -221,11 +222,11 @@ class StageSpace(_Strict):
 class Bound(_Strict):
     """A constraint on one metric: `min <= value <= max` (either side may be left out)."""
 
-    min: Optional[Number] = None
-    max: Optional[Number] = None
+    min: Number | None = None
+    max: Number | None = None
 
     @model_validator(mode="after")
-    def _some(self) -> "Bound":
+    def _some(self) -> Bound:
         if self.min is None and self.max is None:
             raise ValueError("give min and/or max, e.g. {max: 30}")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -248,15 +249,15 @@ class SearchSpace(_Strict):
     constraints: dict[Metric, Bound] = {}
     measure: MeasureSettings = MeasureSettings()
     proxy: ProxySettings = ProxySettings()
-    fidelity: FidelitySettings = FidelitySettings()
+    halving: HalvingSettings = HalvingSettings()
 
     _source: str = PrivateAttr(default="<memory>")
 
     @model_validator(mode="before")
     @classmethod
-    def _legacy_metric_names(cls, data: Any) -> Any:
+    def _legacy_names(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            data = dict(data)
+            data = _renamed_sections(data)
             for key in ("objectives", "constraints"):
                 if key in data:
                     data[key] = _canonical_metric_keys(data[key], key)
@@ -268,7 +269,7 @@ class SearchSpace(_Strict):
         return _as_list(v)
 
     @model_validator(mode="after")
-    def _rules(self) -> "SearchSpace":
+    def _rules(self) -> SearchSpace:
         problems = []
         for i, st in enumerate(self.stages):
             problems += st._problems(f"stages[{i}]")
@@ -290,7 +291,7 @@ class SearchSpace(_Strict):
 
     def geometry_choices(self) -> list[StageChoices]:
         """Per stage, the window sides and GSA ratios k the space allows, per axis: what the
-        faithful proxy geometry keeps distinct (see `twins_nas.search.proxy_arch`)."""
+        faithful proxy geometry keeps distinct (see `twins_nas.search.proxy.network`)."""
         out = []
         for st in self.stages:
             win = st.window or []
@@ -322,7 +323,7 @@ class SearchSpace(_Strict):
     def hash(self) -> str:
         """sha256 (hex) of the canonical JSON of the validated space, overrides included;
         `proxy.data_root` is left out (where the data lives does not change the search)."""
-        return _digest(self.model_dump(mode="json", exclude={"proxy": {"data_root"}}))
+        return _digest(_as_hashed(self.model_dump(mode="json", exclude={"proxy": {"data_root"}})))
 
     @property
     def legacy_hash(self) -> str:
@@ -333,7 +334,7 @@ class SearchSpace(_Strict):
         if (d["proxy"].get("geometry"), d["proxy"].get("patch_size")) != ("clamp", None):
             return "no legacy study: the proxy geometry is newer"
         del d["proxy"]["geometry"], d["proxy"]["patch_size"]
-        if d.pop("fidelity") != FidelitySettings().model_dump(mode="json"):
+        if d.pop("halving") != HalvingSettings().model_dump(mode="json"):
             return "no legacy study: the space has rungs"
         for key in ("objectives", "constraints"):
             d[key] = {CURRENT_TO_LEGACY.get(m, m): v for m, v in d[key].items()}
@@ -402,7 +403,7 @@ class SearchSpace(_Strict):
         """A uniformly drawn config (each relevant choice drawn with `rng.choice`)."""
         return self._assign(lambda name, choices: rng.choice(choices))
 
-    def params_of(self, cfg: ArchConfig) -> Optional[dict]:
+    def params_of(self, cfg: ArchConfig) -> dict | None:
         """The trial params that make `sample` return `cfg` (for `study.enqueue_trial`), or
         None when `cfg` is not in the space. Name and classifier size are not compared."""
         want: dict[str, Any] = {}
@@ -480,6 +481,29 @@ class SearchSpace(_Strict):
         return total
 
 
+def _renamed_sections(data: dict) -> dict:
+    """A raw space mapping with the sections of their current names: ``fidelity:`` (successive
+    halving) is ``halving:`` now; the old name is read with a note (`RenamedWarning`)."""
+    if "fidelity" not in data:
+        return data
+    data = dict(data)
+    if "halving" in data:
+        raise ConfigError("fidelity and halving: the same section twice (fidelity is the old name of halving); "
+                         "keep halving")
+    warnings.warn("the section 'fidelity:' is now called 'halving:' (successive halving); 'fidelity:' still "
+                  "reads the same", RenamedWarning, stacklevel=4)
+    data["halving"] = data.pop("fidelity")
+    return data
+
+
+def _as_hashed(d: dict) -> dict:
+    """A dumped space under the section names its hash has always used (``fidelity`` for
+    ``halving``), so studies made before the rename continue."""
+    d = dict(d)
+    d["fidelity"] = d.pop("halving")
+    return d
+
+
 def _digest(d: dict) -> str:
     """sha256 (hex) of the canonical JSON of a dumped space."""
     return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -488,7 +512,7 @@ def _digest(d: dict) -> str:
 def _encode_param(name: str, value: Any) -> Any:
     """JSON-primitive categorical value for a choice: windows '7x14', ratios 4 or '2x4'."""
     if name.endswith(".window"):
-        return _encode_pair(value)
+        return format_pair(value)
     if name.endswith(".sr_ratio"):
         return _encode_sr(value)
     return value
@@ -507,7 +531,7 @@ def _network_key(cfg: ArchConfig) -> tuple:
 
 
 # ---- loading ------------------------------------------------------------------------------
-def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
+def _model_at(loc: tuple) -> type[BaseModel] | None:
     """The pydantic model class that validates the mapping at `loc` (for 'valid keys')."""
     if not loc:
         return SearchSpace
@@ -520,18 +544,18 @@ def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
     return None
 
 
-SECTIONS = {"measure": MeasureSettings, "proxy": ProxySettings, "fidelity": FidelitySettings}
+SECTIONS = {"measure": MeasureSettings, "proxy": ProxySettings, "halving": HalvingSettings}
 
 
 def format_space_error(err: ValidationError) -> str:
     """pydantic's report on a space as one line (see `errors.one_line`): `key.path=value:
     problem; valid ...`; a bad key of `objectives` / `constraints` lists the metrics."""
-    def special(e: dict, loc: tuple, rule: str) -> Optional[str]:
+    def special(e: dict, loc: tuple, rule: str) -> str | None:
         if "[key]" in loc:  # a bad dict key: objectives / constraints name metrics
             return f"{loc_str(loc[:loc.index('[key]')])}: unknown metric; valid metrics: {', '.join(METRICS)}"
         return None
 
-    def valid_at(loc: tuple) -> Optional[list]:
+    def valid_at(loc: tuple) -> list | None:
         model = _model_at(loc)
         return list(model.model_fields) if model else None
 
@@ -569,6 +593,8 @@ def apply_override(data: dict, override: str) -> None:
         raise ConfigError(f"override {override!r}: expected key.path=value, e.g. proxy.epochs=1")
     key, _, raw = override.partition("=")
     parts = [p for p in re.split(r"[.\[\]]+", key.strip()) if p]
+    if parts and parts[0] == "fidelity":  # the old name of the section
+        parts[0] = "halving"
     if not parts:
         raise ConfigError(f"override {override!r}: empty key path")
     try:
@@ -612,6 +638,7 @@ def space_from_dict(data: Any, source: str = "<memory>", overrides: Sequence[str
         raise ConfigError(f"{source}: a search space must be a YAML mapping, got {type(data).__name__}")
     data = copy.deepcopy(data)  # a private copy for the overrides
     try:
+        data = _renamed_sections(data)
         for o in overrides:
             apply_override(data, o)
         space = SearchSpace(**data)

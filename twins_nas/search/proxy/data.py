@@ -24,13 +24,12 @@ import functools
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError
+from ...config import ConfigError
 from .settings import ProxySettings
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -71,7 +70,7 @@ def load_proxy_data(proxy: ProxySettings, seed: int = 0) -> ProxyData:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(dataset: str, data_root: Optional[str], resolution: int, train_samples: int,
+def _load_cached(dataset: str, data_root: str | None, resolution: int, train_samples: int,
           val_samples: int, seed: int) -> ProxyData:
     if dataset == "fashion-mnist":
         images, labels, num_classes = _fashion_mnist(data_root)
@@ -140,14 +139,14 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def _find_idx(folder: Path, stem: str) -> Optional[Path]:
+def _find_idx(folder: Path, stem: str) -> Path | None:
     for name in (stem + ".gz", stem):
         if (folder / name).is_file():
             return folder / name
     return None
 
 
-def _fashion_mnist(data_root: Optional[str]) -> tuple[np.ndarray, np.ndarray, int]:
+def _fashion_mnist(data_root: str | None) -> tuple[np.ndarray, np.ndarray, int]:
     folders = []
     if data_root:
         r = Path(data_root).expanduser()
@@ -171,7 +170,7 @@ def _fashion_mnist(data_root: Optional[str]) -> tuple[np.ndarray, np.ndarray, in
 
 
 # ---- CIFAR ------------------------------------------------------------------------------
-def _cifar(dataset: str, data_root: Optional[str]) -> tuple[np.ndarray, np.ndarray, int]:
+def _cifar(dataset: str, data_root: str | None) -> tuple[np.ndarray, np.ndarray, int]:
     from torchvision.datasets import CIFAR10, CIFAR100  # heavy import (torchvision): see README
     cls, num_classes = (CIFAR10, 10) if dataset == "cifar10" else (CIFAR100, 100)
     roots = ([Path(data_root).expanduser()] if data_root else []) + [CACHE_DIR]

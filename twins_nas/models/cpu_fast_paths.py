@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from typing import Iterator, Optional, Tuple
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -129,7 +129,7 @@ def _chunked_mlp(x2d: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear, rows_per_chu
     return out
 
 
-def fast_mlp(x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear) -> Optional[torch.Tensor]:
+def fast_mlp(x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear) -> torch.Tensor | None:
     """fc2(GELU(fc1(x))) (exact GELU, as `nn.GELU()`) by a fast path, or None where none
     applies and the caller should run its plain layers.
 
@@ -156,7 +156,7 @@ def fast_mlp(x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear) -> Optional[torch.
 
 # ---- LSA ------------------------------------------------------------------------------------
 
-def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                        scale: float) -> torch.Tensor:
     """softmax(scale * q kᵀ, masked keys -inf) v written out: what SDPA computes with a boolean mask."""
     attn = (q * scale) @ k.transpose(-2, -1)  # (..., Lq, Lk)
@@ -165,7 +165,7 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
     return attn.softmax(dim=-1) @ v
 
 
-def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                      scale: float) -> torch.Tensor:
     """Multi-head attention inside windows: q, k, v (windows, heads, tokens, head_dim), `mask`
     (windows, 1, 1, tokens) boolean, True for a real key, or None -> (windows, heads, tokens,
@@ -197,7 +197,7 @@ class TokenConv(nn.Module):
     Conv2d load as they are. It is not a `nn.Conv2d`: it takes and returns tokens.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Tuple[int, int]):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int]):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
@@ -216,7 +216,7 @@ class TokenConv(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.kernel_size}"
 
-    def forward(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         B, N, C = x.shape
         H, W = size
         k1, k2 = self.kernel_size

@@ -1,11 +1,11 @@
 """Proxy training: how good is an architecture, measured in seconds on a CPU?
 
 `train_proxy(cfg, ...)` takes a *full-size* config, shrinks it with `proxy_arch` and trains
-the copy briefly on an in-memory image set (`twins_nas.search.data`), reporting validation
+the copy briefly on an in-memory image set (`twins_nas.search.proxy.data`), reporting validation
 top-1 after every epoch.
 
 The proxy network (widths scaled, attention geometry kept) is `proxy_arch`'s, in
-`twins_nas.search.proxy_arch`.
+`twins_nas.search.proxy.network`.
 
 Training: AdamW (no weight decay on norms, biases and 1-d parameters), linear warm-up then
 cosine decay per step, label-smoothed cross entropy, batches indexed from in-memory tensors
@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..config import ArchConfig
-from ..models.twins import Twins
+from ...config import ArchConfig
+from ...models.twins import Twins
 from .data import ProxyData
-from .proxy_arch import StageChoices, proxy_arch
+from .network import StageChoices, proxy_arch
 from .settings import ProxySettings
 
 EVAL_BATCH = 1000
@@ -47,7 +47,7 @@ class ProxyResult:
     train_seconds: float                  # optimisation steps
     eval_seconds: float                   # all validation passes
     proxy_params: int                     # parameters of the proxy model
-    proxy_config: Optional[ArchConfig] = None
+    proxy_config: ArchConfig | None = None
     steps: int = 0
     final_loss: float = math.nan          # training loss of the last step
     seconds: float = field(init=False)    # build + train + eval
@@ -77,8 +77,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
 
 
 def train_proxy(cfg: ArchConfig, proxy: ProxySettings, data: ProxyData, seed: int, device: str = "cpu",
-                on_epoch: Optional[Callable[[int, float], None]] = None, resolution: Optional[int] = None,
-                choices: Optional[Sequence[StageChoices]] = None, every_epoch: bool = True) -> ProxyResult:
+                on_epoch: Callable[[int, float], None] | None = None, resolution: int | None = None,
+                choices: Sequence[StageChoices] | None = None, every_epoch: bool = True) -> ProxyResult:
     """Train the proxy of the full-size `cfg` on `data` and return its validation accuracy.
 
     `resolution` is the full-size input size and `choices` the space's geometry choices per

@@ -7,7 +7,7 @@ naturally has, and the names they had before.
   full-size model built and timed;
 * ``peak_mem_mb``: peak inference memory beyond the weights;
 * ``naswot`` and ``synflow``: training-free scores of the full-size model at its
-  initialisation (`twins_nas.search.zero_cost`): NASWOT's log|det K| of the activation
+  initialisation (`twins_nas.search.evaluate.zero_cost`): NASWOT's log|det K| of the activation
   patterns over a minibatch of proxy images, and SynFlow's log saliency; higher is better;
 * ``accuracy``: validation top-1 of the proxy training.
 
@@ -22,9 +22,10 @@ through `trial_metrics`, which renames them.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal, Mapping, get_args
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
 
-from ..errors import RenamedWarning
+from ...errors import RenamedWarning
 
 Metric = Literal["accuracy", "throughput", "latency_ms", "gmacs", "params_m", "peak_mem_mb", "naswot", "synflow"]
 METRICS: tuple[str, ...] = get_args(Metric)

@@ -30,16 +30,17 @@ import hashlib
 import re
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any
 
 import optuna
 import sqlalchemy
 import sqlalchemy.exc
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from ..atomic import ensure_dir
-from ..config import ConfigError
+from ...atomic import ensure_dir
+from ...config import ConfigError
 
 try:
     import fcntl
@@ -52,7 +53,7 @@ DEFAULT_HEARTBEAT_S = 10
 GRACE_HEARTBEATS = 3  # a trial is stale after this many heartbeat intervals without one
 
 
-def existing_storage_file(out_dir: Path) -> Optional[Path]:
+def existing_storage_file(out_dir: Path) -> Path | None:
     """The storage file an earlier run left in `out_dir` (the one to continue or export), or None."""
     for name in STORAGE_FILES:
         if (Path(out_dir) / name).is_file():
@@ -60,7 +61,7 @@ def existing_storage_file(out_dir: Path) -> Optional[Path]:
     return None
 
 
-def resolve_storage(storage: Optional[str], out_dir: Path, workers: int = 1) -> str:
+def resolve_storage(storage: str | None, out_dir: Path, workers: int = 1) -> str:
     """Canonical storage spec: an RDB URL, or 'journal:PATH' for a journal file."""
     out_dir = Path(out_dir)
     if storage is None or storage == "":
@@ -146,7 +147,7 @@ def storage_down(e: BaseException) -> bool:
     return False
 
 
-def storage_file(spec: str) -> Optional[Path]:
+def storage_file(spec: str) -> Path | None:
     """The file of a journal or SQLite spec; None for a database server."""
     for prefix in ("journal:", "sqlite:///"):
         if spec.startswith(prefix):
@@ -157,8 +158,8 @@ def storage_file(spec: str) -> Optional[Path]:
 StaleCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 
-def open_storage(spec: str, heartbeat: Optional[int] = None,
-                 on_stale: Optional[StaleCallback] = None) -> optuna.storages.BaseStorage:
+def open_storage(spec: str, heartbeat: int | None = None,
+                 on_stale: StaleCallback | None = None) -> optuna.storages.BaseStorage:
     """The Optuna storage of a spec (its folder created); a one-line ConfigError when it
     cannot be opened (missing driver, bad URL, unreachable server, wrong password, no such
     database). A database server's storage records a heartbeat every `heartbeat` seconds
@@ -214,9 +215,9 @@ def lock_path(spec: str, study_name: str) -> Path:
 class FileLock:
     """`with lock:` holds an exclusive `fcntl.flock` on a file (the processes of one host)."""
 
-    def __init__(self, path: Union[str, Path]) -> None:
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._cm: Optional[contextlib.AbstractContextManager] = None
+        self._cm: contextlib.AbstractContextManager | None = None
 
     def __enter__(self) -> None:
         self._cm = exclusive(self.path)
@@ -269,14 +270,14 @@ class AdvisoryLock:
         return (AdvisoryLock, (self.spec, self.name))
 
 
-def study_lock(spec: str, study_name: str) -> Union[FileLock, AdvisoryLock]:
+def study_lock(spec: str, study_name: str) -> FileLock | AdvisoryLock:
     """The lock that serialises the start of trials of a study (see the module docstring)."""
     if is_postgresql(spec):
         return AdvisoryLock(spec, f"study\0{study_name}")
     return FileLock(lock_path(spec, study_name))
 
 
-def as_lock(lock: Union[str, Path, contextlib.AbstractContextManager]) -> contextlib.AbstractContextManager:
+def as_lock(lock: str | Path | contextlib.AbstractContextManager) -> contextlib.AbstractContextManager:
     """A lock object (`study_lock`'s) as it is, a lock file's path as its `FileLock`."""
     return FileLock(lock) if isinstance(lock, (str, Path)) else lock
 

@@ -1,4 +1,4 @@
-"""Successive halving on a multi-objective front (the space's ``fidelity:`` section).
+"""Successive halving on a multi-objective front (the space's ``halving:`` section).
 
 Optuna prunes single-objective studies only, so promotions happen beside the trials: every
 trial is scored at rung 0 (the space's ``proxy:``, its accuracy is the value Optuna sees).
@@ -17,21 +17,23 @@ each trial the accuracy of the highest rung it reached and says which rung that 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ContextManager, Optional, Sequence, Union
+from typing import Any, ContextManager
 
 import optuna
 from optuna.trial import TrialState
 
-from ..config import ArchConfig
-from .data import load_proxy_data
-from .metrics import trial_metrics
-from .pareto import promotion_order
-from .proxy_train import train_proxy
-from .settings import ProxySettings
+from ...config import ArchConfig
+from ..evaluate.status import TrialStatus
+from ..pareto import promotion_order
+from ..proxy.data import load_proxy_data
+from ..proxy.settings import ProxySettings
+from ..proxy.train import train_proxy
+from ..space.metrics import trial_metrics
 from .storage import as_lock
-from .trials import STATUS_OK, error_line, owner_alive, owner_attrs
+from .trials import error_line, owner_alive, owner_attrs
 
 PREFIX = "rung:"
 ROUNDS_KEY = "promotion_rounds"
@@ -47,20 +49,20 @@ def promotions(study: optuna.Study) -> dict[int, dict]:
     return {int(k[len(PREFIX):]): v for k, v in study.user_attrs.items() if k.startswith(PREFIX)}
 
 
-def reached(record: Optional[dict]) -> int:
+def reached(record: dict | None) -> int:
     """The highest rung a trial has an accuracy for (0 without promotions)."""
     return max((int(r) for r, res in (record or {}).get("results", {}).items() if res.get("accuracy") is not None),
                default=0)
 
 
-def rung_accuracy(t: optuna.trial.FrozenTrial, record: Optional[dict], rung: int) -> Optional[float]:
+def rung_accuracy(t: optuna.trial.FrozenTrial, record: dict | None, rung: int) -> float | None:
     if rung == 0:
         return trial_metrics(t).get("accuracy")
     res = (record or {}).get("results", {}).get(str(rung))
     return None if res is None else res["accuracy"]
 
 
-def effective_metrics(t: optuna.trial.FrozenTrial, record: Optional[dict]) -> dict[str, Any]:
+def effective_metrics(t: optuna.trial.FrozenTrial, record: dict | None) -> dict[str, Any]:
     """The trial's metrics with ``accuracy`` from the highest rung it reached, that rung as
     ``rung``, and every rung's accuracy as ``accuracy_rungR`` (when the trial has one)."""
     m = dict(trial_metrics(t))
@@ -95,7 +97,7 @@ def promotion_summary(study: optuna.Study) -> str:
     return f"promotions: {runs} trainings at higher rungs ({reached_by or 'none yet'}), {seconds:.0f} s"
 
 
-def promotion_seconds(record: Optional[dict]) -> float:
+def promotion_seconds(record: dict | None) -> float:
     return sum(r.get("seconds", 0.0) for r in (record or {}).get("results", {}).values())
 
 
@@ -103,7 +105,7 @@ def select_promotions(trials: Sequence[optuna.trial.FrozenTrial], records: dict[
                       objectives: dict[str, str], rungs: int, eta: int) -> list[tuple[int, int]]:
     """(trial number, target rung) of the trials to train at the next rung now (see the
     module docstring); trials with a live claim are left out."""
-    feasible = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("status") == STATUS_OK
+    feasible = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("status") == TrialStatus.OK
                 and rung_accuracy(t, None, 0) is not None]
     out = []
     for r in range(rungs - 1):
@@ -123,30 +125,30 @@ def select_promotions(trials: Sequence[optuna.trial.FrozenTrial], records: dict[
 class Promoter:
     """Runs the promotion rounds of one process (see the module docstring)."""
 
-    def __init__(self, space: Any, seed: int, device: str, lock: Union[str, Path, ContextManager]) -> None:
+    def __init__(self, space: Any, seed: int, device: str, lock: str | Path | ContextManager) -> None:
         self.space, self.seed, self.device = space, seed, device
         self.lock = as_lock(lock)  # the study's (storage.study_lock)
-        self.fidelity = space.fidelity
+        self.halving = space.halving
         self.objectives = dict(space.objectives)
         self.choices = space.geometry_choices()
 
     @property
     def active(self) -> bool:
-        return self.fidelity.rungs > 1 and "accuracy" in self.objectives
+        return self.halving.rungs > 1 and "accuracy" in self.objectives
 
     def _claim(self, study: optuna.Study, final: bool) -> list[tuple[int, int]]:
         with self.lock:
             trials = study.get_trials(deepcopy=False)
             complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
-            due = complete // self.fidelity.batch
+            due = complete // self.halving.batch
             if not final and due <= study.user_attrs.get(ROUNDS_KEY, 0):
                 return []
             study.set_user_attr(ROUNDS_KEY, due)
             records = promotions(study)
             orphans = [(number, rec["claim"]["rung"]) for number, rec in records.items()  # a dead process's
                        if rec.get("claim") and owner_alive(rec["claim"].get("owner")) is False]  # are taken over
-            picked = orphans + select_promotions(trials, records, self.objectives, self.fidelity.rungs,
-                                                 self.fidelity.eta)
+            picked = orphans + select_promotions(trials, records, self.objectives, self.halving.rungs,
+                                                 self.halving.eta)
             for number, rung in picked:
                 rec = dict(records.get(number) or {"results": {}})
                 rec["claim"] = {"rung": rung, "owner": owner_attrs(),
@@ -156,7 +158,7 @@ class Promoter:
 
     def _train(self, study: optuna.Study, number: int, rung: int) -> None:
         t = study.get_trials(deepcopy=False)[number]
-        settings = rung_settings(self.space.proxy, self.fidelity.eta, rung)
+        settings = rung_settings(self.space.proxy, self.halving.eta, rung)
         data = load_proxy_data(settings, seed=self.seed)
         t0 = time.perf_counter()
         try:

@@ -8,28 +8,28 @@ All closed form: no model is built.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
-from ..config import ArchConfig, as_size, format_size
-from ..models.cost_model import Resolution
-from ..models.optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS, attention_cut, stage_optima
+from ..config import ArchConfig
 from ..models.retarget import retarget
+from ..models.window_optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS, attention_cut, stage_optima
+from ..sizes import Resolution, as_size, format_size
 
 
-def _pair_text(p) -> Optional[str]:
+def _pair_text(p) -> str | None:
     return None if p is None else f"{p[0]}x{p[1]}"
 
 
 def optimality_table(configs: Mapping[str, ArchConfig], sizes: Iterable[Resolution], min_keys: int = DEFAULT_MIN_KEYS,
-                     max_aspect: Optional[float] = DEFAULT_MAX_ASPECT) -> pd.DataFrame:
+                     max_aspect: float | None = DEFAULT_MAX_ASPECT) -> pd.DataFrame:
     """One row per model x size x stage (see the module doc); MACs at batch 1."""
     return pd.DataFrame(optimality_rows(configs, sizes, min_keys, max_aspect))
 
 
 def optimality_rows(configs: Mapping[str, ArchConfig], sizes: Iterable[Resolution], min_keys: int = DEFAULT_MIN_KEYS,
-                    max_aspect: Optional[float] = DEFAULT_MAX_ASPECT) -> list[dict]:
+                    max_aspect: float | None = DEFAULT_MAX_ASPECT) -> list[dict]:
     """The rows of `optimality_table` as plain data (None where a stage has no LSA or GSA block)."""
     rows = []
     for name, cfg in configs.items():
@@ -50,7 +50,7 @@ def optimality_rows(configs: Mapping[str, ArchConfig], sizes: Iterable[Resolutio
 
 
 def retarget_columns(cfg: ArchConfig, size: Resolution, min_keys: int = DEFAULT_MIN_KEYS,
-                     max_aspect: Optional[float] = DEFAULT_MAX_ASPECT) -> dict:
+                     max_aspect: float | None = DEFAULT_MAX_ASPECT) -> dict:
     """What retargeting `cfg` to `size` saves (closed form): the attention matmuls' GMACs after
     and their cut in %, the GMACs saved in all (only the backbone changes), and the weight case
     of every stage (`models.retarget.weight_change`)."""

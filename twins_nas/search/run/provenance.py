@@ -9,10 +9,10 @@ import numpy
 import optuna
 import torch
 
-from .. import __version__
-from ..config import ConfigError
-from ..hardware import cpu_model
-from ..profile.latency import resolve_device
+from ... import __version__
+from ...config import ConfigError
+from ...hardware import cpu_model
+from ...profile.latency import resolve_device
 
 
 def resolve_search_device(device: str) -> tuple[str, str]:

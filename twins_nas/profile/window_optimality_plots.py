@@ -19,8 +19,8 @@ import functools
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -29,9 +29,8 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from ..atomic import atomic_path, ensure_dir, write_text
-from ..config import ArchConfig, as_size, format_size
-from ..models.cost_model import Resolution
-from ..models.optimum import (
+from ..config import ArchConfig
+from ..models.window_optimum import (
     DEFAULT_MAX_ASPECT,
     DEFAULT_MIN_KEYS,
     gsa_costs,
@@ -41,8 +40,9 @@ from ..models.optimum import (
     stage_curves,
     stage_optima,
 )
-from .optimality import optimality_rows
+from ..sizes import Resolution, as_size, format_size
 from .plots import write_pngs
+from .window_optimality import optimality_rows
 
 FIGURE_SIZES = (224, 512, 1024)  # drawn in every optimality figure, with the profiled sizes
 
@@ -61,8 +61,8 @@ def _choice_macs(stage, hw, kind: str, p) -> int:
     return blocks * int(gsa_costs(hw, stage.embed_dim, stage.subsample, *p))
 
 
-def optimality_figure(cfg: ArchConfig, name: Optional[str] = None, sizes: Iterable[Resolution] = (),
-                      min_keys: int = DEFAULT_MIN_KEYS, max_aspect: Optional[float] = DEFAULT_MAX_ASPECT) -> dict:
+def optimality_figure(cfg: ArchConfig, name: str | None = None, sizes: Iterable[Resolution] = (),
+                      min_keys: int = DEFAULT_MIN_KEYS, max_aspect: float | None = DEFAULT_MAX_ASPECT) -> dict:
     """The figure of the module doc for `cfg` at `figure_sizes(sizes)`, as a plotly figure
     dict (`go.Figure(d)` makes it an object; `plotly.io` writes it as it is: hundreds of traces
     are built as plain data, without the validation of every one)."""
@@ -155,7 +155,7 @@ def _slug(name: str) -> str:
 
 
 def write_optimality(configs: Mapping[str, ArchConfig], sizes: Iterable[Resolution], out_dir: str | Path,
-                     min_keys: int = DEFAULT_MIN_KEYS, max_aspect: Optional[float] = DEFAULT_MAX_ASPECT,
+                     min_keys: int = DEFAULT_MIN_KEYS, max_aspect: float | None = DEFAULT_MAX_ASPECT,
                      png: bool = True) -> dict:
     """Write optimality.csv and optimality.json (`optimality_table` of every model at `sizes`),
     optimality.html (every model's figure, drawn at 224, 512, 1024 and `sizes`, one page) and,

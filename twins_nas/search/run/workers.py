@@ -15,18 +15,20 @@ import multiprocessing as mp
 import queue
 import time
 import warnings
-from typing import Any, Callable, ContextManager, Optional
+from collections.abc import Callable
+from typing import Any, ContextManager
 
 import optuna
 import torch
 
-from .data import load_proxy_data
-from .objective import Evaluator, needs_proxy_data
+from ..evaluate.objective import Evaluator, needs_proxy_data
+from ..evaluate.status import StopReason
+from ..proxy.data import load_proxy_data
+from ..space.measure import MeasureBudget
+from ..space.space import SearchSpace, space_from_dict
 from .rungs import Promoter
-from .sampler import make_sampler
-from .search_settings import SearchSettings
-from .settings import MeasureBudget
-from .space import SearchSpace, space_from_dict
+from .samplers import make_sampler
+from .settings import SearchSettings
 from .storage import open_storage
 from .trials import POLL_S, error_line, fail_dead_trials, on_stale_trial, run_worker
 
@@ -51,7 +53,7 @@ def prepare_process(threads: int) -> None:
 
 
 def make_evaluator(space: SearchSpace, settings: SearchSettings, device: str,
-                   constraint_names: Optional[dict] = None) -> Evaluator:
+                   constraint_names: dict | None = None) -> Evaluator:
     """The objective of this process (with its proxy data, loaded once per process)."""
     data = load_proxy_data(space.proxy, seed=settings.seed) if needs_proxy_data(space) else None
     return Evaluator(space=space, data=data, device=device, seed=settings.seed, budget=settings.budget,
@@ -83,14 +85,14 @@ def _worker_entry(payload: dict, results: Any) -> None:
                          after_complete=lambda: promoter.run(study))
         results.put({"worker": wid, "status": res.status, "ran": res.ran, "message": res.message})
     except KeyboardInterrupt:
-        results.put({"worker": wid, "status": "interrupted", "ran": 0, "message": "interrupted"})
+        results.put({"worker": wid, "status": StopReason.INTERRUPTED, "ran": 0, "message": "interrupted"})
     except BaseException as e:  # noqa: BLE001 (report any crash of the worker to the parent)
-        results.put({"worker": wid, "status": "crashed", "ran": 0, "message": error_line(e)})
+        results.put({"worker": wid, "status": StopReason.CRASHED, "ran": 0, "message": error_line(e)})
 
 
 def run_worker_processes(space: SearchSpace, settings: SearchSettings, spec: str, device: str, threads: int,
-                         lock: ContextManager, deadline: Optional[float], study: optuna.Study,
-                         constraint_names: dict, on_poll: Callable[[], None]) -> tuple[str, str]:
+                         lock: ContextManager, deadline: float | None, study: optuna.Study,
+                         constraint_names: dict, on_poll: Callable[[], None]) -> tuple[StopReason, str]:
     """Run `settings.workers` worker processes to the end; (how they stopped, message)."""
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
@@ -123,13 +125,13 @@ def run_worker_processes(space: SearchSpace, settings: SearchSettings, spec: str
                 p.join(timeout=10)
         raise
     fail_dead_trials(study)  # a worker that crashed hard leaves its trial RUNNING
-    bad = [r for r in reports if r["status"] in ("crashed", "failing", "storage")]
+    bad = [r for r in reports if r["status"] in (StopReason.CRASHED, StopReason.FAILING, StopReason.STORAGE)]
     if bad:
-        return bad[0]["status"], f"worker {bad[0]['worker']}: {bad[0]['message']}"
+        return StopReason(bad[0]["status"]), f"worker {bad[0]['worker']}: {bad[0]['message']}"
     missing = len(procs) - len(reports)
     if missing:
         codes = [p.exitcode for p in procs]
-        return "crashed", f"{missing} worker process(es) died (exit codes {codes})"
-    if any(r["status"] == "timeout" for r in reports):
-        return "timeout", ""
-    return "done", ""
+        return StopReason.CRASHED, f"{missing} worker process(es) died (exit codes {codes})"
+    if any(r["status"] == StopReason.TIMEOUT for r in reports):
+        return StopReason.TIMEOUT, ""
+    return StopReason.DONE, ""

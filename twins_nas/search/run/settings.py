@@ -4,12 +4,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
-from ..config import ConfigError
-from .pareto import parse_pick
-from .sampler import SAMPLERS
-from .settings import MeasureBudget
+from ...config import ConfigError
+from ..pareto import parse_pick
+from ..space.measure import MeasureBudget
+from .samplers import SAMPLERS
 from .storage import DEFAULT_HEARTBEAT_S
 
 
@@ -20,18 +19,18 @@ class SearchSettings:
     trials: int
     study_name: str
     out_dir: Path
-    storage: Optional[str] = None
+    storage: str | None = None
     device: str = "auto"
     seed: int = 0
     workers: int = 1
-    timeout: Optional[float] = None
+    timeout: float | None = None
     sampler: str = "tpe"
     pick: str = "knee"
     budget: MeasureBudget = field(default_factory=MeasureBudget)
     early_stop: bool = True
     presets: bool = True
     png: bool = True
-    threads: Optional[int] = None  # torch CPU threads per worker (default: cores // workers)
+    threads: int | None = None  # torch CPU threads per worker (default: cores // workers)
     heartbeat: int = DEFAULT_HEARTBEAT_S  # seconds between a trial's heartbeats (database servers)
 
     def __post_init__(self) -> None:

@@ -31,14 +31,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass
-from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ..config import ArchConfig, StageConfig, as_size
-from .cost_model import Resolution, analytic_flops, stage_macs
-
-Size = Tuple[int, int]
+from ..config import ArchConfig, StageConfig
+from ..sizes import Resolution, Size, as_size
+from .cost_model import analytic_flops, stage_macs
 
 DEFAULT_MIN_KEYS = 49  # 7 x 7: the keys every attention of the published models sees at 224 px
 DEFAULT_MAX_ASPECT = 2.0  # longest / shortest side of a window or sub-sampling cell
@@ -49,7 +47,7 @@ def required_keys(size: Size, min_keys: int) -> int:
     return min(int(min_keys), size[0] * size[1])
 
 
-def check_rule(min_keys: int, max_aspect: Optional[float]) -> None:
+def check_rule(min_keys: int, max_aspect: float | None) -> None:
     """ValueError (one line) for a rule that cannot be applied."""
     if isinstance(min_keys, bool) or not isinstance(min_keys, int) or min_keys < 1:
         raise ValueError(f"min_keys={min_keys!r}: must be a whole number of keys, at least 1 (default 49 = 7x7)")
@@ -98,7 +96,7 @@ def gsa_costs(size: Size, C: int, subsample: str, k1, k2) -> np.ndarray:
     return 2 * N * M * C + 2 * M * C * C + np.where(sampled, sub + 5 * M * C, 0)
 
 
-def _grid(size: Size) -> Tuple[np.ndarray, np.ndarray]:
+def _grid(size: Size) -> tuple[np.ndarray, np.ndarray]:
     rows, cols = np.meshgrid(np.arange(1, size[0] + 1), np.arange(1, size[1] + 1), indexing="ij")
     return rows.ravel().astype(np.int64), cols.ravel().astype(np.int64)
 
@@ -112,7 +110,7 @@ def _argmin(cost: np.ndarray, ok: np.ndarray, padding: np.ndarray, a: np.ndarray
     return int(idx[order[0]])
 
 
-def _shapely(a: np.ndarray, b: np.ndarray, max_aspect: Optional[float]) -> np.ndarray:
+def _shapely(a: np.ndarray, b: np.ndarray, max_aspect: float | None) -> np.ndarray:
     if max_aspect is None:
         return np.ones(a.shape, dtype=bool)
     return np.maximum(a, b) <= max_aspect * np.minimum(a, b)
@@ -120,7 +118,7 @@ def _shapely(a: np.ndarray, b: np.ndarray, max_aspect: Optional[float]) -> np.nd
 
 @functools.lru_cache(maxsize=4096)  # pure: profile, its table and its figures ask for the same stages
 def best_window(size: Size, C: int, min_keys: int = DEFAULT_MIN_KEYS,
-                max_aspect: Optional[float] = DEFAULT_MAX_ASPECT) -> Size:
+                max_aspect: float | None = DEFAULT_MAX_ASPECT) -> Size:
     """The cheapest LSA window (m, n) on a map of `size` whose m·n holds the required keys,
     with sides at most `max_aspect` apart (None: any shape). Where no window of that shape
     holds the keys (a thin map), any shape is allowed."""
@@ -133,7 +131,7 @@ def best_window(size: Size, C: int, min_keys: int = DEFAULT_MIN_KEYS,
 
 @functools.lru_cache(maxsize=4096)
 def best_ratio(size: Size, C: int, subsample: str, min_keys: int = DEFAULT_MIN_KEYS,
-               max_aspect: Optional[float] = DEFAULT_MAX_ASPECT) -> Size:
+               max_aspect: float | None = DEFAULT_MAX_ASPECT) -> Size:
     """The cheapest GSA ratio (k1, k2) on a map of `size` that keeps the required keys, with
     k1, k2 at most `max_aspect` apart (None: any shape; also where no such ratio keeps them)."""
     H, W = size
@@ -166,14 +164,14 @@ class StageOptimum:
     map_w: int
     lsa_blocks: int
     gsa_blocks: int
-    window: Optional[Size]  # configured LSA window, clamped to the map (None: no LSA block)
-    best_window: Optional[Size]
-    k: Optional[Size]  # configured GSA ratio (None: no GSA block)
-    best_k: Optional[Size]
-    lsa_keys: Optional[int]
-    best_lsa_keys: Optional[int]
-    gsa_keys: Optional[int]
-    best_gsa_keys: Optional[int]
+    window: Size | None  # configured LSA window, clamped to the map (None: no LSA block)
+    best_window: Size | None
+    k: Size | None  # configured GSA ratio (None: no GSA block)
+    best_k: Size | None
+    lsa_keys: int | None
+    best_lsa_keys: int | None
+    gsa_keys: int | None
+    best_gsa_keys: int | None
     attn_macs: int  # configured, window/k-dependent MACs of the stage
     best_attn_macs: int
     stage_macs: int  # every MAC of the stage as configured (patch embedding, blocks, PEG)
@@ -206,7 +204,7 @@ class StageOptimum:
 
 
 def stage_optima(cfg: ArchConfig, resolution: Resolution, min_keys: int = DEFAULT_MIN_KEYS,
-                 max_aspect: Optional[float] = DEFAULT_MAX_ASPECT) -> List[StageOptimum]:
+                 max_aspect: float | None = DEFAULT_MAX_ASPECT) -> list[StageOptimum]:
     """Configured vs cost-optimal window and k of every stage of `cfg` at `resolution`
     (an int or (H, W)) under the minimum-keys rule (see `best_window`, `best_ratio`)."""
     check_rule(min_keys, max_aspect)
@@ -239,7 +237,7 @@ def stage_optima(cfg: ArchConfig, resolution: Resolution, min_keys: int = DEFAUL
     return out
 
 
-def stage_curves(stage: StageConfig, size: Size, max_side: Optional[int] = None) -> dict:
+def stage_curves(stage: StageConfig, size: Size, max_side: int | None = None) -> dict:
     """Window- and k-dependent MACs of one stage (all its LSA / GSA blocks) for square windows
     s x s and square ratios k x k, s, k = 1..max_side (default: the map's longer side):
     {"side": [...], "lsa": [...] or None, "gsa": [...] or None}."""

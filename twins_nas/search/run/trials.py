@@ -38,20 +38,19 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Optional, Sequence, TypeVar, Union
+from typing import Any, ContextManager, TypeVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..profile.memory import free_memory, is_out_of_memory
-from .optuna_compat import fail_running_trial, heartbeat_interval, record_heartbeat
+from ...profile.memory import free_memory, is_out_of_memory
+from ..evaluate.status import StopReason, TrialStatus
+from ..optuna_compat import fail_running_trial, heartbeat_interval, record_heartbeat
 from .storage import as_lock, server_problem, storage_down
-
-STATUS_OK, STATUS_INFEASIBLE, STATUS_PRUNED, STATUS_FAILED, STATUS_SURPLUS = (
-    "ok", "infeasible", "pruned", "failed", "surplus")
 
 MAX_CONSECUTIVE_FAILURES = 10
 MAX_RETRIES = 3  # a config whose trial died is queued again at most this many times
@@ -69,21 +68,21 @@ def count_trials(study: optuna.Study) -> dict[str, int]:
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.COMPLETE:
             c["complete"] += 1
-            if t.user_attrs.get("status") == STATUS_INFEASIBLE:
+            if t.user_attrs.get("status") == TrialStatus.INFEASIBLE:
                 c["infeasible"] += 1
         elif t.state == TrialState.RUNNING:
             c["running"] += 1
         elif t.state == TrialState.FAIL:
             c["failed"] += 1
         elif t.state == TrialState.PRUNED:
-            c["surplus" if t.user_attrs.get("status") == STATUS_SURPLUS else "pruned"] += 1
+            c["surplus" if t.user_attrs.get("status") == TrialStatus.SURPLUS else "pruned"] += 1
         else:
             c["waiting"] += 1
     return c
 
 
 # ---- who runs a trial, and is it alive ---------------------------------------------------------
-def _proc_stat(pid: int) -> Optional[tuple[str, Optional[str]]]:
+def _proc_stat(pid: int) -> tuple[str, str | None] | None:
     """(state letter, start time in clock ticks since boot) of process `pid` from
     /proc/PID/stat, or None when it cannot be read (no such process, or no /proc)."""
     try:
@@ -100,7 +99,7 @@ def owner_attrs() -> dict:
     return {"host": socket.gethostname(), "pid": pid, "pid_start": (_proc_stat(pid) or ("", None))[1]}
 
 
-def owner_alive(owner: dict) -> Optional[bool]:
+def owner_alive(owner: dict) -> bool | None:
     """True / False for a worker of this host, None when it cannot be told (another host)."""
     if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
         return None
@@ -160,13 +159,13 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
         owner = t.user_attrs.get("worker") or {}
         reason = (f"worker process {owner.get('pid')} on {owner.get('host')} died while the trial ran"
                   if owner else "no worker recorded: its process died before the trial started")
-        if fail_running_trial(study, t, {"status": STATUS_FAILED, "fail_reason": reason}):
+        if fail_running_trial(study, t, {"status": TrialStatus.FAILED, "fail_reason": reason}):
             failed.append(t.number)
             retry_trial(study, t, reason)
     return failed
 
 
-def retry_trial(study: optuna.Study, trial: Union[optuna.Trial, FrozenTrial], reason: str) -> Optional[int]:
+def retry_trial(study: optuna.Study, trial: optuna.Trial | FrozenTrial, reason: str) -> int | None:
     """Queue the config of a trial that died (its parameters, as a WAITING trial the next
     `ask` takes), unless it was retried `MAX_RETRIES` times already or died before its config
     was complete (no ``config`` attribute yet: half the parameters would make another config,
@@ -193,11 +192,11 @@ class Heartbeat:
     interval from a thread while the block runs (nothing on storages without heartbeats). A
     beat that fails (the server is restarting) is skipped, not raised."""
 
-    def __init__(self, study: optuna.Study, trial: Union[optuna.Trial, FrozenTrial]) -> None:
+    def __init__(self, study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> None:
         self.study, self.trial = study, trial
         self.interval = heartbeat_interval(study)
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     def beat(self) -> None:
         if self.interval:
@@ -208,7 +207,7 @@ class Heartbeat:
             with contextlib.suppress(Exception):
                 self.beat()
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         if self.interval:
             self._thread = threading.Thread(target=self._run, name="twins-nas-heartbeat", daemon=True)
             self._thread.start()
@@ -242,15 +241,15 @@ def error_line(e: BaseException) -> str:
 
 @dataclass
 class WorkerResult:
-    status: str = "done"    # done | timeout | failing
+    status: StopReason = StopReason.DONE
     ran: int = 0
     message: str = ""
 
 
 def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[float]], n_trials: int,
-               lock: Union[str, Path, ContextManager], deadline: Optional[float] = None,
-               on_trial: Optional[Callable[[], None]] = None,
-               after_complete: Optional[Callable[[], None]] = None,
+               lock: str | Path | ContextManager, deadline: float | None = None,
+               on_trial: Callable[[], None] | None = None,
+               after_complete: Callable[[], None] | None = None,
                patience: float = STORAGE_PATIENCE_S) -> WorkerResult:
     """Run trials of `objective` until the study has `n_trials` COMPLETE trials (exact; see
     the module docstring). `lock`: the study's lock (`storage.study_lock`) or a lock file's
@@ -262,10 +261,10 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence
     result = WorkerResult()
     fails = 0
     last_poll = 0.0
-    lost_since: Optional[float] = None
+    lost_since: float | None = None
     while True:
         if deadline is not None and time.time() >= deadline:
-            result.status = "timeout"
+            result.status = StopReason.TIMEOUT
             return result
         try:
             step = _step(study, objective, n_trials, lock)
@@ -274,7 +273,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence
                 raise
             lost_since = lost_since or time.monotonic()
             if time.monotonic() - lost_since > patience:
-                result.status = "storage"
+                result.status = StopReason.STORAGE
                 result.message = f"lost the storage for {patience:.0f} s ({server_problem(e)})"
                 return result
             time.sleep(POLL_S)
@@ -295,7 +294,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence
         if state == TrialState.FAIL:
             fails += 1
             if fails >= MAX_CONSECUTIVE_FAILURES:
-                result.status = "failing"
+                result.status = StopReason.FAILING
                 last = trial.user_attrs.get("fail_reason", "")
                 result.message = f"{fails} trials in a row failed; the last one: {last}"
                 return result
@@ -306,7 +305,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence
         _call(on_trial)
 
 
-def _call(fn: Optional[Callable[[], None]]) -> None:
+def _call(fn: Callable[[], None] | None) -> None:
     """`fn()` unless None; an unreachable database server is left to the next step."""
     if fn is None:
         return
@@ -336,7 +335,7 @@ def _step(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[floa
     ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
              if t.state == TrialState.COMPLETE or t.number < trial.number]
     if len(ahead) >= n_trials:
-        trial.set_user_attr("status", STATUS_SURPLUS)
+        trial.set_user_attr("status", TrialStatus.SURPLUS)
         study.tell(trial, state=TrialState.PRUNED)
         return "surplus"
     with Heartbeat(study, trial):
@@ -353,7 +352,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial,
     try:
         values = objective(trial)
     except optuna.TrialPruned as e:
-        trial.set_user_attr("status", STATUS_PRUNED)
+        trial.set_user_attr("status", TrialStatus.PRUNED)
         if "prune_reason" not in trial.user_attrs:
             trial.set_user_attr("prune_reason", str(e))
         return _tell(study, trial, state=TrialState.PRUNED)
@@ -391,6 +390,6 @@ def _tell(study: optuna.Study, trial: optuna.Trial, **kw: Any) -> TrialState:
 def fail_trial(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     """Tell the study that a trial this process runs FAILED, and why."""
     with contextlib.suppress(Exception):
-        trial.set_user_attr("status", STATUS_FAILED)
+        trial.set_user_attr("status", TrialStatus.FAILED)
         trial.set_user_attr("fail_reason", reason)
     study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)

@@ -8,7 +8,7 @@ Each architecture is scored by every scorer:
 * ``params`` and ``gmacs`` (closed form), the zero-cost scores (``naswot``, ``synflow``,
   full-size network at the space's resolution);
 * ``accuracy``: the proxy training the search's accuracy objective runs (the space's
-  ``proxy:``; with ``fidelity.rungs`` > 1 also ``accuracy@rung1`` ... at eta**r x the budget);
+  ``proxy:``; with ``halving.rungs`` > 1 also ``accuracy@rung1`` ... at eta**r x the budget);
 * ``reference``: the same proxy network trained with the `reference` settings (longer), the
   truth the others are measured against, with `seeds` seeds on the first `seeded` archs.
 
@@ -25,22 +25,22 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 from scipy import stats
 
-from ..atomic import OutputError, atomic_path, ensure_dir, write_text
-from ..config import ArchConfig, ConfigError
-from .data import load_proxy_data
-from .objective import constraint_values, measured_metrics
-from .proxy_train import train_proxy
-from .rungs import rung_settings
-from .settings import ProxySettings
-from .space import SearchSpace
-from .zero_cost import NASWOT_BATCH, SCORES, scoring_batch, zero_cost_scores
+from ...atomic import OutputError, atomic_path, ensure_dir, write_text
+from ...config import ArchConfig, ConfigError
+from ..evaluate.objective import constraint_values, measured_metrics
+from ..evaluate.zero_cost import NASWOT_BATCH, SCORES, scoring_batch, zero_cost_scores
+from ..proxy.data import load_proxy_data
+from ..proxy.settings import ProxySettings
+from ..proxy.train import train_proxy
+from ..run.rungs import rung_settings
+from ..space.space import SearchSpace
 
 PLAN_VERSION = 1
 CHEAP_SCORERS = ("params", "gmacs")
@@ -69,7 +69,7 @@ def draw_key(space: SearchSpace) -> str:
 
 def accuracy_scorers(space: SearchSpace) -> list[str]:
     """``accuracy`` (rung 0) and ``accuracy@rungR`` for every further rung of the space."""
-    return ["accuracy"] + [f"accuracy@rung{r}" for r in range(1, space.fidelity.rungs)]
+    return ["accuracy"] + [f"accuracy@rung{r}" for r in range(1, space.halving.rungs)]
 
 
 def default_scorer(space: SearchSpace) -> str:
@@ -215,7 +215,7 @@ class _Scorer:
         if scorer == "reference":
             return self.reference
         rung = int(scorer.split("@rung")[1]) if "@rung" in scorer else 0
-        return rung_settings(self.space.proxy, self.space.fidelity.eta, rung)
+        return rung_settings(self.space.proxy, self.space.halving.eta, rung)
 
     def __call__(self, cfg: ArchConfig, job: Job) -> float:
         sp = self.space
@@ -258,8 +258,8 @@ def open_plan(space: SearchSpace, reference: ProxySettings, out_dir: Path, archs
 
 def run_fidelity(space: SearchSpace, reference: ProxySettings, out_dir: Path, archs: int = 30, pairs: int = 10,
                  seeds: int = 2, seeded: int = 10, seed: int = 0,
-                 progress: Optional[Callable[[int, int, str], None]] = None, png: bool = True,
-                 time_limit: Optional[float] = None) -> dict:
+                 progress: Callable[[int, int, str], None] | None = None, png: bool = True,
+                 time_limit: float | None = None) -> dict:
     """Score the plan's architectures (continuing `out_dir` when it holds the same plan) and
     write fidelity.json / fidelity.csv; returns the summary. `progress(done, total, what)`.
     After `time_limit` seconds no new job is started (0: only the report of what is done);
@@ -288,9 +288,9 @@ def run_fidelity(space: SearchSpace, reference: ProxySettings, out_dir: Path, ar
     return summary
 
 
-def _score_jobs(todo: list[Job], total: int, configs: dict[str, ArchConfig], scorer: "_Scorer", results_path: Path,
-                done: dict[Job, dict], start: float, time_limit: Optional[float],
-                progress: Optional[Callable[[int, int, str], None]]) -> None:
+def _score_jobs(todo: list[Job], total: int, configs: dict[str, ArchConfig], scorer: _Scorer, results_path: Path,
+                done: dict[Job, dict], start: float, time_limit: float | None,
+                progress: Callable[[int, int, str], None] | None) -> None:
     """Compute `todo` in order, appending each result to `results_path` as it comes; stops
     before a job once `time_limit` seconds have passed since `start`."""
     with results_path.open("a") as f:
@@ -431,7 +431,7 @@ def _figure(summary: dict, out_dir: Path, png: bool) -> list[Path]:
     import plotly.graph_objects as go  # heavy import (plotly): see README
     from plotly.subplots import make_subplots  # heavy import (plotly): see README
 
-    from ..browser import find_chromium
+    from ...browser import find_chromium
     names = list(summary["scorers"])
     cols = min(4, len(names))
     rows = math.ceil(len(names) / cols)

@@ -31,10 +31,11 @@ channels follow the proxy data set; no drop-path.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
 
-from ..config import ArchConfig, ConfigError, Size
+from ...config import ArchConfig, ConfigError
+from ...sizes import Size
 from .settings import ProxySettings
 
 
@@ -109,8 +110,8 @@ def proxy_patch_sizes(cfg: ArchConfig, proxy: ProxySettings) -> list[int]:
 
 
 def proxy_arch(cfg: ArchConfig, proxy: ProxySettings, num_classes: int, in_chans: int,
-               resolution: Optional[Union[int, Size]] = None,
-               choices: Optional[Sequence[StageChoices]] = None) -> ArchConfig:
+               resolution: int | Size | None = None,
+               choices: Sequence[StageChoices] | None = None) -> ArchConfig:
     """The proxy copy of the full-size `cfg` at input `resolution` (n or (H, W): the space's;
     needed by the faithful geometry, which scales rows and columns each by its own axis)
     given the space's geometry `choices` per stage (None: the config's own values only). See
@@ -153,7 +154,7 @@ def keys_per_side(side: int, k: int) -> int:
     return -(-side // k)
 
 
-def geometry_rows(cfg: ArchConfig, resolution: Union[int, Size]) -> list[dict]:
+def geometry_rows(cfg: ArchConfig, resolution: int | Size) -> list[dict]:
     """Per stage at input `resolution` (n or (H, W)), what makes its attention local or
     global: map, window, windows per side, k, GSA keys per side, width (plain data for
     `twins-nas show --proxy`)."""

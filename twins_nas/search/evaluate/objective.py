@@ -1,6 +1,6 @@
 """The objective of one trial: sampled config -> metrics -> constraints -> objective values.
 
-Metrics (names as in the space file; see `twins_nas.search.metrics`):
+Metrics (names as in the space file; see `twins_nas.search.space.metrics`):
 
 * ``params_m`` (parameters, millions) and ``gmacs`` (analytic GMACs at the measured size
   `SearchSpace.measure_size`: ``measure.size``, default the space's resolution, H x W;
@@ -12,7 +12,7 @@ Metrics (names as in the space file; see `twins_nas.search.metrics`):
 * ``peak_mem_mb``: peak inference memory beyond the weights at the measured size (costly on
   CPU: a fresh process); measured only when named;
 * ``naswot`` / ``synflow``: training-free scores of the full-size network built with the
-  study seed (`twins_nas.search.zero_cost`; NASWOT on `zero_cost.NASWOT_BATCH` proxy images
+  study seed (`twins_nas.search.evaluate.zero_cost`; NASWOT on `zero_cost.NASWOT_BATCH` proxy images
   resized to the space's resolution H x W, the same images for every trial); computed only when
   named, after the timed ones and before training, so a constraint on them is a pre-filter
   that skips the training of a hopeless config;
@@ -48,26 +48,28 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Union
+from typing import Any
 
 import numpy as np
 import optuna
 import torch
 
-from ..config import ArchConfig, Size, format_size
-from ..models import HeadConfig
-from ..models.cost_model import analytic_gmacs, analytic_params
-from ..models.head_cost import analytic_dense_flops, analytic_dense_params
-from ..profile.latency import LatencyReport, measure_latency
-from ..profile.memory import available_bytes, measure_peak_memory, min_forward_bytes
-from ..profile.stage_time import timing_model
-from .data import ProxyData
-from .metrics import CHEAP_METRICS, DATA_METRICS, MEMORY_METRICS, TIMED_METRICS, ZERO_COST_METRICS, trial_metrics
-from .proxy_train import train_proxy
-from .settings import MeasureBudget
-from .space import Bound, SearchSpace
-from .trials import STATUS_INFEASIBLE, STATUS_OK
+from ...config import ArchConfig
+from ...models import HeadConfig
+from ...models.cost_model import analytic_gmacs, analytic_params
+from ...models.head_cost import analytic_dense_flops, analytic_dense_params
+from ...profile.latency import LatencyReport, measure_latency
+from ...profile.memory import available_bytes, measure_peak_memory, min_forward_bytes
+from ...profile.stage_time import timing_model
+from ...sizes import Size, format_size
+from ..proxy.data import ProxyData
+from ..proxy.train import train_proxy
+from ..space.measure import MeasureBudget
+from ..space.metrics import CHEAP_METRICS, DATA_METRICS, MEMORY_METRICS, TIMED_METRICS, ZERO_COST_METRICS, trial_metrics
+from ..space.space import Bound, SearchSpace
+from .status import TrialStatus
 from .zero_cost import NASWOT_BATCH, scoring_batch, zero_cost_scores
 
 EARLY_STOP_MIN_PEERS = 8
@@ -88,7 +90,7 @@ def needs_proxy_data(space: SearchSpace) -> bool:
     return bool(needed_metrics(space) & set(DATA_METRICS))
 
 
-def cheap_metrics(cfg: ArchConfig, resolution: Union[int, Size], head: Optional[HeadConfig] = None) -> dict[str, float]:
+def cheap_metrics(cfg: ArchConfig, resolution: int | Size, head: HeadConfig | None = None) -> dict[str, float]:
     """The closed-form metrics: parameters (count and millions) and GMACs at `resolution`
     (n or (H, W)); with a dense `head`, of the whole dense model (backbone, neck and head)."""
     if head is None:
@@ -103,7 +105,7 @@ def measured_metrics(cfg: ArchConfig, space: SearchSpace) -> dict[str, float]:
     return cheap_metrics(cfg, space.measure_size, space.measure.head_config)
 
 
-def _bounds(constraints: dict[str, Bound], names: Optional[Mapping[str, str]] = None):
+def _bounds(constraints: dict[str, Bound], names: Mapping[str, str] | None = None):
     """(metric, key, side, limit) for every bound, in order, e.g. ('params_m', 'params_m<=30',
     'max', 30.0); `names`: metric -> the name the keys use, where a study keeps a legacy one."""
     names = names or {}
@@ -113,13 +115,13 @@ def _bounds(constraints: dict[str, Bound], names: Optional[Mapping[str, str]] = 
                 yield metric, f"{names.get(metric, metric)}{op}{limit:g}", side, limit
 
 
-def constraint_keys(constraints: dict[str, Bound], names: Optional[Mapping[str, str]] = None) -> list[str]:
+def constraint_keys(constraints: dict[str, Bound], names: Mapping[str, str] | None = None) -> list[str]:
     """The constraint key of every bound, e.g. ``params_m<=30`` (see `_bounds`)."""
     return [key for _, key, _, _ in _bounds(constraints, names)]
 
 
 def constraint_values(metrics: dict[str, float], constraints: dict[str, Bound],
-                      names: Optional[Mapping[str, str]] = None) -> dict[str, float]:
+                      names: Mapping[str, str] | None = None) -> dict[str, float]:
     """Relative violation per bound (<= 0: satisfied; a bound on an unmeasured metric: 0),
     keyed as `constraint_keys`."""
     out = {}
@@ -133,7 +135,7 @@ def constraint_values(metrics: dict[str, float], constraints: dict[str, Bound],
     return out
 
 
-def time_model(model_or_cfg: Union[ArchConfig, torch.nn.Module], space: SearchSpace, device: str,
+def time_model(model_or_cfg: ArchConfig | torch.nn.Module, space: SearchSpace, device: str,
                budget: MeasureBudget) -> LatencyReport:
     """Time the full-size network (a config is built with `timing_model`, with the space's
     `measure.head`) at the space's `measure_size` (H x W), `measure.batch_size` and
@@ -145,7 +147,7 @@ def time_model(model_or_cfg: Union[ArchConfig, torch.nn.Module], space: SearchSp
                            max_repeats=budget.max_repeats, budget_s=budget.budget_s)
 
 
-def check_fits(cfg: ArchConfig, resolution: Union[int, Size], batch: int, device: str) -> None:
+def check_fits(cfg: ArchConfig, resolution: int | Size, batch: int, device: str) -> None:
     """MemoryError (the trial fails as "out of memory") before a model is built whose forward
     at `resolution` (n or (H, W)) cannot fit: the closed-form lower bound of its memory
     exceeds what `device` has free."""
@@ -168,7 +170,7 @@ class Evaluator:
     (`metrics.recorded_spellings`)."""
 
     space: SearchSpace
-    data: Optional[ProxyData]
+    data: ProxyData | None
     device: str = "cpu"
     seed: int = 0
     budget: MeasureBudget = field(default_factory=MeasureBudget)
@@ -178,12 +180,12 @@ class Evaluator:
     def __post_init__(self) -> None:
         self.needed = needed_metrics(self.space)
         self.zero_cost = [m for m in ZERO_COST_METRICS if m in self.needed]
-        self._images: Optional[torch.Tensor] = None
+        self._images: torch.Tensor | None = None
         data_metrics = sorted(self.needed & set(DATA_METRICS))
         if data_metrics and self.data is None:
             raise ValueError(f"the space names {' and '.join(data_metrics)}: proxy data is required")
 
-    def scoring_images(self) -> Optional[torch.Tensor]:
+    def scoring_images(self) -> torch.Tensor | None:
         """The minibatch of the zero-cost scores (the same for every trial; made once), or
         None when no named score reads images."""
         if self._images is None and self.data is not None and set(self.zero_cost) & set(DATA_METRICS):
@@ -229,7 +231,7 @@ class Evaluator:
             peers = []
             for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
                 ea = t.user_attrs.get("epoch_accuracies") or []
-                if t.user_attrs.get("status") == STATUS_OK and len(ea) >= epoch:
+                if t.user_attrs.get("status") == TrialStatus.OK and len(ea) >= epoch:
                     peers.append(ea[epoch - 1])
             if len(peers) >= EARLY_STOP_MIN_PEERS:
                 q = float(np.quantile(peers, EARLY_STOP_QUANTILE))
@@ -302,7 +304,7 @@ class Evaluator:
 
         if broken:
             self._finish_constraints(trial, metrics)
-            trial.set_user_attr("status", STATUS_INFEASIBLE)
+            trial.set_user_attr("status", TrialStatus.INFEASIBLE)
             save_seconds()
             return self._penalised(trial, metrics)
 
@@ -325,6 +327,6 @@ class Evaluator:
                 torch.cuda.empty_cache()
 
         broken = self._finish_constraints(trial, metrics)
-        trial.set_user_attr("status", STATUS_INFEASIBLE if broken else STATUS_OK)
+        trial.set_user_attr("status", TrialStatus.INFEASIBLE if broken else TrialStatus.OK)
         save_seconds()
         return [float(metrics[m]) for m in space.objectives]

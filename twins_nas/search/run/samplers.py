@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import warnings
-from typing import Optional
 
 import optuna
 
-from ..config import ConfigError
+from ...config import ConfigError
 
 SAMPLERS = ("tpe", "nsga2", "nsga3", "gp", "random")
 
 
-def make_sampler(name: str, seed: Optional[int], n_trials: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int | None, n_trials: int) -> optuna.samplers.BaseSampler:
     """tpe: multivariate grouped TPE (the space is conditional: windows only for L blocks,
     ...); nsga2 / nsga3: population max(8, min(50, N // 4)); gp: Gaussian process (slow per
     trial, for small budgets); random: uniform."""

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import socketserver
 import warnings
-from typing import Callable, Optional
+from collections.abc import Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
 
-from ..config import ConfigError
-from .storage import describe_storage, open_storage
+from ...config import ConfigError
+from ..run.storage import describe_storage, open_storage
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -51,7 +51,7 @@ def dashboard_app(spec: str):
 
 
 def serve_dashboard(spec: str, host: str = "127.0.0.1", port: int = 8080,
-                    ready: Optional[Callable[[str], None]] = None) -> None:
+                    ready: Callable[[str], None] | None = None) -> None:
     """Serve the dashboard of `spec` on host:port (0: a free port) until KeyboardInterrupt;
     `ready(url)` is called once it listens."""
     app = dashboard_app(spec)

@@ -48,16 +48,17 @@ one-channel set repeated over `in_chans`): the same images for every config of a
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional, Sequence, Tuple, Union
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ArchConfig, as_size
-from ..models.kernels import fast_paths
-from ..models.twins import Mlp, build_model
-from .data import ProxyData
+from ...config import ArchConfig
+from ...models.cpu_fast_paths import fast_paths
+from ...models.twins import Mlp, build_model
+from ...sizes import as_size
+from ..proxy.data import ProxyData
 
 SCORES = ("naswot", "synflow")
 DATA_SCORES = ("naswot",)  # scores that read the minibatch (synflow runs on an all-ones image)
@@ -66,7 +67,7 @@ EXACT_COLUMNS = 1 << 24  # a float32 Gram matrix of 0/1 codes over at most this 
 
 
 # ---- the minibatch ------------------------------------------------------------------------------
-def scoring_batch(data: ProxyData, n: int, resolution: Union[int, Tuple[int, int]], in_chans: int) -> torch.Tensor:
+def scoring_batch(data: ProxyData, n: int, resolution: int | tuple[int, int], in_chans: int) -> torch.Tensor:
     """(n, in_chans, H, W) float32 for `resolution` n (n x n) or (H, W): the first `n` proxy
     training images taken class by class (see the module docstring), resized and with the
     channel count of the space."""
@@ -134,7 +135,7 @@ def naswot_score(model: nn.Module, images: torch.Tensor) -> float:
 
 
 # ---- SynFlow -------------------------------------------------------------------------------------
-def synflow_score(model: nn.Module, resolution: Union[int, Tuple[int, int]], in_chans: int) -> float:
+def synflow_score(model: nn.Module, resolution: int | tuple[int, int], in_chans: int) -> float:
     """log of SynFlow's saliency sum(|theta * dR/dtheta|) (see the module docstring).
 
     Changes `model` for good (every parameter replaced by its absolute value); build a fresh
@@ -157,8 +158,8 @@ def synflow_score(model: nn.Module, resolution: Union[int, Tuple[int, int]], in_
 
 
 # ---- all of them -------------------------------------------------------------------------------------
-def zero_cost_scores(cfg: ArchConfig, names: Iterable[str], images: Optional[torch.Tensor],
-                     resolution: Union[int, Tuple[int, int]], seed: int = 0, device: str = "cpu") -> dict[str, float]:
+def zero_cost_scores(cfg: ArchConfig, names: Iterable[str], images: torch.Tensor | None,
+                     resolution: int | tuple[int, int], seed: int = 0, device: str = "cpu") -> dict[str, float]:
     """The scores in `names` (any of `SCORES`) of the full-size network of `cfg`, built once
     with `seed`, at `resolution`, on `device` (`images`: the minibatch of `scoring_batch`,
     needed by the scores in `DATA_SCORES`). The network is built in this call and dropped

@@ -27,22 +27,22 @@ import json
 import math
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional, Union
 
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from ..atomic import OutputError, atomic_path, ensure_dir, write_text
-from ..browser import find_chromium
-from ..config import SCHEMA_VERSION, ArchConfig, ConfigError
-from .metrics import METRICS, canonical_metric, rename_legacy
-from .optuna_compat import storage_url
-from .pareto import NoMatch, hypervolume_history, knee_index, pareto_mask, parse_pick, select
-from .provenance import library_versions
-from .rungs import effective_metrics, promotion_seconds, promotions
-from .storage import describe_storage, existing_storage_file, open_storage, resolve_storage, storage_file
-from .trials import STATUS_OK, count_trials
+from ...atomic import OutputError, atomic_path, ensure_dir, write_text
+from ...browser import find_chromium
+from ...config import SCHEMA_VERSION, ArchConfig, ConfigError
+from ..evaluate.status import TrialStatus
+from ..optuna_compat import storage_url
+from ..pareto import NoMatch, hypervolume_history, knee_index, pareto_mask, parse_pick, select
+from ..run.provenance import library_versions
+from ..run.rungs import effective_metrics, promotion_seconds, promotions
+from ..run.storage import describe_storage, existing_storage_file, open_storage, resolve_storage, storage_file
+from ..run.trials import count_trials
+from ..space.metrics import METRICS, canonical_metric, rename_legacy
 
 METRIC_LABELS = {"accuracy": "proxy accuracy (%)", "throughput": "throughput (images/s)",
                  "latency_ms": "latency (ms per batch)", "gmacs": "GMACs", "params_m": "parameters (M)",
@@ -71,11 +71,11 @@ def _objectives(study: optuna.Study) -> dict[str, str]:
 
 
 def _feasible(t: optuna.trial.FrozenTrial) -> bool:
-    return t.state == TrialState.COMPLETE and t.user_attrs.get("status") == STATUS_OK and \
+    return t.state == TrialState.COMPLETE and t.user_attrs.get("status") == TrialStatus.OK and \
         all(v <= 0 for v in t.constraints.values())
 
 
-def _common_meta(study: optuna.Study, storage: Optional[str]) -> dict:
+def _common_meta(study: optuna.Study, storage: str | None) -> dict:
     ua = study.user_attrs
     space = ua.get("space") or {}
     proxy = {k: v for k, v in (space.get("proxy") or {}).items() if k != "data_root"}
@@ -90,7 +90,7 @@ def _common_meta(study: optuna.Study, storage: Optional[str]) -> dict:
         "sampler": ua.get("sampler"),
         "device": ua.get("measure", {}),
         "proxy": proxy,
-        "fidelity": space.get("fidelity") or {"rungs": 1},
+        "halving": space.get("halving") or space.get("fidelity") or {"rungs": 1},
         "trials": count_trials(study),
         "versions": library_versions(),
         "search_versions": ua.get("versions", {}),
@@ -103,8 +103,8 @@ def _clean_metrics(m: dict) -> dict:
 
 
 # ---- trials.csv ------------------------------------------------------------------------------------
-def trials_frame(study: optuna.Study, front: set[int] = frozenset(), picked: Optional[int] = None,
-                 knee: Optional[int] = None) -> pd.DataFrame:
+def trials_frame(study: optuna.Study, front: set[int] = frozenset(), picked: int | None = None,
+                 knee: int | None = None) -> pd.DataFrame:
     trials = study.get_trials(deepcopy=False)
     records = promotions(study)
     metrics = [effective_metrics(t, records.get(t.number)) for t in trials]
@@ -161,7 +161,7 @@ def _param_order(name: str) -> tuple:
 
 
 # ---- the figure --------------------------------------------------------------------------------
-def _axes(objectives: dict[str, str]) -> tuple[Optional[str], str]:
+def _axes(objectives: dict[str, str]) -> tuple[str | None, str]:
     """(x metric or None for trial number, y metric)."""
     names = list(objectives)
     y = "accuracy" if "accuracy" in names else names[0]
@@ -206,8 +206,8 @@ def pareto_figure(df: pd.DataFrame, objectives: dict[str, str], presets: dict, h
     have = df[df[y].notna()]
     if x is not None:
         have = have[have[x].notna()]
-    ok = have[have["status"] == STATUS_OK]
-    infeasible = have[(have["state"] == "COMPLETE") & (have["status"] != STATUS_OK)]
+    ok = have[have["status"] == TrialStatus.OK]
+    infeasible = have[(have["state"] == "COMPLETE") & (have["status"] != TrialStatus.OK)]
     front = ok[ok["on_front"]]
     front = front.sort_values(x if x is not None else "number")
     if len(infeasible):
@@ -261,8 +261,8 @@ def pareto_figure(df: pd.DataFrame, objectives: dict[str, str], presets: dict, h
 
 
 # ---- the export ------------------------------------------------------------------------------------
-def export_study(study: Union[optuna.Study, str], out_dir: Union[str, Path], pick: str = "knee",
-                 storage: Optional[str] = None, png: bool = True, strict: bool = True) -> dict:
+def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "knee",
+                 storage: str | None = None, png: bool = True, strict: bool = True) -> dict:
     """Write best_config.json, pareto.json, trials.csv, pareto.html (+ .png) for a study
     (an `optuna.Study`, or a study name with `storage`; without one, the storage file a search
     left in `out_dir`, see `storage.existing_storage_file`). With `strict`, a `pick` rule no

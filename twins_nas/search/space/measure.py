@@ -1,0 +1,98 @@
+"""The ``measure:`` section of a space: how the full-size model is measured (`MeasureSettings`)
+and how hard it is timed (`MeasureBudget`). Plain data: the timing code reads it without the
+YAML schema of a space."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_serializer, model_validator
+
+from ...hardware import DEVICE_NAMES, DTYPE_NAMES, check_device_name, check_dtype_name
+from ...models.head_config import HEADS, HeadConfig
+from ...sizes import SizeField
+
+HEAD_CLASSES = HeadConfig.model_fields["num_classes"].default  # a measured head's classes when not given (ADE20K's)
+_OPTIONAL = ("head", "num_classes", "size")  # left out of a dump while unset (see `_dump`)
+
+
+class MeasureSettings(BaseModel):
+    """How the full-size model is measured (throughput, latency, peak memory).
+
+    * `batch_size`, `dtype`, `device`: the timed forward passes;
+    * `size`: the input size (H, W) at which the full-size model is timed, its peak memory
+      measured and its GMACs counted; written ``512x1024``, ``[512, 1024]`` or one number for a
+      square. Unset (null): the space's ``resolution``;
+    * `head`: measure the backbone with a dense-prediction head instead of the classifier, one
+      of `HEADS` (``semantic-fpn``); unset: the classifier model;
+    * `num_classes`: classes of that head (>= 1; default `HEAD_CLASSES` = 150 when `head` is
+      set; only with `head`).
+
+    `head`, `num_classes` and `size` are left out of the dumped settings while unset, so a
+    space that does not use them hashes (and is stored by a study) as it did before they existed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: StrictInt = Field(default=8, ge=1)
+    dtype: str = Field(default="fp32", description=" | ".join(DTYPE_NAMES))
+    device: str = Field(default="auto", description="auto (cuda if available), cpu, cuda, cuda:N, mps")
+    size: SizeField | None = Field(default=None,
+                                      description="HxW of the measured input; null: the space's resolution")
+    head: str | None = Field(default=None, description="null (the classifier) or " + " | ".join(HEADS))
+    num_classes: StrictInt | None = Field(default=None, ge=1,
+                                             description=f"classes of the head (default {HEAD_CLASSES})")
+
+    @field_validator("head")
+    @classmethod
+    def _head(cls, v: str | None) -> str | None:
+        if v is not None and v not in HEADS:
+            raise ValueError(f"={v!r}: valid heads are {', '.join(HEADS)} (or null for the classifier)")
+        return v
+
+    @model_validator(mode="after")
+    def _head_classes(self) -> MeasureSettings:
+        if self.head is None and self.num_classes is not None:
+            raise ValueError(f"num_classes={self.num_classes}: classes of a measured head; give head too "
+                             f"({', '.join(HEADS)})")
+        if self.head is not None and self.num_classes is None:
+            self.num_classes = HEAD_CLASSES
+        return self
+
+    @property
+    def head_config(self) -> HeadConfig | None:
+        """The measured head as `build_model(cfg, head=...)` takes it; None: the classifier."""
+        return None if self.head is None else HeadConfig(type=self.head, num_classes=self.num_classes)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        d = handler(self)
+        for key in _OPTIONAL:
+            if d.get(key, 0) is None:
+                del d[key]
+        return d
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, v: str) -> str:
+        try:
+            return check_dtype_name(v)
+        except ValueError:
+            raise ValueError(f"={v!r}: valid dtypes are {', '.join(DTYPE_NAMES)}") from None
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        try:
+            return check_device_name(v)
+        except ValueError:
+            raise ValueError(f"={v!r}: valid devices are {DEVICE_NAMES}") from None
+
+
+@dataclass(frozen=True)
+class MeasureBudget:
+    """How hard the full-size model is timed (see `measure_latency`): passes stop once the
+    relative IQR is <= 5% or `budget_s` seconds are spent, after at least `min_repeats`."""
+
+    warmup: int = 1
+    min_repeats: int = 3
+    max_repeats: int = 30
+    budget_s: float = 1.0
