@@ -120,9 +120,8 @@ def _write_pngs(pairs: list[tuple[Fig, str | Path]], width: int | None, height: 
     None, or a note saying why none was written."""
     import plotly.io as pio  # heavy import: see README
 
-    names = Path(pairs[0][1]).name if len(pairs) == 1 else "PNGs"
-    if find_chromium() is None:
-        return f"no Chromium found (install chromium or set BROWSER_PATH): {names} skipped"
+    if find_chromium() is None:  # the same note from every figure: callers may merge them
+        return "no Chromium found (install chromium or set BROWSER_PATH): PNGs skipped"
     try:
         with contextlib.ExitStack() as stack:  # all PNGs renamed into place, or none
             tmps = [stack.enter_context(atomic_path(p)) for _, p in pairs]
@@ -134,7 +133,7 @@ def _write_pngs(pairs: list[tuple[Fig, str | Path]], width: int | None, height: 
         raise
     except Exception as e:  # noqa: BLE001 (a failing browser: reported in the note, the HTML is kept)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return f"PNG export failed ({msg}): {names} skipped"
+        return f"PNG export failed ({msg}): PNGs skipped"
     return None
 
 

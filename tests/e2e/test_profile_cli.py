@@ -69,7 +69,9 @@ def test_gmacs_column_is_the_analytic_count(report):
 def test_html_and_pngs(report):
     out, _ = report
     html = (out / "complexity.html").read_text()
-    assert "plotly" in html and len(html) > 1_000_000  # plotly.js inline: works offline
+    assert "plotly-graph-div" in html and len(html) < 1_000_000  # plotly.js not inlined: loaded from beside it
+    assert '<script charset="utf-8" src="plotly.min.js"></script>' in html and html.count(" src=") == 1
+    assert (out / "plotly.min.js").stat().st_size > 1_000_000  # one copy, shared with optimality.html: works offline
     assert 'src="http' not in html  # nothing fetched from the network (no MathJax / CDN)
     if find_chromium():
         assert (out / "complexity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -77,8 +79,8 @@ def test_html_and_pngs(report):
 
 
 def test_no_browser_skips_pngs_with_a_note(tmp_path, monkeypatch):
-    import twins_nas.profile.plots as plots
-    monkeypatch.setattr(plots, "find_chromium", lambda: None)
+    import twins_nas.figures as figures
+    monkeypatch.setattr(figures, "find_chromium", lambda: None)
     df = pd.DataFrame([dict(model="m", resolution=64, batch=1, gmacs=1.0, attn_share=0.1, lsa_gmacs=0.05,
                             gsa_gmacs=0.05, attn_gmacs=0.1, **{f"gmacs_{c}": 1 / len(CATEGORIES) for c in CATEGORIES})])
     res = write_report(df, None, tmp_path)
@@ -165,6 +167,7 @@ def test_dense_profile_writes_the_optimality_table(dense_report):
     html = (out / "optimality.html").read_text()
     # one page, plotly.js once; the title's law is JSON-escaped by some plotly JSON engines, so ASCII markers
     assert html.count("<script") >= 1 and "faint = too few keys" in html and "stage 3: GSA vs k" in html
+    assert html.count(' src="plotly.min.js"') == 1 and (out / "plotly.min.js").is_file()
     df = pd.read_csv(out / "profile.csv")
     for _, row in df.iterrows():  # retargeting saves exactly the extra cost of every stage
         extra = table[table["size"] == row["size"]]["extra_gmacs"].sum()

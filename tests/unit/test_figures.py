@@ -76,7 +76,7 @@ def test_several_figures_on_one_page_load_plotly_js_once(tmp_path, no_chromium):
 def test_no_chromium_skips_the_png_with_a_note(tmp_path, no_chromium):
     out = write_figure(_fig(), tmp_path / "fig.html", tmp_path / "fig.png")
     assert (tmp_path / "fig.html").is_file() and not list(tmp_path.glob("*.png"))
-    assert out.notes == ["no Chromium found (install chromium or set BROWSER_PATH): fig.png skipped"]
+    assert out.notes == ["no Chromium found (install chromium or set BROWSER_PATH): PNGs skipped"]
     assert tmp_path / "fig.png" not in out.files
     out = write_figure([_fig(0), _fig(1)], None, [tmp_path / "0.png", tmp_path / "1.png"],
                        more_pngs=[(_fig(2), tmp_path / "2.png")])
@@ -92,7 +92,7 @@ def test_a_failing_chromium_is_reported_not_swallowed(tmp_path, monkeypatch):
     monkeypatch.setattr(figures, "find_chromium", lambda: "/usr/bin/chromium")
     monkeypatch.setattr(pio, "write_images", broken)
     out = write_figure(_fig(), tmp_path / "fig.html", tmp_path / "fig.png")
-    assert out.notes == ["PNG export failed (the browser closed unexpectedly): fig.png skipped"]
+    assert out.notes == ["PNG export failed (the browser closed unexpectedly): PNGs skipped"]
     assert (tmp_path / "fig.html").is_file() and not list(tmp_path.glob("*.png")) and not list(tmp_path.glob(".*"))
 
 

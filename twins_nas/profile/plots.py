@@ -14,22 +14,21 @@ Each law is drawn through the measured value at the smallest size, so the dashed
 the law's growth and the solid one what the network does (padding to whole windows, fixed
 stage-4 global attention, ...).
 
-No LaTeX anywhere (MathJax would be fetched from the network); the HTML embeds plotly.js.
+No LaTeX anywhere (MathJax would be fetched from the network); the HTML loads plotly.js from
+the plotly.min.js beside it (`write_figure`).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
-import plotly.io as pio
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from ..atomic import OutputError, atomic_path, ensure_dir
-from ..browser import find_chromium
+from ..atomic import atomic_path, ensure_dir
+from ..figures import write_figure
 
 PANELS = {  # file stem -> title
     "gmacs": "Compute (GMACs)",
@@ -271,48 +270,18 @@ def panel_figure(df: pd.DataFrame, panel: str, global_model: str | None = None) 
 
 def write_report(df: pd.DataFrame, fig: go.Figure | None, out_dir: str | Path, png: bool = True,
                  panels: bool = True) -> dict:
-    """Write profile.csv, complexity.html (self-contained, works offline) and, when a Chromium
-    is present, complexity.png plus one PNG per panel (`panels`). Never fails for want of a
-    browser: returns {"files": [paths], "notes": [what was skipped and why]}."""
+    """Write profile.csv, complexity.html (works offline with the plotly.min.js written beside
+    it) and, when a Chromium is present, complexity.png plus one PNG per panel (`panels`).
+    Never fails for want of a browser: returns {"files": [paths], "notes": [what was skipped
+    and why]}."""
     out = ensure_dir(out_dir)
     fig = complexity_figure(df) if fig is None else fig
     files, notes = [], []
     with atomic_path(out / "profile.csv") as tmp:
         df.to_csv(tmp, index=False)
     files.append(out / "profile.csv")
-    with atomic_path(out / "complexity.html") as tmp:
-        fig.write_html(tmp, include_plotlyjs=True, full_html=True)
-    files.append(out / "complexity.html")
-    if png:
-        figs, paths = [fig], [out / "complexity.png"]
-        if panels:
-            for p in PANELS:
-                figs.append(panel_figure(df, p))
-                paths.append(out / f"complexity_{p}.png")
-        note = write_pngs(figs, paths)
-        if note:
-            notes.append(note)
-        else:
-            files += paths
+    more = [(panel_figure(df, p), out / f"complexity_{p}.png") for p in PANELS] if png and panels else []
+    written = write_figure(fig, out / "complexity.html", out / "complexity.png" if png else None, more_pngs=more)
+    files += written.files
+    notes += written.notes
     return {"files": [str(p) for p in files], "notes": notes}
-
-
-def write_pngs(figs: list, paths: list) -> str | None:
-    """Write every figure (a `go.Figure` or a figure dict) as a PNG (one browser for all),
-    renamed into place all or none.
-    Returns None, or a note saying why nothing was written (no Chromium, a broken one)."""
-    if find_chromium() is None:
-        return "no Chromium found (install chromium or set BROWSER_PATH): PNGs skipped"
-    try:
-        with contextlib.ExitStack() as stack:  # all PNGs renamed into place, or none
-            tmps = [stack.enter_context(atomic_path(p)) for p in paths]
-            layouts = [f["layout"] if isinstance(f, dict) else f.layout for f in figs]
-            pio.write_images(figs, [str(t) for t in tmps], format="png", scale=1, validate=False,
-                             width=[lay["width"] or 1200 for lay in layouts],
-                             height=[lay["height"] or 700 for lay in layouts])
-    except OutputError:
-        raise
-    except Exception as e:  # noqa: BLE001 (a broken browser must not lose the CSV/HTML)
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return f"PNG export failed ({msg}): PNGs skipped"
-    return None

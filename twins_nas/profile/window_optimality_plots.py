@@ -11,7 +11,8 @@ fewer keys than the rule asks. The dotted vertical line is the
 paper's law k1·k2 = √(HW) for that size: with one GSA key per LSA window, LSA + GSA is
 cheapest at a window (and cell) of side (HW)^(1/4).
 
-No LaTeX anywhere (MathJax would be fetched from the network).
+No LaTeX anywhere (MathJax would be fetched from the network); the page loads plotly.js from the
+plotly.min.js beside it (`write_figure`).
 """
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import plotly.io as pio
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from ..atomic import atomic_path, ensure_dir, write_text
 from ..config import ArchConfig
+from ..figures import write_figure
 from ..models.window_optimum import (
     DEFAULT_MAX_ASPECT,
     DEFAULT_MIN_KEYS,
@@ -41,7 +42,6 @@ from ..models.window_optimum import (
     stage_optima,
 )
 from ..sizes import Resolution, as_size, format_size
-from .plots import write_pngs
 from .window_optimality import optimality_rows
 
 FIGURE_SIZES = (224, 512, 1024)  # drawn in every optimality figure, with the profiled sizes
@@ -164,22 +164,14 @@ def write_optimality(configs: Mapping[str, ArchConfig], sizes: Iterable[Resoluti
     sizes = [as_size(s) for s in sizes]
     out = ensure_dir(out_dir)
     rows = optimality_rows(configs, sizes, min_keys, max_aspect)
-    files = [out / "optimality.csv", out / "optimality.json", out / "optimality.html"]
+    files = [out / "optimality.csv", out / "optimality.json"]
     with atomic_path(files[0]) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
     doc = dict(rule=dict(min_keys=min_keys, max_aspect=max_aspect), stages=rows)
     write_text(files[1], json.dumps(doc, indent=1, allow_nan=False) + "\n")
     figs = {name: optimality_figure(cfg, name, sizes, min_keys, max_aspect) for name, cfg in configs.items()}
-    body = "\n".join(pio.to_html(f, full_html=False, include_plotlyjs=i == 0, validate=False)
-                      for i, f in enumerate(figs.values()))
-    write_text(files[2], f"<html><head><meta charset='utf-8'><title>window / k optimality</title></head>"
-                         f"<body>{body}</body></html>\n")
-    notes = []
-    if png:
-        pngs = [out / f"optimality_{_slug(name)}.png" for name in figs]
-        note = write_pngs(list(figs.values()), pngs)
-        if note:
-            notes.append(note)
-        else:
-            files += pngs
+    pngs = [out / f"optimality_{_slug(name)}.png" for name in figs] if png else None
+    written = write_figure(list(figs.values()), out / "optimality.html", pngs, title="window / k optimality")
+    files += written.files
+    notes = written.notes
     return {"files": [str(p) for p in files], "notes": notes}

@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from ...atomic import OutputError, atomic_path, ensure_dir, write_text
+from ...atomic import atomic_path, ensure_dir, write_text
 from ...config import ArchConfig, ConfigError
+from ...figures import FigureFiles, write_figure
 from ..evaluate.objective import constraint_values, measured_metrics
 from ..evaluate.zero_cost import NASWOT_BATCH, SCORES, scoring_batch, zero_cost_scores
 from ..proxy.data import load_proxy_data
@@ -261,7 +262,8 @@ def run_fidelity(space: SearchSpace, reference: ProxySettings, out_dir: Path, ar
                  progress: Callable[[int, int, str], None] | None = None, png: bool = True,
                  time_limit: float | None = None) -> dict:
     """Score the plan's architectures (continuing `out_dir` when it holds the same plan) and
-    write fidelity.json / fidelity.csv; returns the summary. `progress(done, total, what)`.
+    write fidelity.json / fidelity.csv; returns the summary (its `notes`: what was skipped and
+    why, e.g. fidelity.png without a Chromium). `progress(done, total, what)`.
     After `time_limit` seconds no new job is started (0: only the report of what is done);
     on Ctrl-C the report of what is done is written too, and the interrupt goes on."""
     out_dir = Path(out_dir)
@@ -412,7 +414,9 @@ def _clean(x):
 
 def write_outputs(summary: dict, out_dir: Path, png: bool = True) -> list[Path]:
     """fidelity.json, fidelity.csv (one row per architecture) and fidelity.html/.png (each
-    scorer against the reference)."""
+    scorer against the reference; the page loads the plotly.min.js written beside it).
+    Returns the files written; what was skipped and why (no Chromium, a failing one: no PNG)
+    is put in `summary["notes"]`, after fidelity.json is written (the notes are not results)."""
     import pandas as pd
     out_dir = Path(out_dir)
     files = []
@@ -423,15 +427,15 @@ def write_outputs(summary: dict, out_dir: Path, png: bool = True) -> list[Path]:
     with atomic_path(out_dir / "fidelity.csv") as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
     files.append(out_dir / "fidelity.csv")
-    files += _figure(summary, out_dir, png)
-    return files
+    written = _figure(summary, out_dir, png)
+    summary["notes"] = written.notes
+    return files + written.files
 
 
-def _figure(summary: dict, out_dir: Path, png: bool) -> list[Path]:
+def _figure(summary: dict, out_dir: Path, png: bool) -> FigureFiles:
     import plotly.graph_objects as go  # heavy import (plotly): see README
     from plotly.subplots import make_subplots  # heavy import (plotly): see README
 
-    from ...browser import find_chromium
     names = list(summary["scorers"])
     cols = min(4, len(names))
     rows = math.ceil(len(names) / cols)
@@ -455,17 +459,4 @@ def _figure(summary: dict, out_dir: Path, png: bool) -> list[Path]:
     fig.update_layout(title=f"scorers vs reference ({summary['space']['name']}; default scorer "
                             f"{summary['default_scorer']})", height=330 * rows + 80, width=1400,
                       template="plotly_white")
-    files = []
-    with atomic_path(out_dir / "fidelity.html") as tmp:
-        fig.write_html(tmp, include_plotlyjs=True, full_html=True)
-    files.append(out_dir / "fidelity.html")
-    if png and find_chromium() is not None:
-        try:
-            with atomic_path(out_dir / "fidelity.png") as tmp:
-                fig.write_image(str(tmp), scale=1)
-            files.append(out_dir / "fidelity.png")
-        except OutputError:
-            raise
-        except Exception:  # noqa: BLE001 (a broken browser must not lose the other outputs)
-            pass
-    return files
+    return write_figure(fig, out_dir / "fidelity.html", out_dir / "fidelity.png" if png else None)

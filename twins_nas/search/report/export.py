@@ -11,10 +11,11 @@
   seconds spent building / profiling / training / evaluating, per-epoch accuracies, worker,
   reason of a failure, the sampled parameters and the architecture in short (and the seconds
   spent on zero-cost scores, where the space names one);
-* ``pareto.html`` (self-contained, works offline) and ``pareto.png`` when a Chromium is
-  present: every trial, accuracy vs throughput (or the study's first two objectives), the
-  front and the pick highlighted, the published Twins models' throughput as vertical lines,
-  and the hypervolume vs trial number (see `pareto.hypervolume_history`).
+* ``pareto.html`` (works offline with the ``plotly.min.js`` written beside it) and
+  ``pareto.png`` when a Chromium is present: every trial, accuracy vs throughput (or the
+  study's first two objectives), the front and the pick highlighted, the published Twins
+  models' throughput as vertical lines, and the hypervolume vs trial number (see
+  `pareto.hypervolume_history`).
 
 Every JSON `meta` holds the schema version, the metrics, the space (name, file, sha256), the
 seed, the sampler, the measurement device and settings, the proxy settings and library
@@ -32,9 +33,9 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from ...atomic import OutputError, atomic_path, ensure_dir, write_text
-from ...browser import find_chromium
+from ...atomic import atomic_path, ensure_dir, write_text
 from ...config import SCHEMA_VERSION, ArchConfig, ConfigError
+from ...figures import write_figure
 from ..evaluate.status import TrialStatus
 from ..optuna_compat import storage_url
 from ..pareto import NoMatch, hypervolume_history, knee_index, pareto_mask, parse_pick, select
@@ -358,21 +359,8 @@ def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "kn
     fig = pareto_figure(df, objectives, presets, hv,
                         title=f"{study.study_name}: {len(df)} trials, {len(front_idx)} on the front "
                               f"(space {common['space']['name']}, {common['device'].get('device', '')})")
-    with atomic_path(out / "pareto.html") as tmp:
-        fig.write_html(tmp, include_plotlyjs=True, full_html=True)
-    files.append(out / "pareto.html")
-    if png:
-        if find_chromium() is None:
-            notes.append("no Chromium found (install chromium or set BROWSER_PATH): pareto.png skipped")
-        else:
-            try:
-                with atomic_path(out / "pareto.png") as tmp:
-                    fig.write_image(str(tmp), width=1400, height=620, scale=1)
-                files.append(out / "pareto.png")
-            except OutputError:
-                raise
-            except Exception as e:  # noqa: BLE001 (a broken browser must not lose the other outputs)
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                notes.append(f"pareto.png not written ({msg})")
+    written = write_figure(fig, out / "pareto.html", out / "pareto.png" if png else None, width=1400, height=620)
+    files += written.files
+    notes += written.notes
     return {"files": [str(f) for f in files], "notes": notes, "best": best}
 
