@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -54,10 +55,12 @@ def _hash_state(model: torch.nn.Module) -> str:
 
 
 def _cli(*args: str) -> str:
+    """stdout of `twins-nas ARGS`, with temporary folders and run times masked."""
     out = subprocess.run([sys.executable, "-m", "twins_nas", *args], cwd=ROOT, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"twins-nas {' '.join(args)} failed ({out.returncode}): {out.stderr[-2000:]}")
-    return out.stdout
+    text = re.sub(r"\S*/tmp[^/\s]*/", "<tmp>/", out.stdout)
+    return re.sub(r"\bin \d+(\.\d+)? s\b", "in <time> s", text)
 
 
 def _stable_csv(path: Path) -> list[str]:
