@@ -131,7 +131,7 @@ def measure_presets(space: SearchSpace, device: str, budget: MeasureBudget) -> d
     for name in PRESETS:
         cfg = get_preset(name).replace(num_classes=space.num_classes, in_chans=space.in_chans)
         try:
-            row = dict(measured_metrics(cfg, space))
+            row: dict[str, float | str] = dict(measured_metrics(cfg, space))
             if timed:
                 rep = time_model(cfg, space, device, budget)
                 row.update(throughput=rep.throughput, latency_ms=rep.median_ms)

@@ -165,7 +165,7 @@ class Promoter:
             res = train_proxy(ArchConfig.from_dict(t.user_attrs["config"]), settings, data,
                               seed=t.user_attrs.get("proxy_seed", 0), device=self.device,
                               resolution=self.space.input_size, choices=self.choices)
-            result = {"accuracy": float(res.accuracy)}
+            result: dict[str, Any] = {"accuracy": float(res.accuracy)}
         except Exception as e:  # noqa: BLE001 (e.g. diverged: recorded, never retried, the study goes on)
             result = {"accuracy": None, "error": error_line(e)}
         result.update(seconds=round(time.perf_counter() - t0, 3), train_samples=settings.train_samples)

@@ -249,7 +249,7 @@ class WorkerResult:
 def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[float]], n_trials: int,
                lock: str | Path | ContextManager, deadline: float | None = None,
                on_trial: Callable[[], None] | None = None,
-               after_complete: Callable[[], None] | None = None,
+               after_complete: Callable[[], object] | None = None,
                patience: float = STORAGE_PATIENCE_S) -> WorkerResult:
     """Run trials of `objective` until the study has `n_trials` COMPLETE trials (exact; see
     the module docstring). `lock`: the study's lock (`storage.study_lock`) or a lock file's
@@ -305,7 +305,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence
         _call(on_trial)
 
 
-def _call(fn: Callable[[], None] | None) -> None:
+def _call(fn: Callable[[], object] | None) -> None:
     """`fn()` unless None; an unreachable database server is left to the next step."""
     if fn is None:
         return
