@@ -14,9 +14,8 @@ import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Union
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 class OutputError(OSError):

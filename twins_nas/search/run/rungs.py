@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -125,7 +126,7 @@ def select_promotions(trials: Sequence[optuna.trial.FrozenTrial], records: dict[
 class Promoter:
     """Runs the promotion rounds of one process (see the module docstring)."""
 
-    def __init__(self, space: Any, seed: int, device: str, lock: str | Path | ContextManager) -> None:
+    def __init__(self, space: Any, seed: int, device: str, lock: str | Path | AbstractContextManager) -> None:
         self.space, self.seed, self.device = space, seed, device
         self.lock = as_lock(lock)  # the study's (storage.study_lock)
         self.halving = space.halving
