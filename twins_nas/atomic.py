@@ -14,9 +14,8 @@ import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Union
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 class OutputError(OSError):
@@ -26,7 +25,7 @@ class OutputError(OSError):
 def output_error(path: PathLike, e: OSError) -> OutputError:
     problem = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-               errno.EPERM: "permission denied"}.get(e.errno, e.strerror or type(e).__name__)
+               errno.EPERM: "permission denied"}.get(e.errno or 0, e.strerror or type(e).__name__)
     return OutputError(e.errno, f"{path}: cannot write ({problem})")
 
 

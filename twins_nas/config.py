@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,7 +73,7 @@ def format_validation_error(err: ValidationError, prefix: str = "", data: Any = 
     validated input) lets a pair field such as `window` be reported with its whole value."""
     locs = [tuple(e["loc"]) for e in err.errors()]
 
-    def special(e: dict, loc: tuple, rule: str) -> str | None:
+    def special(e: Mapping[str, Any], loc: tuple, rule: str) -> str | None:
         if any(len(o) > len(loc) and o[:len(loc)] == loc for o in locs):
             return ""  # a container whose item has its own error (pydantic adds e.g. 'too short' after dropping it)
         kind = e["type"]
@@ -135,7 +136,7 @@ class StageConfig(BaseModel):
 
     @property
     def sr_pair(self) -> tuple[int, int]:
-        return (self.sr_ratio, self.sr_ratio) if isinstance(self.sr_ratio, int) else tuple(self.sr_ratio)
+        return (self.sr_ratio, self.sr_ratio) if isinstance(self.sr_ratio, int) else self.sr_ratio
 
     @property
     def block_types(self) -> list[str]:
@@ -145,6 +146,7 @@ class StageConfig(BaseModel):
     def lsa_window(self, size: tuple[int, int]) -> tuple[int, int]:
         """The LSA window used on a map of `size` (H, W): the configured (m, n), clamped to
         the map (a window larger than the map is the whole map)."""
+        assert self.window is not None  # validated: a stage with L blocks has a window
         return clamp_window(self.window, size)
 
     @property
@@ -201,7 +203,7 @@ class ArchConfig(BaseModel):
     def stage_sizes(self, resolution: int | tuple[int, int]) -> list[tuple[int, int]]:
         """Feature-map size (H_i, W_i) of every stage: each patch embedding floors (as timm)."""
         h, w = as_size(resolution)
-        sizes = []
+        sizes: list[tuple[int, int]] = []
         for s in self.stages:
             h, w = h // s.patch_size, w // s.patch_size
             if h < 1 or w < 1:

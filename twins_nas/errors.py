@@ -6,7 +6,7 @@ caller adds what only it knows (valid field names at a path, pair fields, metric
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -49,7 +49,7 @@ def rule_text(msg: str) -> str:
 
 
 # special(error, loc, rule) -> the line for this error, "" to drop it, None for the default
-Special = Callable[[dict, tuple, str], str | None]
+Special = Callable[[Mapping[str, Any], tuple, str], str | None]
 
 
 def one_line(err: ValidationError, valid_at: Callable[[tuple], Iterable[str] | None],

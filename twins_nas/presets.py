@@ -40,6 +40,7 @@ def to_timm_kwargs(cfg: ArchConfig) -> dict:
     elif patterns <= {"LG"}:
         wss = []
         for i, s in enumerate(st):
+            assert s.window is not None  # validated: a stage with L blocks has a window
             m, n = s.window
             if m != n:
                 no(f"stages[{i}].window={s.window} is not square")

@@ -28,8 +28,8 @@ def _size_rule(value: Any) -> tuple[Size | None, str]:
         pass
     elif isinstance(value, int):
         hw = (value, value)
-    elif isinstance(value, str) and _SIZE_RE.match(value):
-        h, w = _SIZE_RE.match(value).groups()
+    elif isinstance(value, str) and (match := _SIZE_RE.match(value)):
+        h, w = match.groups()
         hw = (int(h), int(w if w is not None else h))
     elif isinstance(value, (list, tuple)) and len(value) == 2 and all(
             isinstance(v, int) and not isinstance(v, bool) for v in value):

@@ -18,6 +18,7 @@ def summarize(cfg: ArchConfig, resolution: int | Size) -> dict:
         win = "-"
         if has_l:
             eff = s.lsa_window(size_i)
+            assert s.window is not None  # validated: a stage with L blocks has a window
             win = f"{s.window[0]}x{s.window[1]}" + (f" (used {eff[0]}x{eff[1]})" if eff != tuple(s.window) else "")
         k = "-"
         if has_g:

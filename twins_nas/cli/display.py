@@ -3,8 +3,8 @@ far, refreshed from the study's storage."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import optuna
 from optuna.trial import TrialState
@@ -59,7 +59,7 @@ class SearchDisplay:
             table.add_column(m, justify="right")
         if not rows:
             return table
-        mask = pareto_mask(rows, self.space.objectives)
+        mask = pareto_mask(rows, cast("Mapping[str, str]", self.space.objectives))  # Metric keys are str
         first, direction = next(iter(self.space.objectives.items()))
         front = sorted((i for i in range(len(rows)) if mask[i]), key=lambda i: rows[i][first],
                        reverse=direction == "maximize")

@@ -63,6 +63,7 @@ def _models(presets: list[str], configs: list[Path]) -> dict:
         for name in PRESETS:
             add(name, get_preset(name))
         ref = global_reference()
+        assert ref.name is not None  # the reference is named (global-attn-s)
         add(ref.name, ref)
     for name in presets:
         add(name, get_preset(name))

@@ -84,7 +84,7 @@ def retarget(
         win_new = s_new.lsa_window((o.map_h, o.map_w)) if o.window is not None else None
         k_new = s_new.sr_pair if o.k is not None else None
         keys_new = None if k_new is None else int(gsa_keys((o.map_h, o.map_w), *k_new))
-        lat = "-" if times_b is None else (f"{times_b.stage_ms[i]:.1f} -> {times_a.stage_ms[i]:.1f}")
+        lat = "-" if times_b is None or times_a is None else (f"{times_b.stage_ms[i]:.1f} -> {times_a.stage_ms[i]:.1f}")
         t.add_row(str(i + 1), f"{o.map_h}x{o.map_w}", _change(format_pair(o.window), format_pair(win_new)),
                   _change(format_pair(o.k), format_pair(k_new)), _change(str(o.gsa_keys or "-"), str(keys_new or "-")),
                   res.weights[i], f"{macs_b[i] / 1e9:.2f} -> {macs_a[i] / 1e9:.2f}", lat)
@@ -96,7 +96,7 @@ def retarget(
     pb, pa = analytic_params(cfg), analytic_params(new)
     console.print(f"params: {pb / 1e6:.2f} -> [bold]{pa / 1e6:.2f}[/] M" + (
         "" if pa == pb else " (a conv sub-sampler's kernel grows with k1*k2; its MACs do not)"))
-    if times_b is not None:
+    if times_b is not None and times_a is not None:
         console.print(f"backbone latency ({times_b.device}, median of {times_b.repeats} / {times_a.repeats} passes): "
                       f"{times_b.total_ms:.1f} -> [bold]{times_a.total_ms:.1f}[/] ms "
                       f"({100 * (times_a.total_ms / times_b.total_ms - 1):+.1f} %)")
@@ -108,6 +108,7 @@ def retarget(
                       "twins_nas.models.retarget.adapt_state_dict (or run with --keep-weights)")
     meta = dict(retargeted_from=cfg.name or name_or_json, size=list(hw), min_keys=min_keys, max_aspect=max_aspect,
                 keep_weights=keep_weights, weights=res.weights)
+    assert new.name is not None  # retarget_config names the config it makes
     path = out or Path(re.sub(r"[^\w.@-]+", "_", new.name) + ".json")
     new.to_json(path, meta=meta)
     console.print(f"wrote [bold]{path}[/]")

@@ -67,7 +67,7 @@ def _dry_run(space: SearchSpace, settings: SearchSettings, spec: str) -> None:
         for j, st in enumerate(cfg.stages):
             kinds = st.block_types
             t.add_row(str(j + 1), str(st.depth), str(st.embed_dim), str(st.num_heads), f"{st.mlp_ratio:g}",
-                      st.pattern, f"{st.window[0]}x{st.window[1]}" if "L" in kinds else "-",
+                      st.pattern, f"{st.window[0]}x{st.window[1]}" if "L" in kinds and st.window else "-",
                       ("-" if "G" not in kinds else "1" if st.sr_pair == (1, 1) else
                        f"{st.sr_pair[0]}" if st.sr_pair[0] == st.sr_pair[1] else f"{st.sr_pair[0]}x{st.sr_pair[1]}"),
                       st.subsample if "G" in kinds and st.sr_pair != (1, 1) else "-")

@@ -4,14 +4,14 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from ..config import load_config
+from ..config import ArchConfig, load_config
 from ..sizes import MIN_RESOLUTION, format_pair, format_size, parse_size
 from ..summary import summarize
 from .app import app
 from .common import console, fail, user_errors
 
 
-def _proxy_table(cfg, space, title: str) -> Table:
+def _proxy_table(cfg, space, title: str) -> tuple[Table, ArchConfig]:
     from ..search.proxy.network import geometry_rows, proxy_of
     proxy = proxy_of(cfg, space)
     t = Table(title=title)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Literal, overload
 
 from ..config import ArchConfig, StageConfig
 from ..sizes import Resolution, Size, as_size
@@ -268,6 +269,12 @@ def head_params(cfg: ArchConfig) -> int:
     return _layer_norm(C) + (_linear(C, cfg.num_classes) if cfg.num_classes > 0 else 0)
 
 
+@overload
+def analytic_params(cfg: ArchConfig, by_stage: Literal[False] = False) -> int: ...
+@overload
+def analytic_params(cfg: ArchConfig, by_stage: Literal[True]) -> list[int]: ...
+@overload
+def analytic_params(cfg: ArchConfig, by_stage: bool) -> int | list[int]: ...
 def analytic_params(cfg: ArchConfig, by_stage: bool = False) -> int | list[int]:
     """Parameters of `build_model(cfg)`, exactly. With `by_stage`, one count per stage (its
     patch embedding, blocks and PEG); the final norm and head belong to no stage, so

@@ -126,6 +126,7 @@ def _chunked_mlp(x2d: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear, rows_per_chu
         if out is None:
             out = y.new_empty(x2d.shape[0], y.shape[-1])
         out[i:i + rows_per_chunk] = y
+    assert out is not None  # fast_mlp calls this with at least one row
     return out
 
 

@@ -8,7 +8,7 @@ closed-form cost in `head_cost.py`. No torch here: the cost model reads this wit
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -45,7 +45,7 @@ def _valid_fields(loc: tuple) -> list | None:
     return list(HeadConfig.model_fields) if not loc else None
 
 
-def _special(e: dict, loc: tuple, rule: str) -> str | None:
+def _special(e: Mapping[str, Any], loc: tuple, rule: str) -> str | None:
     if loc == ("type",) and e["type"] == "literal_error":
         return f"head.type={show_value(e['input'])}: unknown head; choose one of: {', '.join(HEADS)}"
     return None
@@ -79,7 +79,7 @@ def head_config(head: None | str | dict | HeadConfig, num_classes: int | None = 
     if isinstance(head, str):
         if head not in HEADS:
             raise ConfigError(f"head={show_value(head)}: unknown head; choose one of: {', '.join(HEADS)}")
-        data = {"type": head}
+        data: dict[str, Any] = {"type": head}
     elif isinstance(head, HeadConfig):
         data = head.to_dict()
     elif isinstance(head, dict):

@@ -23,19 +23,21 @@ names are timm's (`backbone.blocks.0.0.attn.qkv.weight`, ...), see `load_backbon
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import ArchConfig
 from ..sizes import Size
 from .head_config import HeadConfig, head_lengths, stage_strides
 
 DROPOUT_RATIO = 0.1  # mmseg's FPNHead config for ADE20K
 
 
-def resize(x: torch.Tensor, size: Size, mode: str = "bilinear") -> torch.Tensor:
+def resize(x: torch.Tensor, size: Size | torch.Size, mode: str = "bilinear") -> torch.Tensor:
     """Interpolate (B, C, h, w) -> (B, C, *size); no-op when the size already matches."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
@@ -107,7 +109,7 @@ class TwinsSegmentation(nn.Module):
 
     def __init__(self, backbone: nn.Module, head: HeadConfig):
         super().__init__()
-        cfg = backbone.cfg
+        cfg = cast(ArchConfig, backbone.cfg)  # backbone is a Twins (not imported here: twins.py imports this)
         self.cfg = cfg
         self.head_cfg = head
         self.num_classes = head.num_classes
@@ -123,11 +125,13 @@ class TwinsSegmentation(nn.Module):
     def _init_neck(m: nn.Module) -> None:  # mmseg's FPN init_cfg: Xavier (uniform) on Conv2d
         if isinstance(m, nn.Conv2d):
             nn.init.xavier_uniform_(m.weight)
+            assert m.bias is not None  # the neck's convs have a bias (no norm)
             nn.init.zeros_(m.bias)
 
     def _init_head(self, m: nn.Module) -> None:  # mmcv ConvModule (Kaiming, fan_out), conv_seg N(0, 0.01)
         if m is self.decode_head.conv_seg:
             nn.init.normal_(m.weight, std=0.01)
+            assert m.bias is not None  # conv_seg has a bias
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -137,7 +141,8 @@ class TwinsSegmentation(nn.Module):
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> logits at the stride of the first stage (B, num_classes, H_0, W_0)."""
-        return self.decode_head(self.neck(self.backbone.forward_features(x)))
+        features = cast(Callable[[torch.Tensor], list[torch.Tensor]], self.backbone.forward_features)
+        return self.decode_head(self.neck(features(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> logits at the input size (B, num_classes, H, W)."""

@@ -21,6 +21,7 @@ patchify + GEMM) live in `kernels.py`, with the switch that turns them off.
 from __future__ import annotations
 
 import math
+from typing import cast, overload
 
 import torch
 import torch.nn as nn
@@ -64,7 +65,7 @@ class LocallyGroupedAttn(nn.Module):
         assert dim % num_heads == 0
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
-        self.window = tuple(window)
+        self.window = cast(Size, tuple(window))
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
@@ -139,21 +140,21 @@ class GlobalSubSampleAttn(nn.Module):
         super().__init__()
         assert dim % num_heads == 0
         self.num_heads = num_heads
-        self.sr_ratio = tuple(sr_ratio)
+        self.sr_ratio = cast(Size, tuple(sr_ratio))
         self.subsample = subsample
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         if self.sr_ratio != (1, 1):
             if subsample == "conv":
-                self.sr = TokenConv(dim, dim, self.sr_ratio)
+                self.sr: nn.Module | None = TokenConv(dim, dim, self.sr_ratio)
             elif subsample == "dwconv":
                 self.sr = SeparableConvSubsample(dim, self.sr_ratio)
             elif subsample == "avgpool":
                 self.sr = AvgPoolSubsample(self.sr_ratio)
             else:
                 raise ValueError(f"subsample={subsample!r}: choose conv, dwconv or avgpool")
-            self.norm = nn.LayerNorm(dim)
+            self.norm: nn.LayerNorm | None = nn.LayerNorm(dim)
         else:
             self.sr = None
             self.norm = None
@@ -163,6 +164,7 @@ class GlobalSubSampleAttn(nn.Module):
         h, hd = self.num_heads, C // self.num_heads
         q = self.q(x).view(B, N, h, hd).transpose(1, 2)  # (B, h, N, hd)
         if self.sr is not None:
+            assert self.norm is not None  # set with the sub-sampler
             x = self.norm(self.sr(x, size))  # (B, M, C), M = ceil(H/k1) * ceil(W/k2)
         kv = self.kv(x).view(B, -1, 2, h, hd).permute(2, 0, 3, 1, 4)  # (2, B, h, M, hd)
         k, v = kv.unbind(0)
@@ -202,7 +204,9 @@ class Block(nn.Module):
         dim = stage.embed_dim
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         if kind == "L":
-            self.attn = LocallyGroupedAttn(dim, stage.num_heads, stage.window, qkv_bias)
+            assert stage.window is not None  # validated: a stage with L blocks has a window
+            self.attn: LocallyGroupedAttn | GlobalSubSampleAttn = LocallyGroupedAttn(dim, stage.num_heads,
+                                                                                     stage.window, qkv_bias)
         else:
             self.attn = GlobalSubSampleAttn(dim, stage.num_heads, stage.sr_pair, stage.subsample, qkv_bias)
         self.drop_path1 = _drop_path(drop_path)
@@ -269,7 +273,7 @@ class Twins(nn.Module):
                 Block(s, kind, cfg.qkv_bias, dpr[cur + j]) for j, kind in enumerate(s.block_types)))
             cur += s.depth
         self.pos_block = nn.ModuleList(PosConv(s.embed_dim) for s in cfg.stages) if cfg.peg else None
-        self.norm = nn.LayerNorm(self.num_features, eps=1e-6)
+        self.norm: nn.LayerNorm | nn.Identity = nn.LayerNorm(self.num_features, eps=1e-6)
         self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
 
@@ -301,7 +305,7 @@ class Twins(nn.Module):
         B = x.shape[0]
         for i, (embed, blocks) in enumerate(zip(self.patch_embeds, self.blocks)):
             x, size = embed(x)
-            for j, blk in enumerate(blocks):
+            for j, blk in enumerate(cast(nn.ModuleList, blocks)):
                 x = blk(x, size)
                 if j == 0 and self.pos_block is not None:
                     x = self.pos_block[i](x, size)
@@ -318,6 +322,15 @@ class Twins(nn.Module):
         return self.forward_head(self.forward_features(x)[-1])
 
 
+@overload
+def build_model(cfg: ArchConfig | dict | str, seed: int | None = None, head: None = None,
+                num_classes: None = None) -> Twins: ...
+@overload
+def build_model(cfg: ArchConfig | dict | str, seed: int | None = None, *, head: HeadConfig | dict | str,
+                num_classes: int | None = None) -> TwinsSegmentation: ...
+@overload
+def build_model(cfg: ArchConfig | dict | str, seed: int | None = None, head: HeadConfig | dict | str | None = None,
+                num_classes: int | None = None) -> Twins | TwinsSegmentation: ...
 def build_model(cfg: ArchConfig | dict | str, seed: int | None = None, head: HeadConfig | dict | str | None = None,
                 num_classes: int | None = None) -> Twins | TwinsSegmentation:
     """Build the network for a config (an ArchConfig, its dict, a preset name or a JSON path).

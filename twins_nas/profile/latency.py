@@ -70,6 +70,7 @@ class LatencyReport:
     @property
     def size_str(self) -> str:
         """'512x1024' ('224x224' for a square)."""
+        assert self.size is not None  # set in __post_init__
         return format_size(self.size)
 
     @property
@@ -79,6 +80,7 @@ class LatencyReport:
     def to_dict(self) -> dict:
         """Plain JSON-serialisable data: `resolution` an int (square) or [H, W], `size` [H, W]."""
         d = asdict(self)
+        assert self.size is not None  # set in __post_init__
         d["size"] = list(self.size)
         if isinstance(self.resolution, tuple):
             d["resolution"] = list(self.resolution)
@@ -209,7 +211,7 @@ def measure_latency(
         channels_last = dev.type == "cuda"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     was_training = model.training
-    model.to(dev, memory_format=fmt).eval()
+    model.to(dev, memory_format=fmt).eval()  # type: ignore[call-overload]  # torch's stubs omit memory_format
     in_chans = in_chans_of(model)
     timer = Timer(dev)
     times: list[float] = []

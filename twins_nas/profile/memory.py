@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -34,7 +35,7 @@ import torch.nn as nn
 from ..config import ArchConfig, load_config
 from ..models import build_model
 from ..models.cost_model import analytic_params
-from ..sizes import as_size
+from ..sizes import Size, as_size
 from .latency import (
     Resolution,
     _as_model,
@@ -198,7 +199,7 @@ def measure_peak_memory_many(
     job = dict(sizes=[as_size(r) for r in res], batch=batch, dtype=dtype, threads=torch.get_num_threads())
     cfg = model_or_cfg
     if isinstance(cfg, nn.Module) and isinstance(getattr(cfg, "cfg", None), ArchConfig):
-        cfg = cfg.cfg  # a Twins: weight values do not change the memory
+        cfg = cast(ArchConfig, cfg.cfg)  # a Twins: weight values do not change the memory
     if isinstance(cfg, nn.Module):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "module.pt")
@@ -208,7 +209,7 @@ def measure_peak_memory_many(
         if not isinstance(cfg, ArchConfig):
             cfg = ArchConfig.from_dict(cfg) if isinstance(cfg, dict) else load_config(cfg)
         out = _run_child(dict(job, config=cfg.to_dict()), timeout)
-    return {size_key(tuple(int(v) for v in k.split("x"))): float(mb) for k, mb in out.items()}
+    return {size_key(cast(Size, tuple(int(v) for v in k.split("x")))): float(mb) for k, mb in out.items()}
 
 
 def measure_peak_memory(

@@ -90,7 +90,7 @@ def _order(df: pd.DataFrame) -> list:
 
 
 def _has(df: pd.DataFrame, col: str) -> bool:
-    return col in df and df[col].notna().any()
+    return col in df and bool(df[col].notna().any())
 
 
 def _line(sub, y, name, color, showlegend, legendgroup=None, dash=None, hover="", **kw) -> go.Scatter:

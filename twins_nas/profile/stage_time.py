@@ -11,16 +11,23 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from typing import overload
 
 import torch
 import torch.nn as nn
 
 from ..config import ArchConfig
-from ..models import HeadConfig, Twins, build_model
+from ..models import HeadConfig, Twins, TwinsSegmentation, build_model
 from ..sizes import Resolution, as_size
 from .latency import device_label, resolve_device
 
 
+@overload
+def timing_model(cfg: ArchConfig, head: None = None) -> Twins: ...
+@overload
+def timing_model(cfg: ArchConfig, head: HeadConfig) -> TwinsSegmentation: ...
+@overload
+def timing_model(cfg: ArchConfig, head: HeadConfig | None = None) -> Twins | TwinsSegmentation: ...
 def timing_model(cfg: ArchConfig, head: HeadConfig | None = None) -> nn.Module:
     """The network for timing only (`build_model(cfg, head=head)`): built on the meta device
     (no truncated-normal initialisation, which is slow for the large models on a CPU),

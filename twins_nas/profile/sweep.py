@@ -35,6 +35,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import pandas as pd
 import torch
@@ -182,7 +183,7 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list, gmacs: dict, 
         g = gmacs[(name, r)]
         row: dict = dict(device=label, threads=threads, dtype=dtype)
         if name not in models:
-            models[name] = build_model(configs[name], seed=0, head=head).eval().to(dev, memory_format=fmt)
+            models[name] = build_model(configs[name], seed=0, head=head).eval().to(dev, memory_format=fmt)  # type: ignore[call-overload]
             if dev.type == "cpu" and memory:
                 warm_up_cpu(models[name])
         model = models[name]
@@ -203,7 +204,7 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list, gmacs: dict, 
                 rep = measure_latency(model, r, batch=batch, device=dev, dtype=dtype, warmup=warmup, **kw)
             if single and memory:  # a seconds-long forward: its one timed pass is measured
                 row["peak_mem_mb"] = ((torch.cuda.max_memory_allocated(dev) - base) / 2 ** 20 if cuda
-                                      else peak.mb)
+                                      else cast(PeakRSS, peak).mb)
             row.update(latency_ms=rep.median_ms, latency_iqr_ms=rep.iqr_ms if rep.repeats > 1 else math.nan,
                        latency_repeats=rep.repeats, throughput=rep.throughput)
             plan.observe(name, g, rep.median_ms / 1e3)

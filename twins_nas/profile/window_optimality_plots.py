@@ -94,6 +94,7 @@ def optimality_figure(cfg: ArchConfig, name: str | None = None, sizes: Iterable[
                 ok = keys >= o.required_keys
                 hover = f"{label}, map {hw[0]}x{hw[1]}<br>side %{{x}}: %{{y:.4g}} GMACs<extra></extra>"
                 conf, best = (o.window, o.best_window) if kind == "L" else (o.k, o.best_k)
+                assert conf is not None and best is not None  # the stage has blocks of this kind (its curve)
                 marks = [("configured", conf, "circle-open", 9), ("optimum", best, "star", 11)]
                 traces += [
                     dict(type="scatter", x=curves["side"], y=gm, mode="lines", showlegend=False, opacity=0.3,

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna._hypervolume import compute_hypervolume
+from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
@@ -50,6 +51,7 @@ def storage_url(study: optuna.Study) -> str | None:
     """Best effort: the storage URL (RDB) or 'journal:PATH' (journal file) of a loaded study."""
     st = study._storage
     backend = getattr(st, "_backend", None)
+    obj: Any  # a storage, its backend or the backend's: attributes read by name
     for obj in (st, backend, getattr(backend, "_backend", None)):
         if obj is None:
             continue
@@ -62,7 +64,7 @@ def storage_url(study: optuna.Study) -> str | None:
 
 def _heartbeat_storage(study: optuna.Study) -> BaseHeartbeat | None:
     st = study._storage
-    inner = getattr(st, "_backend", st)  # RDB storages come wrapped in a cache
+    inner: BaseStorage = getattr(st, "_backend", st)  # RDB storages come wrapped in a cache
     for obj in (st, inner):
         if isinstance(obj, BaseHeartbeat) and is_heartbeat_enabled(obj):
             return obj

@@ -112,7 +112,7 @@ def promotion_order(rows: Sequence[Mapping[str, float]], objectives: Mapping[str
     crowd = np.zeros(len(rows))
     for r in set(ranks.tolist()):
         idx = np.flatnonzero(ranks == r)
-        crowd[idx] = crowding_distances([rows[i] for i in idx], objectives)
+        crowd[idx] = crowding_distances([rows[int(i)] for i in idx], objectives)
     return sorted(range(len(rows)), key=lambda i: (ranks[i], -crowd[i], i))
 
 
@@ -130,7 +130,7 @@ def knee_index(rows: Sequence[Mapping[str, float]], objectives: Mapping[str, str
     if not rows:
         raise ValueError("knee of an empty set")
     front = np.flatnonzero(pareto_mask(rows, objectives))
-    good = _scaled_goodness([rows[i] for i in front], objectives)
+    good = _scaled_goodness([rows[int(i)] for i in front], objectives)
     dist = np.sqrt(((1.0 - good) ** 2).sum(axis=1))
     return int(front[int(np.argmin(dist))])
 
@@ -233,12 +233,14 @@ def select(rule: PickRule, rows: Sequence[Mapping[str, float]], objectives: Mapp
     sub = [rows[i] for i in idx]
     if rule.kind == "knee":
         return idx[knee_index(sub, objectives)]
-    direction = {"max": "maximize", "min": "minimize"}.get(rule.kind) or objectives.get(rule.metric) \
-        or NATURAL[rule.metric]
+    metric = rule.metric
+    assert metric is not None  # every rule but the knee names a metric
+    direction = {"max": "maximize", "min": "minimize"}.get(rule.kind) or objectives.get(metric) \
+        or NATURAL[metric]
     sign = 1.0 if direction == "maximize" else -1.0
     # best value; ties broken by the Pareto front (a dominated tie is never preferred), then order
     front = pareto_mask(sub, objectives) if all(m in measured for m in objectives) else np.ones(len(sub), bool)
-    best = max(range(len(sub)), key=lambda j: (sign * float(sub[j][rule.metric]), bool(front[j]), -j))
+    best = max(range(len(sub)), key=lambda j: (sign * float(sub[j][metric]), bool(front[j]), -j))
     return idx[best]
 
 

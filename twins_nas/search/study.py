@@ -23,9 +23,9 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import ContextManager
 
 import optuna
 
@@ -49,7 +49,7 @@ from .space.measure import MeasureBudget
 from .space.metrics import TIMED_METRICS, recorded_spellings
 from .space.space import SearchSpace
 
-ProgressFactory = Callable[[optuna.Study], ContextManager[Callable[[], None]]]
+ProgressFactory = Callable[[optuna.Study], AbstractContextManager[Callable[[], None]]]
 
 
 @dataclass
@@ -131,7 +131,7 @@ def measure_presets(space: SearchSpace, device: str, budget: MeasureBudget) -> d
     for name in PRESETS:
         cfg = get_preset(name).replace(num_classes=space.num_classes, in_chans=space.in_chans)
         try:
-            row = dict(measured_metrics(cfg, space))
+            row: dict[str, float | str] = dict(measured_metrics(cfg, space))
             if timed:
                 rep = time_model(cfg, space, device, budget)
                 row.update(throughput=rep.throughput, latency_ms=rep.median_ms)
@@ -183,7 +183,7 @@ def _run_trials(study: optuna.Study, space: SearchSpace, settings: SearchSetting
 
 def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True,
                progress: ProgressFactory | None = None,
-               status: Callable[[str], ContextManager] | None = None) -> SearchOutcome:
+               status: Callable[[str], AbstractContextManager] | None = None) -> SearchOutcome:
     """Run (or continue) a search until `settings.trials` trials are finished, then write the
     report (see `export_study`). When its database server stays unreachable the outcome says
     ``stopped="storage"`` (no counts, no report: the same call afterwards continues). Raises

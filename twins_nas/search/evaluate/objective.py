@@ -50,7 +50,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import optuna
@@ -75,11 +75,12 @@ from .zero_cost import NASWOT_BATCH, scoring_batch, zero_cost_scores
 EARLY_STOP_MIN_PEERS = 8
 EARLY_STOP_QUANTILE = 0.10
 EARLY_STOP_MARGIN = 0.05
+MetricName = TypeVar("MetricName", bound=str)  # a metric's name: `Metric` (a space's keys) or any str
 
 
 def needed_metrics(space: SearchSpace) -> set[str]:
     """Every metric this space's trials compute: the closed-form ones plus what is named."""
-    named = set(space.objectives) | set(space.constraints)
+    named: set[str] = set(space.objectives) | set(space.constraints)
     if named & set(TIMED_METRICS):
         named |= set(TIMED_METRICS)  # one timing gives both
     return named | set(CHEAP_METRICS)
@@ -105,7 +106,7 @@ def measured_metrics(cfg: ArchConfig, space: SearchSpace) -> dict[str, float]:
     return cheap_metrics(cfg, space.measure_size, space.measure.head_config)
 
 
-def _bounds(constraints: dict[str, Bound], names: Mapping[str, str] | None = None):
+def _bounds(constraints: Mapping[MetricName, Bound], names: Mapping[str, str] | None = None):
     """(metric, key, side, limit) for every bound, in order, e.g. ('params_m', 'params_m<=30',
     'max', 30.0); `names`: metric -> the name the keys use, where a study keeps a legacy one."""
     names = names or {}
@@ -115,12 +116,12 @@ def _bounds(constraints: dict[str, Bound], names: Mapping[str, str] | None = Non
                 yield metric, f"{names.get(metric, metric)}{op}{limit:g}", side, limit
 
 
-def constraint_keys(constraints: dict[str, Bound], names: Mapping[str, str] | None = None) -> list[str]:
+def constraint_keys(constraints: Mapping[MetricName, Bound], names: Mapping[str, str] | None = None) -> list[str]:
     """The constraint key of every bound, e.g. ``params_m<=30`` (see `_bounds`)."""
     return [key for _, key, _, _ in _bounds(constraints, names)]
 
 
-def constraint_values(metrics: dict[str, float], constraints: dict[str, Bound],
+def constraint_values(metrics: dict[str, float], constraints: Mapping[MetricName, Bound],
                       names: Mapping[str, str] | None = None) -> dict[str, float]:
     """Relative violation per bound (<= 0: satisfied; a bound on an unmeasured metric: 0),
     keyed as `constraint_keys`."""
@@ -216,8 +217,8 @@ class Evaluator:
             else:
                 seen = [trial_metrics(t).get(metric) for t in
                         trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
-                seen = [v for v in seen if v is not None and math.isfinite(v)]
-                values.append(max(seen) if seen else 1e6)
+                finite = [v for v in seen if v is not None and math.isfinite(v)]
+                values.append(max(finite) if finite else 1e6)
         return values
 
     def _on_epoch(self, trial: optuna.Trial, accs: list[float]):
@@ -313,6 +314,7 @@ class Evaluator:
             trial.set_user_attr("proxy_seed", seed)
             accs: list[float] = []
             try:
+                assert self.data is not None  # __post_init__: accuracy needs the proxy data
                 res = train_proxy(cfg, space.proxy, self.data, seed=seed, device=self.device,
                                   resolution=space.input_size, choices=space.geometry_choices(),
                                   on_epoch=self._on_epoch(trial, accs))

@@ -10,7 +10,8 @@ class _StrEnum(str, Enum):
     """A str enum that prints and formats as its value (as `enum.StrEnum` of Python 3.11)."""
 
     __str__ = str.__str__
-    __format__ = str.__format__
+    def __format__(self, format_spec: str) -> str:
+        return str.__format__(self, format_spec)
 
 
 class TrialStatus(_StrEnum):

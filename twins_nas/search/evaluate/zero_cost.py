@@ -174,6 +174,7 @@ def zero_cost_scores(cfg: ArchConfig, names: Iterable[str], images: torch.Tensor
     model = build_model(cfg, seed=seed).to(device)
     out: dict[str, float] = {}
     if "naswot" in wanted:
+        assert images is not None  # checked above: naswot reads images
         out["naswot"] = naswot_score(model, images.to(device))
     if "synflow" in wanted:  # last: it changes the model
         out["synflow"] = synflow_score(model, resolution, cfg.in_chans)

@@ -28,13 +28,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
+import torch
 from scipy import stats
 
 from ...atomic import atomic_path, ensure_dir, write_text
 from ...config import ArchConfig, ConfigError
 from ...figures import FigureFiles, write_figure
+from ...sizes import Resolution
 from ..evaluate.objective import constraint_values, measured_metrics
 from ..evaluate.zero_cost import NASWOT_BATCH, SCORES, scoring_batch, zero_cost_scores
 from ..proxy.data import load_proxy_data
@@ -83,14 +86,14 @@ def _feasible(space: SearchSpace, cfg: ArchConfig) -> bool:
     return all(v <= 0 for v in constraint_values(measured_metrics(cfg, space), cheap).values())
 
 
-def attention_geometry(cfg: ArchConfig, resolution: int) -> tuple:
+def attention_geometry(cfg: ArchConfig, resolution: Resolution) -> tuple:
     """What each block attends over at `resolution`, per stage: ("L", window) or ("G", k,
     sub-sampler). An L block whose window covers its whole map is global attention over every
     token, as a G block with k = 1 is: both are ("G", (1, 1), None). Two configs with the same
     geometry differ in no window, k, pattern or sub-sampling that the network can feel."""
     key = []
     for s, (h, w) in zip(cfg.stages, cfg.stage_sizes(resolution)):
-        blocks = []
+        blocks: list[tuple] = []
         for kind in s.block_types:
             if kind == "L":
                 win = tuple(s.lsa_window((h, w)))
@@ -107,8 +110,8 @@ def _variants(space: SearchSpace, cfg: ArchConfig, field: str, stage: int) -> li
     sub-sampling choice changes every stage that takes it), as different full-size networks."""
     d = cfg.model_dump(mode="json")
     st = space.stages[stage]
-    choices = {"window": st.window or [], "sr_ratio": st.sr_ratio, "pattern": st.pattern,
-               "subsample": st.subsample or space.subsample}[field]
+    choices = cast("list[Any]", {"window": st.window or [], "sr_ratio": st.sr_ratio, "pattern": st.pattern,
+                                 "subsample": st.subsample or space.subsample}[field])
     out = []
     for c in choices:
         stages = [dict(s) for s in d["stages"]]
@@ -117,6 +120,7 @@ def _variants(space: SearchSpace, cfg: ArchConfig, field: str, stage: int) -> li
         for i in targets:
             stages[i][field] = list(c) if isinstance(c, tuple) else c
             if field == "pattern" and "L" in c and stages[i]["window"] is None:
+                assert st.window is not None  # validated: required by a pattern choice with L
                 stages[i]["window"] = list(st.window[0])
         try:
             other = ArchConfig(**dict(d, stages=stages))
@@ -133,12 +137,12 @@ def draw_plan(space: SearchSpace, archs: int, pairs: int, seed: int) -> dict:
     controlled pairs cycling over the fields (window, sr_ratio, pattern, subsample) and stages."""
     rng = random.Random(seed)
     plan: dict = {"archs": [], "pairs": []}
-    seen = set()
+    seen: set[str | frozenset[str]] = set()
     for _ in range(200 * max(1, archs)):
         if len(plan["archs"]) >= archs:
             break
         cfg = space.random_config(rng)
-        key = cfg.model_dump_json()
+        key: str | frozenset[str] = cfg.model_dump_json()
         if key not in seen and _feasible(space, cfg):
             seen.add(key)
             arch_id = f"a{len(plan['archs']):03d}"
@@ -183,7 +187,7 @@ def jobs_of(plan: dict, scorers: dict[str, str], seeds: int, seeded: int) -> lis
     digest of its proxy settings ("" for the untrained ones)."""
     random_ids = [a["id"] for a in plan["archs"] if a["kind"] == "random"]
     multi = set(random_ids[:seeded])
-    out = []
+    out: list[Job] = []
     for scorer in scorers:
         for a in plan["archs"]:
             n = seeds if (a["id"] in multi and scorer not in CHEAP_SCORERS + SCORES) else 1
@@ -210,7 +214,7 @@ class _Scorer:
     def __init__(self, space: SearchSpace, reference: ProxySettings, seed: int) -> None:
         self.space, self.reference, self.seed = space, reference, seed
         self.choices = space.geometry_choices()
-        self._images = None
+        self._images: torch.Tensor | None = None
 
     def settings_of(self, scorer: str) -> ProxySettings:
         if scorer == "reference":
@@ -304,6 +308,7 @@ def _score_jobs(todo: list[Job], total: int, configs: dict[str, ArchConfig], sco
             if progress is not None:
                 progress(total - len(todo) + i, total, f"{job.scorer} {job.arch} seed {job.seed}")
             t0 = time.perf_counter()
+            error: str | None
             try:
                 value = scorer(configs[job.arch], job)
             except Exception as e:  # noqa: BLE001 (one architecture that fails must not stop the run)

@@ -120,7 +120,7 @@ def proxy_arch(cfg: ArchConfig, proxy: ProxySettings, num_classes: int, in_chans
     faithful = proxy.geometry == "faithful"
     if faithful and resolution is None:
         raise ValueError("the faithful proxy geometry needs the full-size resolution")
-    full_sizes = cfg.stage_sizes(resolution) if faithful else [None] * len(cfg.stages)
+    full_sizes = cfg.stage_sizes(resolution) if faithful and resolution is not None else [None] * len(cfg.stages)
     h = w = proxy.resolution
     stages = []
     for i, (s, patch, full) in enumerate(zip(cfg.stages, patches, full_sizes)):
@@ -129,6 +129,7 @@ def proxy_arch(cfg: ArchConfig, proxy: ProxySettings, num_classes: int, in_chans
         heads = max(1, round(s.embed_dim * proxy.width_mult / head_dim))
         k = s.sr_pair
         if faithful:
+            assert full is not None  # the stage sizes of the faithful geometry
             c = choices[i] if choices is not None else StageChoices()
             where = f"stages[{i}]"
             k1 = _axis(c.k_rows, k[0], full[0], h, "ratio", f"{where}.sr_ratio (rows)")

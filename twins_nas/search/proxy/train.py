@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ...config import ArchConfig
 from ...models.twins import Twins
+from ...sizes import Resolution
 from .data import ProxyData
 from .network import StageChoices, proxy_arch
 from .settings import ProxySettings
@@ -77,7 +78,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
 
 
 def train_proxy(cfg: ArchConfig, proxy: ProxySettings, data: ProxyData, seed: int, device: str = "cpu",
-                on_epoch: Callable[[int, float], None] | None = None, resolution: int | None = None,
+                on_epoch: Callable[[int, float], None] | None = None, resolution: Resolution | None = None,
                 choices: Sequence[StageChoices] | None = None, every_epoch: bool = True) -> ProxyResult:
     """Train the proxy of the full-size `cfg` on `data` and return its validation accuracy.
 
@@ -92,7 +93,8 @@ def train_proxy(cfg: ArchConfig, proxy: ProxySettings, data: ProxyData, seed: in
         torch.manual_seed(seed)
         model = Twins(pcfg)
     model.to(device)
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 or name.startswith("pos_block") else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": proxy.weight_decay},

@@ -104,7 +104,7 @@ def _clean_metrics(m: dict) -> dict:
 
 
 # ---- trials.csv ------------------------------------------------------------------------------------
-def trials_frame(study: optuna.Study, front: set[int] = frozenset(), picked: int | None = None,
+def trials_frame(study: optuna.Study, front: set[int] | frozenset[int] = frozenset(), picked: int | None = None,
                  knee: int | None = None) -> pd.DataFrame:
     trials = study.get_trials(deepcopy=False)
     records = promotions(study)
@@ -317,6 +317,7 @@ def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "kn
     common = _common_meta(study, storage)
     best = None
     if feasible:
+        assert picked is not None and knee is not None  # set above when a trial is feasible
         first, direction = next(iter(objectives.items()))
         order = sorted(front_idx, key=lambda i: rows[i][first], reverse=direction == "maximize")
         hv = hypervolume_history([effective_metrics(t, records.get(t.number)) if _feasible(t) else None

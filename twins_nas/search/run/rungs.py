@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -125,7 +126,7 @@ def select_promotions(trials: Sequence[optuna.trial.FrozenTrial], records: dict[
 class Promoter:
     """Runs the promotion rounds of one process (see the module docstring)."""
 
-    def __init__(self, space: Any, seed: int, device: str, lock: str | Path | ContextManager) -> None:
+    def __init__(self, space: Any, seed: int, device: str, lock: str | Path | AbstractContextManager) -> None:
         self.space, self.seed, self.device = space, seed, device
         self.lock = as_lock(lock)  # the study's (storage.study_lock)
         self.halving = space.halving
@@ -165,7 +166,7 @@ class Promoter:
             res = train_proxy(ArchConfig.from_dict(t.user_attrs["config"]), settings, data,
                               seed=t.user_attrs.get("proxy_seed", 0), device=self.device,
                               resolution=self.space.input_size, choices=self.choices)
-            result = {"accuracy": float(res.accuracy)}
+            result: dict[str, Any] = {"accuracy": float(res.accuracy)}
         except Exception as e:  # noqa: BLE001 (e.g. diverged: recorded, never retried, the study goes on)
             result = {"accuracy": None, "error": error_line(e)}
         result.update(seconds=round(time.perf_counter() - t0, 3), train_samples=settings.train_samples)

@@ -45,7 +45,7 @@ from ...config import ConfigError
 try:
     import fcntl
 except ImportError:  # not POSIX: the check after a trial is created keeps N exact alone
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 STORAGE_FILES = ("study.journal", "study.db")  # in OUT, in the order they are looked for
 ENV_STORAGE = "TWINS_NAS_STORAGE"
@@ -133,7 +133,7 @@ def server_problem(e: BaseException) -> str:
     return mask_password(first)
 
 
-def storage_down(e: BaseException) -> bool:
+def storage_down(e: BaseException | None) -> bool:
     """True when `e` (or what caused it) is a lost or refused database connection: the
     server is down or restarting, not a bad request."""
     seen = set()
@@ -173,6 +173,7 @@ def open_storage(spec: str, heartbeat: int | None = None,
     try:
         if spec.startswith("sqlite:///"):
             return optuna.storages.RDBStorage(spec, engine_kwargs={"connect_args": {"timeout": 60}})
+        beats: dict[str, Any]  # RDBStorage's heartbeat keywords
         beats = {} if not heartbeat else dict(heartbeat_interval=int(heartbeat),
                                               grace_period=GRACE_HEARTBEATS * int(heartbeat),
                                               heartbeat_stale_trial_callback=on_stale)
@@ -225,6 +226,7 @@ class FileLock:
 
     def __exit__(self, *exc: Any) -> None:
         cm, self._cm = self._cm, None
+        assert cm is not None  # set by __enter__
         cm.__exit__(*exc)
 
     def __reduce__(self) -> tuple:  # sent to worker processes as its path

@@ -39,10 +39,11 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ContextManager, TypeVar
+from typing import Any, TypeVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -247,9 +248,9 @@ class WorkerResult:
 
 
 def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[float]], n_trials: int,
-               lock: str | Path | ContextManager, deadline: float | None = None,
+               lock: str | Path | AbstractContextManager, deadline: float | None = None,
                on_trial: Callable[[], None] | None = None,
-               after_complete: Callable[[], None] | None = None,
+               after_complete: Callable[[], object] | None = None,
                patience: float = STORAGE_PATIENCE_S) -> WorkerResult:
     """Run trials of `objective` until the study has `n_trials` COMPLETE trials (exact; see
     the module docstring). `lock`: the study's lock (`storage.study_lock`) or a lock file's
@@ -305,7 +306,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence
         _call(on_trial)
 
 
-def _call(fn: Callable[[], None] | None) -> None:
+def _call(fn: Callable[[], object] | None) -> None:
     """`fn()` unless None; an unreachable database server is left to the next step."""
     if fn is None:
         return
@@ -317,7 +318,7 @@ def _call(fn: Callable[[], None] | None) -> None:
 
 
 def _step(study: optuna.Study, objective: Callable[[optuna.Trial], Sequence[float]], n_trials: int,
-          lock: ContextManager) -> Any:
+          lock: AbstractContextManager) -> Any:
     """One step of `run_worker`: "done", "wait", "surplus", or (trial, state) of a trial run."""
     trial = None
     with lock:

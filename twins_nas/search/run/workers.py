@@ -16,7 +16,8 @@ import queue
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 import optuna
 import torch
@@ -91,7 +92,7 @@ def _worker_entry(payload: dict, results: Any) -> None:
 
 
 def run_worker_processes(space: SearchSpace, settings: SearchSettings, spec: str, device: str, threads: int,
-                         lock: ContextManager, deadline: float | None, study: optuna.Study,
+                         lock: AbstractContextManager, deadline: float | None, study: optuna.Study,
                          constraint_names: dict, on_poll: Callable[[], None]) -> tuple[StopReason, str]:
     """Run `settings.workers` worker processes to the end; (how they stopped, message)."""
     ctx = mp.get_context("spawn")

@@ -38,7 +38,7 @@ import math
 import random
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,8 +92,8 @@ def _parse_pair(item: Any, what: str) -> Pair:
     elif isinstance(item, (list, tuple)) and len(item) == 2 and all(
             isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in item):
         return (int(item[0]), int(item[1]))
-    elif isinstance(item, str) and _PAIR_RE.match(item):
-        m, n = (int(x) for x in _PAIR_RE.match(item).groups())
+    elif isinstance(item, str) and (match := _PAIR_RE.match(item)):
+        m, n = (int(x) for x in match.groups())
         if m > 0 and n > 0:
             return (m, n)
     raise ValueError(f"={_fmt(item)}: a {what} is a positive int n (n x n), a pair [m, n] or a string 'mxn'")
@@ -204,6 +204,7 @@ class StageSpace(_Strict):
                     out.append(f"{p}.embed_dim={d}: not divisible by head_dim={h} (nor into "
                                f"{_heads(d, h)} equal heads); use a multiple of {h}")
         else:
+            assert self.num_heads is not None  # exactly one of head_dim / num_heads (checked above)
             for d, h in itertools.product(self.embed_dim, self.num_heads):
                 if h > 0 and d % h:
                     out.append(f"{p}.embed_dim={d}: not divisible by num_heads={h} "
@@ -311,7 +312,7 @@ class SearchSpace(_Strict):
     def measure_size(self) -> Size:
         """(H, W) at which the full-size model is timed, its memory measured and its GMACs
         counted: ``measure.size``, or the space's resolution when unset."""
-        return tuple(self.measure.size) if self.measure.size is not None else self.input_size
+        return self.measure.size if self.measure.size is not None else self.input_size
 
     # ---- identity ------------------------------------------------------------------------
     @property
@@ -355,12 +356,14 @@ class SearchSpace(_Strict):
             if st.head_dim is not None:
                 heads = _heads(dim, choose(p + "head_dim", st.head_dim))
             else:
+                assert st.num_heads is not None  # exactly one of head_dim / num_heads (validated)
                 heads = choose(p + "num_heads", st.num_heads)
             mlp = choose(p + "mlp_ratio", st.mlp_ratio)
             pattern = choose(p + "pattern", st.pattern)
             kinds = set(block_types(pattern, depth))
             window = None
             if "L" in pattern:
+                assert st.window is not None  # validated: required by a pattern choice with L
                 window = choose(p + "window", st.window) if "L" in kinds else st.window[0]
             sr = choose(p + "sr_ratio", st.sr_ratio) if "G" in kinds else st.sr_ratio[0]
             needs_subsample = "G" in kinds and sr != (1, 1)
@@ -455,11 +458,12 @@ class SearchSpace(_Strict):
         def stage_keys(st: StageSpace, subs: list) -> set:
             keys = set()
             heads = st.head_dim if st.head_dim is not None else st.num_heads
+            assert heads is not None  # exactly one of head_dim / num_heads (validated)
             for patch, depth, dim, h, mlp, pat in itertools.product(
                     st.patch_size, st.depth, st.embed_dim, heads, st.mlp_ratio, st.pattern):
                 nh = _heads(dim, h) if st.head_dim is not None else h
                 kinds = _kinds(pat, depth)
-                windows = st.window if "L" in kinds else [None]
+                windows = st.window if "L" in kinds and st.window is not None else [None]
                 srs = st.sr_ratio if "G" in kinds else [None]
                 for w, sr in itertools.product(windows, srs):
                     for sub in (subs if sr not in (None, (1, 1)) else [None]):
@@ -520,12 +524,12 @@ def _encode_param(name: str, value: Any) -> Any:
 
 def _network_key(cfg: ArchConfig) -> tuple:
     """What makes two configs the same network (ignoring name and classifier size)."""
-    key = [cfg.in_chans, cfg.qkv_bias, cfg.peg]
+    key: list[object] = [cfg.in_chans, cfg.qkv_bias, cfg.peg]
     for s in cfg.stages:
         kinds = tuple(s.block_types)
         sr = s.sr_pair if "G" in kinds else None
         key.append((s.patch_size, s.depth, s.embed_dim, s.num_heads, float(s.mlp_ratio), kinds,
-                    tuple(s.window) if "L" in kinds else None, sr,
+                    s.window if "L" in kinds else None, sr,
                     s.subsample if sr not in (None, (1, 1)) else None))
     return tuple(key)
 
@@ -544,13 +548,13 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     return None
 
 
-SECTIONS = {"measure": MeasureSettings, "proxy": ProxySettings, "halving": HalvingSettings}
+SECTIONS: dict[str, type[BaseModel]] = {"measure": MeasureSettings, "proxy": ProxySettings, "halving": HalvingSettings}
 
 
 def format_space_error(err: ValidationError) -> str:
     """pydantic's report on a space as one line (see `errors.one_line`): `key.path=value:
     problem; valid ...`; a bad key of `objectives` / `constraints` lists the metrics."""
-    def special(e: dict, loc: tuple, rule: str) -> str | None:
+    def special(e: Mapping[str, Any], loc: tuple, rule: str) -> str | None:
         if "[key]" in loc:  # a bad dict key: objectives / constraints name metrics
             return f"{loc_str(loc[:loc.index('[key]')])}: unknown metric; valid metrics: {', '.join(METRICS)}"
         return None
