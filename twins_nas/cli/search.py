@@ -14,6 +14,7 @@ from ..search.evaluate.status import StopReason
 from ..search.pareto import parse_pick
 from ..search.proxy.data import load_proxy_data
 from ..search.report.export import export_study
+from ..search.run.samplers import SAMPLERS
 from ..search.run.settings import SearchSettings
 from ..search.run.storage import DEFAULT_HEARTBEAT_S, ENV_STORAGE, GRACE_HEARTBEATS, describe_storage, resolve_storage
 from ..search.space.measure import MeasureBudget
@@ -105,7 +106,7 @@ def search(
                                           help="torch CPU threads per worker (default: CPU cores // workers)."),
     timeout: float | None = typer.Option(
         None, "--timeout", help="Stop starting trials this many seconds after the start (running ones finish)."),
-    sampler: str = typer.Option("tpe", "--sampler", help="tpe | nsga2 | nsga3 | gp | random."),
+    sampler: str = typer.Option("tpe", "--sampler", help=" | ".join(SAMPLERS) + "."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
                                         help="Override a field of the space file (repeatable): proxy.epochs=1, "
                                              "stages.2.depth=[6,8], constraints.gmacs.max=3."),

@@ -2,7 +2,7 @@
 runs trials until `settings.trials` trials have *finished* (state COMPLETE, constraint-rejected
 ones included: see `objective`), then writes the report with `export.export_study`.
 
-Each job has its module: where the study lives (`storage`), the sampler (`sampler`), the
+Each job has its module: where the study lives (`storage`), the samplers by name (`samplers`), the
 trial loop, statuses and dead trials (`trials`), worker processes and seeds (`workers`), what
 the numbers were measured on (`provenance`) and the report (`export`).
 

@@ -8,20 +8,13 @@ interpolation and normalizes them with the training subset's per-channel mean an
 The validation images are drawn first, so they do not change with `train_samples`, and a
 smaller training subset is contained in a larger one (same seed).
 
-Where the data comes from:
-* `fashion-mnist`: the idx files (`train-images-idx3-ubyte[.gz]`, ...) in `data_root`
-  (or its `FashionMNIST/raw` / `fashion-mnist` sub-folder), then the Debian package's
-  /usr/share/datasets/fashion-mnist, then ~/.cache/twins-nas; failing all, torchvision
-  downloads it into ~/.cache/twins-nas (where a network allows).
-* `cifar10`, `cifar100`: torchvision's data sets in `data_root` or ~/.cache/twins-nas,
-  downloaded there if missing.
-* `imagefolder:PATH`: torchvision's `ImageFolder` on PATH/train if it exists, else PATH; only
-  the selected images are decoded (RGB, shorter side resized, centre-cropped).
+Which data set and where its files are read from: its entry in `datasets.DATASETS`, found
+by `proxy.dataset`; the entry's loader is given `data_root`, the folders system packages
+installed data sets into (`DEBIAN_FASHION_MNIST`) and the download cache (`CACHE_DIR`).
 """
 from __future__ import annotations
 
 import functools
-import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...config import ConfigError
+from ...errors import ConfigError
+from .datasets import LoadRequest, get_dataset
 from .settings import ProxySettings
 
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-CACHE_DIR = Path.home() / ".cache" / "twins-nas"
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # the Debian package dataset-fashion-mnist
+CACHE_DIR = Path.home() / ".cache" / "twins-nas"  # downloads are kept here
 
 
 @dataclass
@@ -49,40 +43,41 @@ class ProxyData:
     val_y: torch.Tensor
 
 
+def load_request(dataset: str, data_root: str | None, resolution: int) -> LoadRequest:
+    """What the loader of `dataset` is asked for, with this machine's folders (read at each
+    call, so they can be pointed elsewhere)."""
+    return LoadRequest(name=dataset, param=dataset.partition(":")[2],
+                       data_root=Path(data_root).expanduser() if data_root else None,
+                       cache_dir=CACHE_DIR, system_dirs={"fashion-mnist": DEBIAN_FASHION_MNIST},
+                       resolution=resolution)
+
+
 def dataset_shape(proxy: ProxySettings) -> tuple[int, int]:
-    """(classes, input channels) of the proxy data set, without loading it."""
-    if proxy.dataset == "fashion-mnist":
-        return 10, 1
-    if proxy.dataset in ("cifar10", "cifar100"):
-        return (10 if proxy.dataset == "cifar10" else 100), 3
-    root = Path(proxy.dataset[len("imagefolder:"):]).expanduser()
-    root = root / "train" if (root / "train").is_dir() else root
-    if not root.is_dir():
-        raise ConfigError(f"proxy.dataset='{proxy.dataset}': no such folder")
-    return sum(1 for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")), 3
+    """(classes, input channels) of the proxy data set, without loading its images."""
+    info = get_dataset(proxy.dataset)
+    if info.num_classes is not None:
+        return info.num_classes, info.in_chans
+    return info.count_classes(load_request(proxy.dataset, proxy.data_root, proxy.resolution)), info.in_chans
 
 
 def load_proxy_data(proxy: ProxySettings, seed: int = 0) -> ProxyData:
     """The proxy data set for these settings (cached per process on the settings that matter
     for the data: data set, root, resolution, sample counts, seed)."""
     return _load_cached(proxy.dataset, proxy.data_root, proxy.resolution, proxy.train_samples,
-                 proxy.val_samples, seed)
+                        proxy.val_samples, seed)
 
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(dataset: str, data_root: str | None, resolution: int, train_samples: int,
-          val_samples: int, seed: int) -> ProxyData:
-    if dataset == "fashion-mnist":
-        images, labels, num_classes = _fashion_mnist(data_root)
-    elif dataset in ("cifar10", "cifar100"):
-        images, labels, num_classes = _cifar(dataset, data_root)
-    elif dataset.startswith("imagefolder:"):
-        return _imagefolder(dataset[len("imagefolder:"):], resolution, train_samples, val_samples, seed)
-    else:
-        raise ConfigError(f"proxy.dataset={dataset!r}: valid data sets are fashion-mnist, cifar10, "
-                          f"cifar100, imagefolder:PATH")
-    tr, va = balanced_split(labels, num_classes, train_samples, val_samples, seed, dataset)
-    return _to_tensors(dataset, num_classes, images[tr], labels[tr], images[va], labels[va], resolution)
+                 val_samples: int, seed: int) -> ProxyData:
+    info = get_dataset(dataset)
+    data = info.load(load_request(dataset, data_root, resolution))
+    num_classes = info.num_classes if info.num_classes is not None else data.num_classes
+    if num_classes is None:
+        raise ConfigError(f"proxy.dataset={dataset!r}: its loader did not say how many classes it has")
+    tr, va = balanced_split(data.labels, num_classes, train_samples, val_samples, seed, dataset)
+    return _to_tensors(dataset, num_classes, data.images(tr), data.labels[tr], data.images(va), data.labels[va],
+                       resolution)
 
 
 def balanced_split(labels: np.ndarray, num_classes: int, train_samples: int, val_samples: int,
@@ -127,93 +122,3 @@ def _to_tensors(name: str, num_classes: int, train_x: np.ndarray, train_y: np.nd
     return ProxyData(name=name, num_classes=num_classes, in_chans=tx.shape[1],
                      train_x=tx, train_y=torch.from_numpy(train_y.astype(np.int64)),
                      val_x=vx, val_y=torch.from_numpy(val_y.astype(np.int64)))
-
-
-# ---- Fashion-MNIST ----------------------------------------------------------------------
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def _find_idx(folder: Path, stem: str) -> Path | None:
-    for name in (stem + ".gz", stem):
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def _fashion_mnist(data_root: str | None) -> tuple[np.ndarray, np.ndarray, int]:
-    folders = []
-    if data_root:
-        r = Path(data_root).expanduser()
-        folders += [r, r / "FashionMNIST" / "raw", r / "fashion-mnist"]
-    folders += [DEBIAN_FASHION_MNIST, CACHE_DIR / "FashionMNIST" / "raw"]
-    for folder in folders:
-        img = _find_idx(folder, "train-images-idx3-ubyte")
-        lab = _find_idx(folder, "train-labels-idx1-ubyte")
-        if img and lab:
-            return _read_idx(img), _read_idx(lab), 10
-    try:
-        from torchvision.datasets import FashionMNIST  # heavy import (torchvision): see README
-        FashionMNIST(str(CACHE_DIR), train=True, download=True)
-    except Exception as e:  # no network, proxy, disk full, ...
-        looked = ", ".join(str(f) for f in folders)
-        raise ConfigError(
-            f"fashion-mnist: train-images-idx3-ubyte[.gz] not found (looked in {looked}) and the download "
-            f"failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); install the Debian "
-            f"package dataset-fashion-mnist or pass --data-root DIR holding the idx files") from None
-    return _fashion_mnist(str(CACHE_DIR))
-
-
-# ---- CIFAR ------------------------------------------------------------------------------
-def _cifar(dataset: str, data_root: str | None) -> tuple[np.ndarray, np.ndarray, int]:
-    from torchvision.datasets import CIFAR10, CIFAR100  # heavy import (torchvision): see README
-    cls, num_classes = (CIFAR10, 10) if dataset == "cifar10" else (CIFAR100, 100)
-    roots = ([Path(data_root).expanduser()] if data_root else []) + [CACHE_DIR]
-    for root in roots:
-        try:
-            ds = cls(str(root), train=True, download=False)
-            return np.asarray(ds.data), np.asarray(ds.targets), num_classes
-        except (RuntimeError, OSError):
-            continue
-    try:
-        ds = cls(str(roots[0]), train=True, download=True)
-        return np.asarray(ds.data), np.asarray(ds.targets), num_classes
-    except Exception as e:
-        looked = ", ".join(str(r) for r in roots)
-        raise ConfigError(
-            f"{dataset}: not found (looked in {looked}) and the download failed ({type(e).__name__}); "
-            f"pass --data-root DIR holding torchvision's {cls.base_folder} folder, or use a machine "
-            f"with network access once") from None
-
-
-# ---- ImageFolder ------------------------------------------------------------------------
-def _imagefolder(path: str, resolution: int, train_samples: int, val_samples: int, seed: int) -> ProxyData:
-    from torchvision.datasets import ImageFolder  # heavy import (torchvision): see README
-    from torchvision.transforms import functional as TF  # heavy import (torchvision): see README
-    root = Path(path).expanduser()
-    if (root / "train").is_dir():
-        root = root / "train"
-    if not root.is_dir():
-        raise ConfigError(f"proxy.dataset='imagefolder:{path}': no such folder")
-    try:
-        ds = ImageFolder(str(root))
-    except (FileNotFoundError, RuntimeError) as e:
-        raise ConfigError(f"proxy.dataset='imagefolder:{path}': {str(e).splitlines()[0]}") from None
-    labels = np.asarray(ds.targets)
-    num_classes = len(ds.classes)
-    tr, va = balanced_split(labels, num_classes, train_samples, val_samples, seed, f"imagefolder:{path}")
-
-    def decode(indices: np.ndarray) -> np.ndarray:
-        out = np.empty((len(indices), resolution, resolution, 3), dtype=np.uint8)
-        for n, i in enumerate(indices):  # once, at load
-            img = ds.loader(ds.samples[i][0]).convert("RGB")
-            img = TF.center_crop(TF.resize(img, resolution), [resolution, resolution])
-            out[n] = np.asarray(img)
-        return out
-
-    return _to_tensors(f"imagefolder:{path}", num_classes, decode(tr), labels[tr], decode(va), labels[va], resolution)

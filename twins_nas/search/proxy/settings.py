@@ -7,9 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from ...numbers import Number
-
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH")
-DATASET_CLASSES = {"fashion-mnist": 10, "cifar10": 10, "cifar100": 100}  # an image folder: its subfolders
+from .datasets import dataset_choices, find_dataset, get_dataset
 
 
 class ProxySettings(BaseModel):
@@ -24,7 +22,8 @@ class ProxySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dataset: str = Field(default="fashion-mnist",
-                         description="fashion-mnist, cifar10, cifar100 or imagefolder:PATH")
+                         description="a data set of the registry (twins_nas.search.proxy.datasets): fashion-mnist, "
+                                     "cifar10, cifar100, imagefolder:PATH or one registered")
     data_root: str | None = Field(default=None, description="where to look for the data set first")
     resolution: StrictInt = Field(default=32, ge=8)
     patch_size: StrictInt | None = Field(
@@ -45,9 +44,9 @@ class ProxySettings(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, v: str) -> str:
-        if v in DATASETS[:3] or (v.startswith("imagefolder:") and len(v) > len("imagefolder:")):
-            return v
-        raise ValueError(f"={v!r}: valid data sets are {', '.join(DATASETS)}")
+        if find_dataset(v) is None:
+            raise ValueError(f"={v!r}: valid data sets are {', '.join(dataset_choices())}")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> ProxySettings:
@@ -56,7 +55,7 @@ class ProxySettings(BaseModel):
         if self.warmup_epochs >= self.epochs:
             problems.append(f"warmup_epochs={self.warmup_epochs:g}: must be less than epochs={self.epochs} "
                             f"(the warm-up would take the whole training)")
-        classes = DATASET_CLASSES.get(self.dataset)
+        classes = get_dataset(self.dataset).num_classes  # None: read from the data
         for name in ("train_samples", "val_samples"):
             n = getattr(self, name)
             if classes is not None and n < classes:

@@ -8,7 +8,7 @@ from pathlib import Path
 from ...config import ConfigError
 from ..pareto import parse_pick
 from ..space.measure import MeasureBudget
-from .samplers import SAMPLERS
+from .samplers import check_sampler
 from .storage import DEFAULT_HEARTBEAT_S
 
 
@@ -39,8 +39,7 @@ class SearchSettings:
             raise ConfigError(f"--trials={self.trials}: must be at least 1")
         if self.workers < 1:
             raise ConfigError(f"--workers={self.workers}: must be at least 1")
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(f"--sampler={self.sampler!r}: valid samplers are {', '.join(SAMPLERS)}")
+        check_sampler(self.sampler)
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads={self.threads}: must be at least 1")
         if not 1 <= self.heartbeat <= 3600:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import multiprocessing as mp
+import pickle
 import queue
 import time
 import warnings
@@ -22,13 +23,15 @@ from typing import Any
 import optuna
 import torch
 
+from ...errors import ConfigError
 from ..evaluate.objective import Evaluator, needs_proxy_data
 from ..evaluate.status import StopReason
 from ..proxy.data import load_proxy_data
+from ..proxy.datasets import get_dataset, register_dataset
 from ..space.measure import MeasureBudget
 from ..space.space import SearchSpace, space_from_dict
 from .rungs import Promoter
-from .samplers import make_sampler
+from .samplers import SAMPLERS, make_sampler, register_sampler
 from .settings import SearchSettings
 from .storage import open_storage
 from .trials import POLL_S, error_line, fail_dead_trials, on_stale_trial, run_worker
@@ -73,6 +76,8 @@ def _worker_entry(payload: dict, results: Any) -> None:
     wid = payload["worker"]
     try:
         prepare_process(payload["threads"])
+        register_sampler(*payload["sampler"])  # the parent's entries, registered there at run time
+        register_dataset(payload["dataset"])
         settings = SearchSettings(**payload["settings"])
         space = space_from_dict(payload["space"], source=payload["space_source"])
         evaluator = make_evaluator(space, settings, payload["device"], payload["constraint_names"])
@@ -99,7 +104,15 @@ def run_worker_processes(space: SearchSpace, settings: SearchSettings, spec: str
     results = ctx.Queue()
     base = dict(settings=_settings_payload(settings), space=space.model_dump(mode="json"),
                 space_source=space.source, spec=spec, device=device, threads=threads, lock=lock,
-                deadline=deadline, constraint_names=constraint_names)
+                deadline=deadline, constraint_names=constraint_names,
+                sampler=(settings.sampler, SAMPLERS[settings.sampler]), dataset=get_dataset(space.proxy.dataset))
+    try:  # registry entries travel by reference: their factory / loader must be importable functions
+        pickle.dumps((base["sampler"], base["dataset"]))
+    except Exception as e:  # noqa: BLE001 (lambdas, closures, ...: say which entry, in one line)
+        raise ConfigError(
+            f"--workers={settings.workers}: sampler {settings.sampler!r} or data set {space.proxy.dataset!r} "
+            f"cannot be sent to worker processes ({type(e).__name__}); register a module-level function as "
+            f"its factory / loader") from None
     procs = [ctx.Process(target=_worker_entry, args=(dict(base, worker=w), results), daemon=False)
              for w in range(settings.workers)]
     for p in procs:
