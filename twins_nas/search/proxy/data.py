@@ -57,6 +57,7 @@ def dataset_shape(proxy: ProxySettings) -> tuple[int, int]:
     info = get_dataset(proxy.dataset)
     if info.num_classes is not None:
         return info.num_classes, info.in_chans
+    assert info.count_classes is not None  # register_dataset refuses an entry with neither
     return info.count_classes(load_request(proxy.dataset, proxy.data_root, proxy.resolution)), info.in_chans
 
 
