@@ -162,10 +162,11 @@ def _fashion_mnist(data_root: str | None) -> tuple[np.ndarray, np.ndarray, int]:
         FashionMNIST(str(CACHE_DIR), train=True, download=True)
     except Exception as e:  # no network, proxy, disk full, ...
         looked = ", ".join(str(f) for f in folders)
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         raise ConfigError(
-            f"fashion-mnist: train-images-idx3-ubyte[.gz] not found (looked in {looked}) and the download "
-            f"failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); install the Debian "
-            f"package dataset-fashion-mnist or pass --data-root DIR holding the idx files") from None
+            lambda name: f"fashion-mnist: train-images-idx3-ubyte[.gz] not found (looked in {looked}) and the "
+            f"download failed ({why}); install the Debian package dataset-fashion-mnist or pass "
+            f"{name('data_root')}=DIR holding the idx files", field="data_root") from None
     return _fashion_mnist(str(CACHE_DIR))
 
 
@@ -185,10 +186,11 @@ def _cifar(dataset: str, data_root: str | None) -> tuple[np.ndarray, np.ndarray,
         return np.asarray(ds.data), np.asarray(ds.targets), num_classes
     except Exception as e:
         looked = ", ".join(str(r) for r in roots)
+        why = type(e).__name__
         raise ConfigError(
-            f"{dataset}: not found (looked in {looked}) and the download failed ({type(e).__name__}); "
-            f"pass --data-root DIR holding torchvision's {cls.base_folder} folder, or use a machine "
-            f"with network access once") from None
+            lambda name: f"{dataset}: not found (looked in {looked}) and the download failed ({why}); "
+            f"pass {name('data_root')}=DIR holding torchvision's {cls.base_folder} folder, or use a machine "
+            f"with network access once", field="data_root") from None
 
 
 # ---- ImageFolder ------------------------------------------------------------------------

@@ -27,4 +27,4 @@ def make_sampler(name: str, seed: int | None, n_trials: int) -> optuna.samplers.
             return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
         if name == "random":
             return optuna.samplers.RandomSampler(seed=seed)
-    raise ConfigError(f"--sampler={name!r}: valid samplers are {', '.join(SAMPLERS)}")
+    raise ConfigError(f"sampler={name!r}: valid samplers are {', '.join(SAMPLERS)}", field="sampler")
