@@ -650,10 +650,13 @@ def space_from_dict(data: Any, source: str = "<memory>", overrides: Sequence[str
     return space
 
 
-def load_space(path: str | Path, overrides: Sequence[str] = ()) -> SearchSpace:
+def load_space(path: str | Path, overrides: Sequence[str] = (), data_root: str | Path | None = None) -> SearchSpace:
     """Read and validate a search-space YAML file; `overrides` are `key.path=value` strings
-    (value parsed as YAML): `proxy.epochs=1`, `stages.2.depth=[6,8]`, `constraints.gmacs.max=3`.
+    (value parsed as YAML): `proxy.epochs=1`, `stages.2.depth=[6,8]`, `constraints.gmacs.max=3`;
+    `data_root` (where the proxy data set lives) sets `proxy.data_root` after them.
     Every problem raises a one-line `ConfigError` naming the file and the key path."""
+    if data_root is not None:
+        overrides = [*overrides, f"proxy.data_root={json.dumps(str(data_root))}"]
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{path}: no such file")
