@@ -1,4 +1,4 @@
-"""The Optuna sampler behind `--sampler`."""
+"""The Optuna sampler a search names (`SearchSettings.sampler`)."""
 from __future__ import annotations
 
 import warnings

@@ -6,7 +6,7 @@ A storage *spec* is an Optuna RDB URL (sqlite:///..., postgresql://..., mysql://
 study in OUT: a SQLite file ``OUT/study.db`` for one worker, a journal file
 ``OUT/study.journal`` with several workers (SQLite is for one process). A storage file an
 earlier run left in OUT is continued whatever the number of workers (`existing_storage_file`:
-one rule, for `search` and `export` alike). `--storage` takes any Optuna RDB URL, a
+one rule, for `search` and `export` alike). `storage` takes any Optuna RDB URL, a
 ``.log`` / ``.journal`` path (journal storage) or a ``.db`` path (SQLite); without it, the
 environment variable ``TWINS_NAS_STORAGE`` (read by the CLI) gives it.
 

@@ -24,7 +24,7 @@ Every error is a one-line `ConfigError` naming the file, the key path, the bad v
 what would be valid, e.g. ``x.yaml: stages[1].pattern='LXG': letters must be L or G``.
 
 Metric names (objectives, constraints) are those of `twins_nas.search.space.metrics`; the legacy
-``gflops`` is accepted for ``gmacs`` (in the file and in `--set` overrides) with a
+``gflops`` is accepted for ``gmacs`` (in the file and in overrides) with a
 DeprecationWarning. The ``measure:`` and ``proxy:`` sections are `MeasureSettings` and
 `ProxySettings` (`twins_nas.search.settings`).
 """
