@@ -11,9 +11,62 @@ from typing import Any
 
 from pydantic import ValidationError
 
+# name(field) -> how a reader writes that argument; name(field, *items): the items of a list argument
+Namer = Callable[..., str]
+
+
+def python_name(field: str, *items: object) -> str:
+    """An argument as a Python caller writes it: `field`, or `field=[items]` for a list argument."""
+    return f"{field}={list(items)!r}" if items else field
+
+
+class ArgText(str):
+    """Text that names arguments, made by `template(name)`: as a str it names them as a Python
+    caller writes them; `render(name)` names them as another reader does (the command line: as
+    its flags). For notes and messages that tell the reader which argument to change."""
+
+    _template: Callable[[Namer], str]
+
+    def __new__(cls, template: Callable[[Namer], str]) -> ArgText:
+        text = super().__new__(cls, template(python_name))
+        text._template = template
+        return text
+
+    def render(self, name: Namer) -> str:
+        return self._template(name)
+
+    def __reduce__(self):  # pickled (to another process) as the plain text
+        return (str, (str(self),))
+
+
+def render_text(text: str, name: Namer) -> str:
+    """`text` with the arguments it names written by `name` (plain text as it is)."""
+    return text.render(name) if isinstance(text, ArgText) else text
+
 
 class ConfigError(ValueError):
-    """One-line error about invalid input data; the message names the field and the rule."""
+    """One-line error about invalid input data; the message names the field and the rule.
+
+    `field` is the argument or field the error is about, when it is about one; the message then
+    starts with it (`field=value: rule`). A message that names further arguments is given as a
+    function `message(name)` that writes each one as `name(field)` (or `name(field, *items)`):
+    `str(error)` names them as a Python caller writes them, `render(name)` as another reader
+    does (the command line: as its flags)."""
+
+    def __init__(self, message: str | Callable[[Namer], str], field: str | None = None) -> None:
+        self.field = field
+        self._message = ArgText(message) if callable(message) else message
+        super().__init__(str(self._message))
+
+    def render(self, name: Namer) -> str:
+        """The message with the arguments it names written by `name`."""
+        if isinstance(self._message, ArgText):
+            return self._message.render(name)
+        text = str(self)
+        rest = text[len(self.field):] if self.field and text.startswith(self.field) else None
+        if rest is not None and rest[:1] in ("", "=", ":", " "):
+            return name(self.field) + rest
+        return text
 
 
 class RenamedWarning(DeprecationWarning):

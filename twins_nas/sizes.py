@@ -48,7 +48,7 @@ def parse_size(value: Any, field: str = "size") -> Size:
     hw, rule = _size_rule(value)
     if hw is None:
         shown = repr(value) if isinstance(value, str) else show_value(value)
-        raise ConfigError(f"{field}={shown}: {rule}")
+        raise ConfigError(f"{field}={shown}: {rule}", field=field)
     return hw
 
 

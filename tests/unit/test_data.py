@@ -92,7 +92,7 @@ def test_missing_data_set_is_one_clear_line(tmp_path, monkeypatch):
                                       batch_size=10))
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("fashion-mnist: ")
-    assert str(tmp_path / "empty") in msg and "dataset-fashion-mnist" in msg and "--data-root" in msg
+    assert str(tmp_path / "empty") in msg and "dataset-fashion-mnist" in msg and "data_root=DIR" in msg
 
 
 def test_imagefolder(tmp_path):

@@ -171,8 +171,8 @@ def test_show_bad_size_is_one_line_exit_2(args, needle):
 def test_summary_gmacs_is_fvcores_count_at_an_odd_non_square_size():
     cfg = tiny_cfg()
     info = summarize(cfg, (45, 77))
-    assert info["size"] == (45, 77) and [r["map"] for r in info["stages"]] == [(11, 19), (5, 9)]
-    assert info["gmacs"] * 1e9 == pytest.approx(count_flops(cfg, (45, 77)).total, abs=0.5)
+    assert info.size == (45, 77) and [r.map for r in info.stages] == [(11, 19), (5, 9)]
+    assert info.gmacs * 1e9 == pytest.approx(count_flops(cfg, (45, 77)).total, abs=0.5)
 
 
 # ---- the search space ----------------------------------------------------------------------------

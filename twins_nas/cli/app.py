@@ -6,9 +6,13 @@ import typer
 
 from .. import __version__
 
+HELP = ("Hardware-aware architecture search over Twins vision transformers (PCPVT / SVT): show an architecture, "
+        "profile its costs over input sizes, retarget it to a deployment size, search a space, export a study's "
+        "report, measure the fidelity of cheap scorers and open a study in the dashboard.")
+
 app = typer.Typer(
     name="twins-nas",
-    help="Hardware-aware architecture search over Twins vision transformers (PCPVT / SVT).",
+    help=HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -21,12 +25,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(help=HELP)
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
-    """Hardware-aware architecture search over Twins vision transformers (PCPVT / SVT).
-
-    show: print an architecture; profile: GMACs, latency and memory vs resolution;
-    search: Optuna accuracy-vs-throughput search with proxy training; export: rewrite a
-    study's reports.
-    """
+    """The root of the command line: its options; each command is in its own module."""

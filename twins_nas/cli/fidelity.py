@@ -1,5 +1,4 @@
-"""`twins-nas fidelity`: how well each cheap scorer ranks architectures (see
-twins_nas.search.fidelity.experiment)."""
+"""`twins-nas fidelity`: `twins_nas.search.fidelity.experiment.fidelity_experiment`."""
 from __future__ import annotations
 
 import math
@@ -10,21 +9,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..hardware import cpu_cores
 from .app import app
-from .common import console, user_errors
-
-
-def default_reference(proxy) -> list[str]:
-    """6x the proxy's training budget: 3x the images, 2x the epochs."""
-    return [f"proxy.train_samples={proxy.train_samples * 3}", f"proxy.epochs={proxy.epochs * 2}"]
+from .common import console, print_notes, user_errors
 
 
 def _fmt(v: float | None, spec: str = ".2f") -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
-@app.command()
+@app.command(short_help="Measure how well each cheap scorer ranks architectures as a longer training does.")
 @user_errors
 def fidelity(
     space_path: Path = typer.Option(..., "--space", metavar="SPACE.yaml", help="The search space."),
@@ -46,28 +39,19 @@ def fidelity(
     threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0 = every core)."),
     png: bool = typer.Option(True, "--png/--no-png", help="Also write fidelity.png (needs Chromium)."),
     stop_after: float | None = typer.Option(None, "--stop-after", min=0, metavar="MINUTES",
-                                               help="Start no new training after this many minutes and write the "
-                                                    "report of what is done (0: only the report); run again to "
-                                                    "continue."),
+                                            help="Start no new training after this many minutes and write the "
+                                                 "report of what is done (0: only the report); run again to "
+                                                 "continue."),
 ) -> None:
     """Rank architectures by every cheap scorer (params, GMACs, zero-cost scores, proxy rungs) and by a
     longer reference training; write fidelity.json/csv and a scatter plot of each scorer vs the reference."""
-    import torch
-
-    from ..search.fidelity.experiment import open_plan, run_fidelity
-    from ..search.space.space import load_space
+    from ..search.fidelity.experiment import FidelitySetup, fidelity_experiment
     t0 = time.perf_counter()
-    space = load_space(space_path, overrides)
-    ref_overrides = list(reference) or default_reference(space.proxy)
-    bad = [r for r in ref_overrides if not r.strip().startswith("proxy.")]
-    if bad:
-        from .common import fail
-        fail(f"--reference {bad[0]!r}: the reference changes the proxy only (proxy.KEY=VALUE)")
-    ref = load_space(space_path, list(overrides) + ref_overrides).proxy
-    open_plan(space, ref, out, archs=archs, pairs=pairs, seeds=seeds, seeded=seeded, seed=seed)
-    torch.set_num_threads(threads or cpu_cores())
-    console.print(f"[bold]fidelity[/] of {space.name} ({space.source}): {archs} architectures + {pairs} pairs; "
-                  f"reference: {', '.join(ref_overrides)}")
+
+    def started(setup: FidelitySetup) -> None:
+        console.print(f"[bold]fidelity[/] of {setup.space.name} ({setup.space.source}): {archs} architectures + "
+                      f"{pairs} pairs; reference: {', '.join(setup.reference_overrides)}")
+
     with Progress(TextColumn("[bold]fidelity[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), TextColumn("{task.description}"), console=console, transient=True) as bar:
         task = bar.add_task("", total=None)
@@ -76,28 +60,29 @@ def fidelity(
             bar.update(task, completed=done, total=total, description=text)
 
         try:
-            summary = run_fidelity(space, ref, out, archs=archs, pairs=pairs, seeds=seeds, seeded=seeded, seed=seed,
-                                   progress=progress, png=png,
-                                   time_limit=None if stop_after is None else stop_after * 60)
+            summary = fidelity_experiment(space_path, overrides, reference, out, archs=archs, pairs=pairs,
+                                          seeds=seeds, seeded=seeded, seed=seed, threads=threads, png=png,
+                                          stop_after=stop_after, started=started, progress=progress)
         except KeyboardInterrupt:
             console.print(f"interrupted: the report of what is done is in {out}/; the same command continues")
             raise typer.Exit(130) from None
-    t = Table(title=f"scorers vs reference ({summary['reference']['budget_x']:.1f}x the proxy budget)")
+    t = Table(title=f"scorers vs reference ({summary.reference.budget_x:.1f}x the proxy budget)")
     for col in ("scorer", "Kendall τ", "τ 95 % CI", "Spearman ρ", "pairs ordered", "s / arch"):
         t.add_column(col, justify="left" if col == "scorer" else "right")
-    for name, s in summary["scorers"].items():
-        ci = s["tau_ci95"]
-        t.add_row(name + (" (default)" if name == summary["default_scorer"] else ""), _fmt(s["kendall_tau"]),
-                  f"[{_fmt(ci[0])}, {_fmt(ci[1])}]", _fmt(s["spearman_rho"]),
-                  _fmt(s["pair_agreement"] * 100 if s["pair_agreement"] == s["pair_agreement"] else None, ".0f") +
-                  f" % of {s['n_pairs']}", _fmt(summary["mean_seconds"].get(name), ".1f"))
+    for name, s in summary.scorers.items():
+        ci = s.tau_ci95
+        t.add_row(name + (" (default)" if name == summary.default_scorer else ""), _fmt(s.kendall_tau),
+                  f"[{_fmt(ci[0])}, {_fmt(ci[1])}]", _fmt(s.spearman_rho),
+                  _fmt(s.pair_agreement * 100 if s.pair_agreement == s.pair_agreement else None, ".0f") +
+                  f" % of {s.n_pairs}", _fmt(summary.mean_seconds.get(name), ".1f"))
     console.print(t)
-    r = summary["reference"]
-    if r["seeded_archs"]:
-        console.print(f"reference seed spread (std over seeds, mean of {r['seeded_archs']} archs): "
-                      f"{_fmt(r['seed_spread_mean'], '.4f')}; τ between two seeds: {_fmt(r['seed_tau'])}")
-    jobs = summary["jobs"]
-    state = "complete" if summary["complete"] else \
-        f"partial: {jobs['done']} of {jobs['total']} scores; run the same command again to continue"
+    r = summary.reference
+    if r.seeded_archs:
+        console.print(f"reference seed spread (std over seeds, mean of {r.seeded_archs} archs): "
+                      f"{_fmt(r.seed_spread_mean, '.4f')}; τ between two seeds: {_fmt(r.seed_tau)}")
+    jobs = summary.jobs
+    state = "complete" if summary.complete or jobs is None else \
+        f"partial: {jobs.done} of {jobs.total} scores; run the same command again to continue"
     console.print(f"wrote fidelity.json, fidelity.csv, fidelity.html to [bold]{out}/[/] ({state}) "
                   f"in {time.perf_counter() - t0:.0f} s")
+    print_notes(summary.notes)

@@ -1,29 +1,25 @@
-"""`twins-nas search` / `twins-nas export` (see twins_nas.search)."""
+"""`twins-nas search` (`twins_nas.search.study.run_search`; with --dry-run
+`twins_nas.search.run.preview.preview_search`) and `twins-nas export`
+(`twins_nas.search.report.export.export_study`)."""
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from ..config import ConfigError
-from ..search.evaluate.objective import constraint_values, measured_metrics, needs_proxy_data
 from ..search.evaluate.status import StopReason
-from ..search.pareto import parse_pick
-from ..search.proxy.data import load_proxy_data
-from ..search.report.export import export_study
+from ..search.report.export import Picked, export_study
+from ..search.run.preview import SearchPreview, preview_search
 from ..search.run.samplers import SAMPLERS
 from ..search.run.settings import SearchSettings
-from ..search.run.storage import DEFAULT_HEARTBEAT_S, ENV_STORAGE, GRACE_HEARTBEATS, describe_storage, resolve_storage
-from ..search.space.measure import MeasureBudget
-from ..search.space.metrics import CHEAP_METRICS, METRICS
+from ..search.run.storage import DEFAULT_HEARTBEAT_S, ENV_STORAGE, GRACE_HEARTBEATS, describe_storage
+from ..search.space.metrics import METRICS
 from ..search.space.space import SearchSpace, load_space
 from ..search.study import run_search
 from ..sizes import format_size
 from .app import app
-from .common import console, err_console, fail, user_errors
+from .common import console, err_console, fail, print_notes, user_errors
 from .display import SearchDisplay
 
 _PICK_HELP = ("Which config goes to best_config.json: 'knee' (the balanced point of the front, default), "
@@ -32,7 +28,7 @@ _PICK_HELP = ("Which config goes to best_config.json: 'knee' (the balanced point
 _SHOWN_METRICS = ("accuracy", "throughput", "latency_ms", "params_m", "gmacs")  # in the 'picked trial' line
 
 
-def _dry_run(space: SearchSpace, settings: SearchSettings, spec: str) -> None:
+def _print_preview(space: SearchSpace, settings: SearchSettings, preview: SearchPreview) -> None:
     console.print(f"[bold]space[/] {space.name} ({space.source}, sha256 {space.hash[:12]}): "
                   f"[bold]{space.size():,}[/] distinct networks")
     console.print("objectives: " + ", ".join(f"{m} ({d})" for m, d in space.objectives.items()) +
@@ -46,26 +42,18 @@ def _dry_run(space: SearchSpace, settings: SearchSettings, spec: str) -> None:
                   f"{space.measure.dtype}, "
                   f"device {settings.device}; proxy: {p.dataset} {p.train_samples}/{p.val_samples} images at "
                   f"{p.resolution} px, {p.epochs} epoch(s), width x{p.width_mult:g}")
-    cheap = set(space.constraints) <= set(CHEAP_METRICS)
-    rng = random.Random(settings.seed)
-    n, ok = 400, 0
-    for _ in range(n):
-        m = measured_metrics(space.random_config(rng), space)
-        ok += all(v <= 0 for v in constraint_values(m, space.constraints).values())
-    if space.constraints:
-        console.print(f"closed-form constraints hold for {100 * ok / n:.0f}% of {n} random configs"
-                      + ("" if cheap else " (timed, zero-cost and accuracy constraints are checked during the search)"))
-    rng = random.Random(settings.seed)
-    for i in range(3):
-        cfg = space.random_config(rng)
-        m = measured_metrics(cfg, space)
-        viol = {k: v for k, v in constraint_values(m, space.constraints).items() if v > 0}
+    if preview.feasible_share is not None:
+        console.print(f"closed-form constraints hold for {100 * preview.feasible_share:.0f}% of {preview.draws} "
+                      "random configs" + ("" if preview.closed_form_only else
+                                          " (timed, zero-cost and accuracy constraints are checked during the search)"))
+    for i, sample in enumerate(preview.samples):
+        m, viol = sample.metrics, sample.violations
         t = Table(title=f"sampled config {i + 1} (seed {settings.seed}): {m['params_m']:.2f} M params, "
                         f"{m['gmacs']:.3f} GMACs, " + ("feasible" if not viol else "breaks " + ", ".join(viol)),
                   title_justify="left")
         for col in ("stage", "depth", "dim", "heads", "mlp", "pattern", "window", "k", "sub-sample"):
             t.add_column(col, justify="right" if col in ("stage", "depth", "dim", "heads", "mlp") else "left")
-        for j, st in enumerate(cfg.stages):
+        for j, st in enumerate(sample.config.stages):
             kinds = st.block_types
             t.add_row(str(j + 1), str(st.depth), str(st.embed_dim), str(st.num_heads), f"{st.mlp_ratio:g}",
                       st.pattern, f"{st.window[0]}x{st.window[1]}" if "L" in kinds and st.window else "-",
@@ -73,16 +61,21 @@ def _dry_run(space: SearchSpace, settings: SearchSettings, spec: str) -> None:
                        f"{st.sr_pair[0]}" if st.sr_pair[0] == st.sr_pair[1] else f"{st.sr_pair[0]}x{st.sr_pair[1]}"),
                       st.subsample if "G" in kinds and st.sr_pair != (1, 1) else "-")
         console.print(t)
-    if needs_proxy_data(space):  # the data set is checked before anything is written
-        data = load_proxy_data(space.proxy, seed=settings.seed)
-        console.print(f"proxy data: {data.name}, {len(data.train_x)} training / {len(data.val_x)} validation "
-                      f"images, {data.num_classes} classes")
+    if preview.data is not None:
+        d = preview.data
+        console.print(f"proxy data: {d.name}, {d.train} training / {d.val} validation images, {d.num_classes} classes")
     console.print(f"would run {settings.trials} trials with {settings.workers} worker(s), sampler "
-                  f"{settings.sampler}, study {settings.study_name!r} in {describe_storage(spec)}, report in "
+                  f"{settings.sampler}, study {settings.study_name!r} in {preview.storage}, report in "
                   f"{settings.out_dir}/ (dry run: nothing written)")
 
 
-@app.command()
+def _picked_line(best: Picked) -> str:
+    m = best.metrics
+    shown = ", ".join(f"{k} {m[k]:.4g}" for k in _SHOWN_METRICS if k in m)
+    return f"picked trial {best.trial} ({best.pick}): {shown}"
+
+
+@app.command(short_help="Search a space for architectures that are both accurate and fast, under its constraints.")
 @user_errors
 def search(
     space: Path = typer.Option(..., "--space", "-s", help="Search-space YAML (see search_spaces/svt.yaml)."),
@@ -129,42 +122,31 @@ def search(
     Writes OUT/best_config.json, pareto.json, trials.csv, pareto.html (+ .png) and keeps the
     study in OUT/study.db: the same command again continues it up to --trials finished trials.
     """
-    if not timing_budget > 0:
-        raise ConfigError(f"--timing-budget={timing_budget}: must be a positive number of seconds")
-
-    if data_root is not None:
-        overrides = list(overrides) + [f"proxy.data_root={json.dumps(str(data_root))}"]
-    sp = load_space(space, overrides)
-    name = study_name or sp.name
-    settings = SearchSettings(trials=trials, study_name=name, out_dir=out or Path("reports") / name,
-                              storage=storage, device=device or sp.measure.device, seed=seed, workers=workers,
-                              timeout=timeout, sampler=sampler, pick=pick, png=png,
-                              budget=MeasureBudget(budget_s=timing_budget), threads=threads, heartbeat=heartbeat)
-    spec = resolve_storage(settings.storage, settings.out_dir, settings.workers)
+    sp = load_space(space, overrides, data_root=data_root)
+    settings = SearchSettings.for_space(sp, trials, study_name=study_name, out_dir=out, device=device,
+                                        timing_budget=timing_budget, storage=storage, seed=seed, workers=workers,
+                                        timeout=timeout, sampler=sampler, pick=pick, png=png, threads=threads,
+                                        heartbeat=heartbeat)
     if dry_run:
-        _dry_run(sp, settings, spec)
+        _print_preview(sp, settings, preview_search(sp, settings))
         return
-    console.print(f"[bold]search[/] {name}: space {sp.source} ({sp.size():,} networks), {trials} trials, "
-                  f"sampler {sampler}, {workers} worker(s), storage {describe_storage(spec)}")
+    console.print(f"[bold]search[/] {settings.study_name}: space {sp.source} ({sp.size():,} networks), {trials} "
+                  f"trials, sampler {sampler}, {workers} worker(s), storage "
+                  f"{describe_storage(settings.storage_spec())}")
     try:
         res = run_search(sp, settings, progress=lambda study: SearchDisplay(err_console, study, sp, trials),
                          status=err_console.status)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         raise typer.Exit(130) from None
-    for note in res.notes:
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    print_notes(res.notes)
     if res.stopped == StopReason.STORAGE:
         fail(f"search stopped: {res.message}; the same command continues it", code=1)
     c = res.counts
     extra = ", ".join(f"{c[k]} {k}" for k in ("infeasible", "pruned", "failed", "surplus") if c[k])
     console.print(f"{res.finished}/{res.target} trials finished" + (f" ({extra})" if extra else ""))
-    best = Path(settings.out_dir) / "best_config.json"
-    if best.is_file():
-        meta = json.loads(best.read_text()).get("meta", {})
-        m = meta.get("metrics", {})
-        shown = ", ".join(f"{k} {m[k]:.4g}" for k in _SHOWN_METRICS if k in m)
-        console.print(f"picked trial {meta.get('trial')} ({meta.get('pick')}): {shown}")
+    if res.best is not None:
+        console.print(_picked_line(res.best))
     for f in res.files:
         console.print(f"  wrote {f}", highlight=False)
     if res.stopped == StopReason.TIMEOUT:
@@ -176,7 +158,7 @@ def search(
         raise typer.Exit(1)
 
 
-@app.command("export")
+@app.command("export", short_help="Rewrite a study's report from its storage, e.g. with another pick rule.")
 @user_errors
 def export(
     study: str = typer.Option(..., "--study",
@@ -191,14 +173,10 @@ def export(
 ) -> None:
     """Rewrite a study's report (best_config.json, pareto.json, trials.csv, pareto.html/png)
     from its storage, e.g. with another --pick."""
-    parse_pick(pick)
     res = export_study(study, out, pick=pick, storage=storage, png=png, strict=True)
-    for note in res["notes"]:
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
-    if res["best"] is None:
+    print_notes(res.notes)
+    if res.best is None:
         fail(f"study {study!r} has no finished feasible trial: nothing to pick")
-    m = res["best"]["metrics"]
-    shown = ", ".join(f"{k} {m[k]:.4g}" for k in _SHOWN_METRICS if k in m)
-    console.print(f"picked trial {res['best']['trial']} ({pick}): {shown}")
-    for f in res["files"]:
+    console.print(_picked_line(res.best))
+    for f in res.files:
         console.print(f"  wrote {f}", highlight=False)

@@ -21,13 +21,25 @@ case applies per stage:
 """
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from ..config import ArchConfig, StageConfig
-from ..sizes import Resolution, as_size
-from .window_optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS, StageOptimum, as_field, stage_optima
+from ..config import ArchConfig, ConfigError, StageConfig, load_config
+from ..sizes import Resolution, Size, as_size, format_size, parse_size
+from .cost_model import FlopReport, analytic_flops, analytic_params, stage_macs
+from .window_optimum import (
+    DEFAULT_MAX_ASPECT,
+    DEFAULT_MIN_KEYS,
+    StageOptimum,
+    as_field,
+    check_rule,
+    gsa_keys,
+    stage_optima,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -81,6 +93,119 @@ def retarget(cfg: ArchConfig, resolution: Resolution, min_keys: int = DEFAULT_MI
         cases.append(weight_change(s, new))
     new_cfg = cfg.replace(stages=stages, name=name if name is not None else f"{cfg.name or 'model'}@{H}x{W}")
     return Retargeted(config=new_cfg, optima=optima, weights=cases)
+
+
+# ---- retargeting a config file, with its costs before and after --------------------------------
+
+class StageTimes(Protocol):
+    """Measured forward time of every stage (as `twins_nas.profile.stage_time.StageTiming`)."""
+
+    @property
+    def stage_ms(self) -> list[float]: ...
+    @property
+    def repeats(self) -> int: ...
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def total_ms(self) -> float: ...
+
+
+# timer(config, size, budget seconds) -> the stages' times (e.g. `profile.stage_time.stage_latency` on a device)
+StageTimer = Callable[[ArchConfig, Size, float], StageTimes]
+
+
+@dataclass(frozen=True)
+class StageChange:
+    """One stage before -> after: its map, LSA window, GSA ratio k and GSA keys per query (None:
+    no such block), how a checkpoint's tensors fit, its MACs and measured ms (None: not timed)."""
+
+    stage: int
+    map: Size
+    window: tuple[Size | None, Size | None]
+    k: tuple[Size | None, Size | None]
+    gsa_keys: tuple[int | None, int | None]
+    weights: str
+    macs: tuple[int, int]
+    ms: tuple[float, float] | None
+
+
+@dataclass(frozen=True)
+class RetargetReport:
+    """A config retargeted to a size (`retarget_config`): the original (`name` as messages show it),
+    the result, the rule it used, per-stage changes, model MACs and params before and after, the
+    measured times (None: not timed) and the JSON it was written to."""
+
+    name: str
+    original: ArchConfig
+    result: Retargeted
+    size: Size
+    min_keys: int
+    max_aspect: float | None
+    keep_weights: bool
+    stages: list[StageChange]
+    flops: tuple[FlopReport, FlopReport]
+    params: tuple[int, int]
+    times: tuple[StageTimes, StageTimes] | None
+    path: Path
+
+    @property
+    def config(self) -> ArchConfig:
+        return self.result.config
+
+    def meta(self) -> dict:
+        """The `meta` entry of the written JSON."""
+        return dict(retargeted_from=self.name, size=list(self.size), min_keys=self.min_keys,
+                    max_aspect=self.max_aspect, keep_weights=self.keep_weights, weights=self.result.weights)
+
+
+def default_path(cfg: ArchConfig) -> Path:
+    """Where a retargeted config goes by default: `<name>@<H>x<W>.json` in the working folder."""
+    assert cfg.name is not None  # retarget_config names the config it makes
+    return Path(re.sub(r"[^\w.@-]+", "_", cfg.name) + ".json")
+
+
+def retarget_config(source: str, size: Resolution | str, min_keys: int = DEFAULT_MIN_KEYS,
+                    max_aspect: float | None = DEFAULT_MAX_ASPECT, keep_weights: bool = False,
+                    index: int | None = None, timer: StageTimer | None = None, budget: float = 20.0,
+                    out: str | Path | None = None,
+                    status: Callable[[str], contextlib.AbstractContextManager] | None = None) -> RetargetReport:
+    """Retarget a preset or config JSON (`source`, entry `index`) to `size` (n, (H, W) or 'HxW'),
+    see `retarget`; count MACs and params before and after, time every stage of both models with
+    `timer` (`budget` seconds each) when given, and write the new config with its `meta` to `out`
+    (default `default_path`). `status(text)` is a context shown while a model is timed."""
+    hw = parse_size(size, field="size")
+    check_rule(min_keys, max_aspect)
+    if not budget > 0:
+        raise ConfigError(f"budget {budget:g}: must be more than 0 seconds", field="budget")
+    cfg = load_config(source, index=index)
+    cfg.stage_sizes(hw)  # one line when too small
+    name = cfg.name or source
+    res = retarget(cfg, hw, min_keys, max_aspect, keep_weights)
+    new = res.config
+    times = None
+    if timer is not None:
+        with (status or contextlib.nullcontext)(f"timing {name} at {format_size(hw)} (budget {budget:g} s)"):
+            before = timer(cfg, hw, budget)
+        with (status or contextlib.nullcontext)(f"timing the retargeted model (budget {budget:g} s)"):
+            times = (before, timer(new, hw, budget))
+    macs_after = stage_macs(new, hw)
+    stages = []
+    for i, (o, s_new) in enumerate(zip(res.optima, new.stages)):
+        win_new = s_new.lsa_window((o.map_h, o.map_w)) if o.window is not None else None
+        k_new = s_new.sr_pair if o.k is not None else None
+        keys_new = None if k_new is None else int(gsa_keys((o.map_h, o.map_w), *k_new))
+        stages.append(StageChange(stage=i + 1, map=(o.map_h, o.map_w), window=(o.window, win_new), k=(o.k, k_new),
+                                  gsa_keys=(o.gsa_keys, keys_new), weights=res.weights[i],
+                                  macs=(o.stage_macs, macs_after[i]),
+                                  ms=None if times is None else (times[0].stage_ms[i], times[1].stage_ms[i])))
+    report = RetargetReport(name=name, original=cfg, result=res, size=hw, min_keys=min_keys, max_aspect=max_aspect,
+                            keep_weights=keep_weights, stages=stages,
+                            flops=(analytic_flops(cfg, hw), analytic_flops(new, hw)),
+                            params=(analytic_params(cfg), analytic_params(new)), times=times,
+                            path=Path(out) if out is not None else default_path(new))
+    new.to_json(report.path, meta=report.meta())
+    return report
 
 
 # ---- checkpoints ---------------------------------------------------------------------------

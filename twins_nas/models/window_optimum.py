@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..config import ArchConfig, StageConfig
+from ..config import ArchConfig, ConfigError, StageConfig
 from ..sizes import Resolution, Size, as_size
 from .cost_model import analytic_flops, stage_macs
 
@@ -48,11 +48,13 @@ def required_keys(size: Size, min_keys: int) -> int:
 
 
 def check_rule(min_keys: int, max_aspect: float | None) -> None:
-    """ValueError (one line) for a rule that cannot be applied."""
+    """A one-line ConfigError (a ValueError) naming the field, for a rule that cannot be applied."""
     if isinstance(min_keys, bool) or not isinstance(min_keys, int) or min_keys < 1:
-        raise ValueError(f"min_keys={min_keys!r}: must be a whole number of keys, at least 1 (default 49 = 7x7)")
+        raise ConfigError(f"min_keys={min_keys!r}: must be a whole number of keys, at least 1 (default 49 = 7x7)",
+                          field="min_keys")
     if max_aspect is not None and not (isinstance(max_aspect, (int, float)) and max_aspect >= 1):
-        raise ValueError(f"max_aspect={max_aspect!r}: must be a number >= 1 (1 = square only) or None")
+        raise ConfigError(f"max_aspect={max_aspect!r}: must be a number >= 1 (1 = square only) or None",
+                          field="max_aspect")
 
 
 def law_side(size: Size) -> float:

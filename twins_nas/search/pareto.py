@@ -1,4 +1,4 @@
-"""The Pareto front of a study, its knee, `--pick` rules and the hypervolume curve.
+"""The Pareto front of a study, its knee, pick rules and the hypervolume curve.
 
 Pure functions on plain data: a *row* is a dict of metric values of one finished, feasible
 trial (`{"accuracy": 0.81, "throughput": 412.0, ...}`) and `objectives` maps metric names to
@@ -8,7 +8,7 @@ trial (`{"accuracy": 0.81, "throughput": 412.0, ...}`) and `objectives` maps met
 * `knee_index(rows, objectives)`: the front point closest to the ideal point once every
   objective is scaled to [0, 1] over the front (1 = the best value on the front): a balanced
   trade-off that needs no weights and works for any number of objectives.
-* `parse_pick(text)` / `select(rule, rows, objectives)`: a `--pick` rule such as
+* `parse_pick(text)` / `select(rule, rows, objectives)`: a pick rule such as
   ``knee``, ``max accuracy where throughput>=500``, ``min latency_ms where accuracy>=0.8 and
   params_m<=20`` or ``best accuracy`` (best = the objective's direction, else the metric's
   natural one). Errors are one-line `ConfigError`s.
@@ -135,7 +135,7 @@ def knee_index(rows: Sequence[Mapping[str, float]], objectives: Mapping[str, str
     return int(front[int(np.argmin(dist))])
 
 
-# ---- --pick rules ----------------------------------------------------------------------------
+# ---- pick rules ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Condition:
     metric: str
@@ -166,45 +166,45 @@ class PickRule:
 def _check_metric(name: str, text: str) -> str:
     name = canonical_metric(name)
     if name not in METRICS:
-        raise ConfigError(f"--pick {text!r}: unknown metric {name!r}; valid metrics: {', '.join(METRICS)}")
+        raise ConfigError(f"pick={text!r}: unknown metric {name!r}; valid metrics: {', '.join(METRICS)}", field="pick")
     return name
 
 
 def parse_pick(text: str) -> PickRule:
-    """Parse a `--pick` rule (see the module docstring); raises a one-line ConfigError."""
+    """Parse a pick rule (see the module docstring); raises a one-line ConfigError."""
     raw = (text or "").strip()
     if not raw:
-        raise ConfigError(f"--pick is empty; expected {PICK_HELP}")
+        raise ConfigError(f"pick is empty; expected {PICK_HELP}", field="pick")
     parts = re.split(r"\s+where(?:\s+|$)", raw, maxsplit=1, flags=re.I)
     head = parts[0].strip()
     tail = parts[1] if len(parts) > 1 else None
     if tail is None and re.search(r"(>=|<=|==|=|>|<)", head):
-        raise ConfigError(f"--pick {raw!r}: conditions go after 'where', e.g. "
-                          f"'max accuracy where throughput>=500'")
+        raise ConfigError(f"pick={raw!r}: conditions go after 'where', e.g. "
+                          f"'max accuracy where throughput>=500'", field="pick")
     words = head.split()
     if not words:
-        raise ConfigError(f"--pick {raw!r}: expected {PICK_HELP}")
+        raise ConfigError(f"pick={raw!r}: expected {PICK_HELP}", field="pick")
     kind = words[0].lower()
     metric = None
     if kind == "knee":
         if len(words) != 1:
-            raise ConfigError(f"--pick {raw!r}: 'knee' takes no metric (use 'max METRIC' to maximise one)")
+            raise ConfigError(f"pick={raw!r}: 'knee' takes no metric (use 'max METRIC' to maximise one)", field="pick")
     elif kind in ("max", "min", "best"):
         if len(words) != 2:
-            raise ConfigError(f"--pick {raw!r}: expected '{kind} METRIC', e.g. '{kind} accuracy'")
+            raise ConfigError(f"pick={raw!r}: expected '{kind} METRIC', e.g. '{kind} accuracy'", field="pick")
         metric = _check_metric(words[1], raw)
     else:
-        raise ConfigError(f"--pick {raw!r}: unknown rule {words[0]!r}; expected {PICK_HELP}")
+        raise ConfigError(f"pick={raw!r}: unknown rule {words[0]!r}; expected {PICK_HELP}", field="pick")
     conds: list[Condition] = []
     if tail is not None:
         pieces = [p for p in re.split(r"\s+and\s+|\s*,\s*", tail.strip(), flags=re.I)]
         if not any(p.strip() for p in pieces):
-            raise ConfigError(f"--pick {raw!r}: 'where' needs a condition such as throughput>=500")
+            raise ConfigError(f"pick={raw!r}: 'where' needs a condition such as throughput>=500", field="pick")
         for p in pieces:
             m = _COND_RE.match(p)
             if not m:
-                raise ConfigError(f"--pick {raw!r}: cannot read condition {p.strip()!r}; write METRIC OP NUMBER "
-                                  f"with OP one of >=, <=, >, <, == (e.g. throughput>=500)")
+                raise ConfigError(f"pick={raw!r}: cannot read condition {p.strip()!r}; write METRIC OP NUMBER "
+                                  f"with OP one of >=, <=, >, <, == (e.g. throughput>=500)", field="pick")
             conds.append(Condition(_check_metric(m.group(1), raw), m.group(2), float(m.group(3))))
     return PickRule(kind=kind, metric=metric, conditions=tuple(conds), text=raw)
 
@@ -221,15 +221,15 @@ def select(rule: PickRule, rows: Sequence[Mapping[str, float]], objectives: Mapp
     measured = {k for r in rows for k, v in r.items() if v is not None}
     for m in sorted(rule.metrics()):
         if m not in measured:
-            raise ConfigError(f"--pick {rule.text!r}: {m} was not measured in this study "
-                              f"(measured: {', '.join(k for k in METRICS if k in measured)})")
+            raise ConfigError(f"pick={rule.text!r}: {m} was not measured in this study "
+                              f"(measured: {', '.join(k for k in METRICS if k in measured)})", field="pick")
     idx = [i for i, r in enumerate(rows) if all(c.holds(r) for c in rule.conditions)]
     if not idx:
         conds = " and ".join(str(c) for c in rule.conditions)
         ranges = "; ".join(
             f"{c.metric} ranges {min(r[c.metric] for r in rows):.4g}..{max(r[c.metric] for r in rows):.4g}"
             for c in dict((c.metric, c) for c in rule.conditions).values())
-        raise NoMatch(f"--pick {rule.text!r}: no finished feasible trial has {conds} ({ranges})")
+        raise NoMatch(f"pick={rule.text!r}: no finished feasible trial has {conds} ({ranges})", field="pick")
     sub = [rows[i] for i in idx]
     if rule.kind == "knee":
         return idx[knee_index(sub, objectives)]

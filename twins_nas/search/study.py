@@ -8,7 +8,7 @@ the numbers were measured on (`provenance`) and the report (`export`).
 
 Resume: the same command again continues the same study (same name and storage) until N
 trials are finished; every finished trial is in the storage the moment it finishes. A study
-continues only with the space it was made from (`--set` overrides included: `SearchSpace.hash`,
+continues only with the space it was made from (overrides included: `SearchSpace.hash`,
 or `SearchSpace.legacy_hash` for a study made when ``gmacs`` was called ``gflops``), the same
 objective directions and, when it times models, the same device.
 
@@ -31,13 +31,14 @@ import optuna
 
 from ..atomic import ensure_dir
 from ..config import ConfigError
+from ..errors import ArgText
 from ..hardware import cpu_cores
 from ..presets import PRESETS, get_preset
 from ..sizes import format_size
 from .evaluate.objective import measured_metrics, needed_metrics, needs_proxy_data, time_model
 from .evaluate.status import StopReason
 from .proxy.data import load_proxy_data
-from .report.export import export_study
+from .report.export import Picked, export_study
 from .run.provenance import library_versions, resolve_search_device
 from .run.rungs import Promoter, promotion_summary, rung_settings
 from .run.samplers import make_sampler
@@ -54,6 +55,9 @@ ProgressFactory = Callable[[optuna.Study], AbstractContextManager[Callable[[], N
 
 @dataclass
 class SearchOutcome:
+    """How a search ended (`stopped`, `message`), the trials it holds, the report files it wrote
+    and the notes on the way."""
+
     study_name: str
     storage: str
     finished: int           # COMPLETE trials in the study
@@ -61,8 +65,9 @@ class SearchOutcome:
     counts: dict            # status -> number of trials in the study
     stopped: StopReason
     message: str = ""
-    files: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    best: Picked | None = None  # the trial in best_config.json (None: no report, or no feasible trial)
 
 
 def open_study(space: SearchSpace, settings: SearchSettings, spec: str, sampler: optuna.samplers.BaseSampler,
@@ -87,20 +92,22 @@ def open_study(space: SearchSpace, settings: SearchSettings, spec: str, sampler:
     ua = study.user_attrs
     if ua.get("space_hash") not in (space.hash, space.legacy_hash):
         if "geometry" not in ((ua.get("space") or {}).get("proxy") or {"geometry": 0}):
-            raise ConfigError(f"{where} trained the older proxy (windows and k clamped to its maps): continue "
-                              f"it with --set proxy.geometry=clamp --set proxy.patch_size=null, or choose "
-                              f"another --study-name / --out")
-        raise ConfigError(f"{where} was created from another space ({ua.get('space_source')}, hash "
-                          f"{str(ua.get('space_hash'))[:12]}) than {space.source} with these --set overrides (hash "
+            raise ConfigError(lambda name: f"{where} trained the older proxy (windows and k clamped to its maps): "
+                              f"continue it with {name('overrides', 'proxy.geometry=clamp', 'proxy.patch_size=null')}, "
+                              f"or choose another {name('study_name')} / {name('out_dir')}", field="overrides")
+        old_hash = str(ua.get("space_hash"))[:12]
+        raise ConfigError(lambda name: f"{where} was created from another space ({ua.get('space_source')}, hash "
+                          f"{old_hash}) than {space.source} with these overrides ({name('overrides')}, hash "
                           f"{space.hash[:12]}); continue it with the same space and overrides, or choose another "
-                          f"--study-name / --out")
+                          f"{name('study_name')} / {name('out_dir')}", field="overrides")
     if [d.name.lower() for d in study.directions] != directions:
         raise ConfigError(f"{where} has objective directions {[d.name.lower() for d in study.directions]}, "
                           f"the space {directions}")
     old = (ua.get("measure") or {}).get("device")
     if old and old != device_label and needed_metrics(space) & set(TIMED_METRICS):
-        raise ConfigError(f"{where} measured throughput on {old!r}; this run would measure on {device_label!r} "
-                          f"(not comparable): use the same --device or another --study-name")
+        raise ConfigError(lambda name: f"{where} measured throughput on {old!r}; this run would measure on "
+                          f"{device_label!r} (not comparable): use the same {name('device')} or another "
+                          f"{name('study_name')}", field="device")
     return study, False
 
 
@@ -149,14 +156,15 @@ def _existing_trials(spec: str, study_name: str) -> int:
 
 def _resume_notes(study: optuna.Study, created: bool, spec: str, device: str, threads: int, workers: int) -> list[str]:
     """Notes on the storage, and on how this run's measurements compare with the study's."""
-    notes = []
+    notes: list[str] = []
     if workers > 1 and spec.startswith("sqlite:"):
-        notes.append("SQLite with several worker processes may fail with 'database is locked'; a journal "
-                     "file (--storage study.journal) is safer")
+        notes.append(ArgText(lambda name: "SQLite with several worker processes may fail with 'database is "
+                             f"locked'; a journal file ({name('storage')} study.journal) is safer"))
     old_threads = (study.user_attrs.get("measure") or {}).get("threads")
     if not created and device == "cpu" and old_threads not in (None, threads):
-        notes.append(f"earlier trials were timed with {old_threads} CPU thread(s), these with {threads} "
-                     f"(--workers {workers} on {cpu_cores()} cores): throughputs are not quite comparable")
+        notes.append(ArgText(lambda name: f"earlier trials were timed with {old_threads} CPU thread(s), these "
+                             f"with {threads} ({name('workers')} {workers} on {cpu_cores()} cores): throughputs "
+                             "are not quite comparable"))
     return notes
 
 
@@ -234,5 +242,5 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
                             message=message, notes=notes)
     if export and study.get_trials(deepcopy=False):
         rep = export_study(study, settings.out_dir, pick=settings.pick, storage=spec, png=settings.png, strict=False)
-        outcome.files, outcome.notes = rep["files"], notes + rep["notes"]
+        outcome.files, outcome.notes, outcome.best = rep.files, notes + rep.notes, rep.best
     return outcome

@@ -30,13 +30,13 @@ form already breaks it): the trial COMPLETES at once with the violation recorded
 *penalised* objective values (0 for a maximised metric that was not measured, the worst
 value seen so far for a minimised one, the measured value otherwise), so every sampler (TPE,
 NSGA-II/III, GP) learns where the feasible region is. Such a trial has
-``status = "infeasible"``, is never trained, counts toward ``--trials`` like any finished
+``status = "infeasible"``, is never trained, counts toward ``settings.trials`` like any finished
 trial and is never on the front or picked.
 
 Early stop: Optuna cannot prune multi-objective studies, so after every proxy epoch but the
 last, a trial whose validation accuracy is more than 5 points below the 10th percentile of
 its finished peers at the same epoch (at least 8 of them) raises ``optuna.TrialPruned``
-(``status = "pruned"``; it does not count toward ``--trials``).
+(``status = "pruned"``; it does not count toward ``settings.trials``).
 
 Everything a trial learns goes to its user attributes as soon as it is known (a trial that
 fails half-way keeps what it measured): ``config`` (the full ArchConfig dict), ``metrics``,

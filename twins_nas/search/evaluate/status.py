@@ -28,7 +28,7 @@ class StopReason(_StrEnum):
     """Why a run of trials (one process, a worker or all of them) stopped."""
 
     DONE = "done"                # the study has its N finished trials
-    TIMEOUT = "timeout"          # --timeout passed: running trials finished, no new ones started
+    TIMEOUT = "timeout"          # settings.timeout passed: running trials finished, no new ones started
     FAILING = "failing"          # too many trials failed in a row
     CRASHED = "crashed"          # a worker process died or raised
     INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM: the running trial is failed, the report written

@@ -25,8 +25,8 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,6 +37,7 @@ from scipy import stats
 from ...atomic import atomic_path, ensure_dir, write_text
 from ...config import ArchConfig, ConfigError
 from ...figures import FigureFiles, write_figure
+from ...hardware import cpu_cores
 from ...sizes import Resolution
 from ..evaluate.objective import constraint_values, measured_metrics
 from ..evaluate.zero_cost import NASWOT_BATCH, SCORES, scoring_batch, zero_cost_scores
@@ -44,7 +45,7 @@ from ..proxy.data import load_proxy_data
 from ..proxy.settings import ProxySettings
 from ..proxy.train import train_proxy
 from ..run.rungs import rung_settings
-from ..space.space import SearchSpace
+from ..space.space import SearchSpace, load_space
 
 PLAN_VERSION = 1
 CHEAP_SCORERS = ("params", "gmacs")
@@ -58,6 +59,78 @@ class Job:
     scorer: str
     seed: int
     settings: str = ""   # digest of the proxy settings a trained scorer used ("" otherwise)
+
+
+@dataclass(frozen=True)
+class ScorerFidelity:
+    """How one scorer ranks the random architectures against the reference (Kendall tau-b with
+    its bootstrap 95 % interval, Spearman rho; NaN where undefined) and the share of controlled
+    pairs it orders as the reference does."""
+
+    kendall_tau: float
+    spearman_rho: float
+    tau_ci95: list[float]
+    pair_agreement: float
+    n_archs: int
+    n_pairs: int
+
+
+@dataclass(frozen=True)
+class ReferenceFidelity:
+    """The reference training: its proxy settings, its budget as a multiple of the proxy's, and
+    its seed noise (mean std over seeds, tau between two seeds) over `seeded_archs` archs."""
+
+    settings: dict[str, Any]
+    budget_x: float
+    seed_spread_mean: float | None
+    seed_tau: float
+    seeded_archs: int
+
+
+@dataclass(frozen=True)
+class JobCount:
+    """Scores computed of those the plan asks for."""
+
+    done: int
+    total: int
+
+
+@dataclass
+class FidelitySummary:
+    """The fidelity report (fidelity.json is `to_dict()`): per scorer its agreement with the
+    reference, per architecture and pair its scores, the reference, the space, the mean seconds
+    per score of each scorer, and how much of the plan is done. `summary["key"]` reads a field."""
+
+    default_scorer: str
+    scorers: dict[str, ScorerFidelity]
+    archs: list[dict[str, Any]]     # id, kind, config, scores, reference_seeds, reference_spread
+    pairs: list[dict[str, Any]]     # the plan's pair, a_scores, b_scores, identical
+    reference: ReferenceFidelity
+    space: dict[str, Any]
+    mean_seconds: dict[str, float]
+    complete: bool | None = None
+    jobs: JobCount | None = None
+    notes: list[str] = field(default_factory=list)  # what was skipped and why (not a result)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as plain data (NaN kept; fidelity.json writes it as null), notes left out."""
+        data = asdict(self)
+        del data["notes"]
+        return data
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+@dataclass(frozen=True)
+class FidelitySetup:
+    """What a fidelity run measures: the space, the reference proxy settings and the overrides
+    they came from, and the output folder."""
+
+    space: SearchSpace
+    reference: ProxySettings
+    reference_overrides: list[str]
+    out_dir: Path
 
 
 def _digest(obj) -> str:
@@ -148,8 +221,9 @@ def draw_plan(space: SearchSpace, archs: int, pairs: int, seed: int) -> dict:
             arch_id = f"a{len(plan['archs']):03d}"
             plan["archs"].append(dict(id=arch_id, kind="random", config=cfg.model_dump(mode="json")))
     if len(plan["archs"]) < archs:
-        raise ConfigError(f"{space.source}: only {len(plan['archs'])} distinct architectures meet the constraints; "
-                          f"ask for fewer --archs")
+        found = len(plan["archs"])
+        raise ConfigError(lambda name: f"{space.source}: only {found} distinct architectures meet the constraints; "
+                          f"ask for fewer {name('archs')}", field="archs")
     slots = [(f, i) for f in PAIR_FIELDS for i in range(len(space.stages))]
     rng.shuffle(slots)
     slots.sort(key=lambda s: PAIR_FIELDS.index(s[0]))       # fields in turn, stages shuffled
@@ -175,8 +249,10 @@ def draw_plan(space: SearchSpace, archs: int, pairs: int, seed: int) -> dict:
             plan["archs"].append(dict(id=pid, kind="pair", config=cfg.model_dump(mode="json")))
         plan["pairs"].append(dict(id=f"p{j:03d}", a=ids[0], b=ids[1], field=field, stage=stage))
     if len(plan["pairs"]) < pairs:
-        raise ConfigError(f"{space.source}: found only {len(plan['pairs'])} controlled pairs (the space has few "
-                          f"window / k / pattern / sub-sampling choices); ask for fewer --pairs")
+        found = len(plan["pairs"])
+        raise ConfigError(lambda name: f"{space.source}: found only {found} controlled pairs (the space has few "
+                          f"window / k / pattern / sub-sampling choices); ask for fewer {name('pairs')}",
+                          field="pairs")
     return plan
 
 
@@ -251,9 +327,10 @@ def open_plan(space: SearchSpace, reference: ProxySettings, out_dir: Path, archs
     if plan_path.is_file():
         plan = json.loads(plan_path.read_text())
         if plan.get("settings") != settings:
-            raise ConfigError(f"{out_dir}: holds a fidelity run with other settings (the space's choices or "
-                              f"constraints, --reference, --archs, --pairs, --seeds or --seed); continue it with the "
-                              f"same ones or use another --out")
+            raise ConfigError(lambda name: f"{out_dir}: holds a fidelity run with other settings (the space's "
+                              f"choices or constraints, {name('reference')}, {name('archs')}, {name('pairs')}, "
+                              f"{name('seeds')} or {name('seed')}); continue it with the same ones or use another "
+                              f"{name('out_dir')}", field="out_dir")
         return plan
     plan = dict(version=PLAN_VERSION, settings=settings, space=space.model_dump(mode="json"),
                 **draw_plan(space, archs, pairs, seed))
@@ -264,7 +341,7 @@ def open_plan(space: SearchSpace, reference: ProxySettings, out_dir: Path, archs
 def run_fidelity(space: SearchSpace, reference: ProxySettings, out_dir: Path, archs: int = 30, pairs: int = 10,
                  seeds: int = 2, seeded: int = 10, seed: int = 0,
                  progress: Callable[[int, int, str], None] | None = None, png: bool = True,
-                 time_limit: float | None = None) -> dict:
+                 time_limit: float | None = None) -> FidelitySummary:
     """Score the plan's architectures (continuing `out_dir` when it holds the same plan) and
     write fidelity.json / fidelity.csv; returns the summary (its `notes`: what was skipped and
     why, e.g. fidelity.png without a Chromium). `progress(done, total, what)`.
@@ -288,8 +365,8 @@ def run_fidelity(space: SearchSpace, reference: ProxySettings, out_dir: Path, ar
     finally:  # finished, out of time or interrupted: the report of what is done so far
         current = {j: done[j] for j in jobs if j in done}   # results of other proxy settings are not used
         summary = summarize(plan, current, names, default_scorer(space), space, reference)
-        summary["complete"] = len(current) == len(jobs)
-        summary["jobs"] = {"done": len(current), "total": len(jobs)}
+        summary.complete = len(current) == len(jobs)
+        summary.jobs = JobCount(done=len(current), total=len(jobs))
         write_outputs(summary, out_dir, png=png)
     return summary
 
@@ -333,8 +410,8 @@ def _budget(p: ProxySettings) -> int:
 
 
 def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default: str, space: SearchSpace,
-              reference: ProxySettings) -> dict:
-    """fidelity.json as a dict (see the module docstring)."""
+              reference: ProxySettings) -> FidelitySummary:
+    """The report of `results` (see the module docstring); `complete` and `jobs` are left unset."""
     values: dict[str, dict[str, list[float]]] = {}
     for job, rec in results.items():
         v = rec.get("value")
@@ -379,9 +456,9 @@ def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default:
                 ref_order = np.sign(ma["reference"] - mb["reference"])
                 got = np.sign(ma[s] - mb[s])
                 agree.append(0.5 if got == 0 else float(got == ref_order))
-        out_scorers[s] = dict(kendall_tau=tau, spearman_rho=rho, tau_ci95=ci,
-                              pair_agreement=float(np.mean(agree)) if agree else math.nan,
-                              n_archs=len(ids), n_pairs=len(agree))
+        out_scorers[s] = ScorerFidelity(kendall_tau=tau, spearman_rho=rho, tau_ci95=ci,
+                                        pair_agreement=float(np.mean(agree)) if agree else math.nan,
+                                        n_archs=len(ids), n_pairs=len(agree))
     pairs = []
     for p in plan["pairs"]:
         ma, mb = mean.get(p["a"], {}), mean.get(p["b"], {})
@@ -396,14 +473,15 @@ def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default:
     for job, rec in results.items():
         seconds[job.scorer] = seconds.get(job.scorer, 0.0) + rec.get("seconds", 0.0)
     counts = {s: sum(1 for j in results if j.scorer == s) for s in scorers}
-    return dict(
+    return FidelitySummary(
         default_scorer=default, scorers=out_scorers, archs=archs, pairs=pairs,
-        reference=dict(settings=reference.model_dump(mode="json", exclude={"data_root"}),
-                       budget_x=_budget(reference) / _budget(space.proxy),
-                       seed_spread_mean=float(np.mean([a["reference_spread"] for a in seeded])) if seeded else None,
-                       seed_tau=noise, seeded_archs=len(seeded)),
+        reference=ReferenceFidelity(
+            settings=reference.model_dump(mode="json", exclude={"data_root"}),
+            budget_x=_budget(reference) / _budget(space.proxy),
+            seed_spread_mean=float(np.mean([a["reference_spread"] for a in seeded])) if seeded else None,
+            seed_tau=noise, seeded_archs=len(seeded)),
         space=dict(name=space.name, source=space.source, hash=space.hash, proxy=space.proxy.model_dump(mode="json")),
-        mean_seconds={s: seconds.get(s, 0.0) / max(1, counts[s]) for s in scorers}, complete=None)
+        mean_seconds={s: seconds.get(s, 0.0) / max(1, counts[s]) for s in scorers})
 
 
 def _clean(x):
@@ -417,23 +495,24 @@ def _clean(x):
     return x
 
 
-def write_outputs(summary: dict, out_dir: Path, png: bool = True) -> list[Path]:
+def write_outputs(summary: FidelitySummary, out_dir: Path, png: bool = True) -> list[Path]:
     """fidelity.json, fidelity.csv (one row per architecture) and fidelity.html/.png (each
     scorer against the reference; the page loads the plotly.min.js written beside it).
     Returns the files written; what was skipped and why (no Chromium, a failing one: no PNG)
-    is put in `summary["notes"]`, after fidelity.json is written (the notes are not results)."""
+    is put in `summary.notes` (the notes are not results: fidelity.json leaves them out)."""
     import pandas as pd
     out_dir = Path(out_dir)
+    data = summary.to_dict()
     files = []
-    write_text(out_dir / "fidelity.json", json.dumps(_clean(summary), indent=1) + "\n")
+    write_text(out_dir / "fidelity.json", json.dumps(_clean(data), indent=1) + "\n")
     files.append(out_dir / "fidelity.json")
     rows = [dict(id=a["id"], kind=a["kind"], **a["scores"], reference_spread=a["reference_spread"])
-            for a in summary["archs"]]
+            for a in data["archs"]]
     with atomic_path(out_dir / "fidelity.csv") as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
     files.append(out_dir / "fidelity.csv")
-    written = _figure(summary, out_dir, png)
-    summary["notes"] = written.notes
+    written = _figure(data, out_dir, png)
+    summary.notes = written.notes
     return files + written.files
 
 
@@ -465,3 +544,40 @@ def _figure(summary: dict, out_dir: Path, png: bool) -> FigureFiles:
                             f"{summary['default_scorer']})", height=330 * rows + 80, width=1400,
                       template="plotly_white")
     return write_figure(fig, out_dir / "fidelity.html", out_dir / "fidelity.png" if png else None)
+
+
+# ---- the whole experiment from a space file ------------------------------------------------------
+def default_reference(proxy: ProxySettings) -> list[str]:
+    """The reference's overrides when none are given: 6x the proxy's training budget (3x the
+    images, 2x the epochs)."""
+    return [f"proxy.train_samples={proxy.train_samples * 3}", f"proxy.epochs={proxy.epochs * 2}"]
+
+
+def fidelity_experiment(space_file: str | Path, overrides: Sequence[str] = (), reference: Sequence[str] = (),
+                        out_dir: str | Path = "fidelity", archs: int = 30, pairs: int = 10, seeds: int = 2,
+                        seeded: int = 10, seed: int = 0, threads: int = 0, png: bool = True,
+                        stop_after: float | None = None,
+                        started: Callable[[FidelitySetup], None] | None = None,
+                        progress: Callable[[int, int, str], None] | None = None) -> FidelitySummary:
+    """The rank-fidelity experiment of a space file (`overrides` applied; what `twins-nas
+    fidelity` runs): the reference trains the proxy with the `reference` overrides (``proxy.``
+    keys only; default `default_reference`), the plan is opened in `out_dir` (a run there with
+    the same settings continues), torch uses `threads` CPU threads (0: every core), then
+    `run_fidelity` scores it; `stop_after` minutes: no new job after that (0: only the report).
+    `started(setup)` is called once the inputs are checked, before any training."""
+    import torch  # heavy import: see README
+
+    space = load_space(space_file, overrides)
+    ref_overrides = list(reference) or default_reference(space.proxy)
+    bad = [r for r in ref_overrides if not r.strip().startswith("proxy.")]
+    if bad:
+        raise ConfigError(f"reference={bad[0]!r}: the reference changes the proxy only (proxy.KEY=VALUE)",
+                          field="reference")
+    ref = load_space(space_file, [*overrides, *ref_overrides]).proxy
+    out_dir = Path(out_dir)
+    open_plan(space, ref, out_dir, archs=archs, pairs=pairs, seeds=seeds, seeded=seeded, seed=seed)
+    torch.set_num_threads(threads or cpu_cores())
+    if started is not None:
+        started(FidelitySetup(space=space, reference=ref, reference_overrides=ref_overrides, out_dir=out_dir))
+    return run_fidelity(space, ref, out_dir, archs=archs, pairs=pairs, seeds=seeds, seeded=seeded, seed=seed,
+                        progress=progress, png=png, time_limit=None if stop_after is None else stop_after * 60)

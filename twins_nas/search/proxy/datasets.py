@@ -169,10 +169,11 @@ def load_fashion_mnist(request: LoadRequest) -> TrainingSet:
         FashionMNIST(str(request.cache_dir), train=True, download=True)
     except Exception as e:  # no network, proxy, disk full, ...
         looked = ", ".join(str(f) for f in folders)
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         raise ConfigError(
-            f"fashion-mnist: train-images-idx3-ubyte[.gz] not found (looked in {looked}) and the download "
-            f"failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); install the Debian "
-            f"package dataset-fashion-mnist or pass --data-root DIR holding the idx files") from None
+            lambda name: f"fashion-mnist: train-images-idx3-ubyte[.gz] not found (looked in {looked}) and the "
+            f"download failed ({why}); install the Debian package dataset-fashion-mnist or pass "
+            f"{name('data_root')}=DIR holding the idx files", field="data_root") from None
     found = _read_fashion_mnist([request.cache_dir / "FashionMNIST" / "raw"])
     if found is None:
         raise ConfigError(f"fashion-mnist: the download into {request.cache_dir} left no idx files")
@@ -197,10 +198,11 @@ def load_cifar(class_name: str, request: LoadRequest) -> TrainingSet:
         return TrainingSet.of(ds.data, ds.targets)
     except Exception as e:
         looked = ", ".join(str(r) for r in roots)
+        why = type(e).__name__
         raise ConfigError(
-            f"{request.name}: not found (looked in {looked}) and the download failed ({type(e).__name__}); "
-            f"pass --data-root DIR holding torchvision's {cls.base_folder} folder, or use a machine "
-            f"with network access once") from None
+            lambda name: f"{request.name}: not found (looked in {looked}) and the download failed ({why}); "
+            f"pass {name('data_root')}=DIR holding torchvision's {cls.base_folder} folder, or use a machine "
+            f"with network access once", field="data_root") from None
 
 
 # ---- ImageFolder ------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from optuna.trial import TrialState
 
 from ...atomic import atomic_path, ensure_dir, write_text
 from ...config import SCHEMA_VERSION, ArchConfig, ConfigError
+from ...errors import ArgText, Namer
 from ...figures import write_figure
 from ..evaluate.status import TrialStatus
 from ..optuna_compat import storage_url
@@ -61,7 +63,8 @@ def load_study_for_export(study_name: str, storage: str) -> optuna.Study:
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)]
         have = f"; it holds: {', '.join(names)}" if names else "; it holds no study"
-        raise ConfigError(f"--study {study_name!r}: no such study in {describe_storage(storage)}{have}") from None
+        raise ConfigError(f"study={study_name!r}: no such study in {describe_storage(storage)}{have}",
+                          field="study") from None
 
 
 def _objectives(study: optuna.Study) -> dict[str, str]:
@@ -262,28 +265,49 @@ def pareto_figure(df: pd.DataFrame, objectives: dict[str, str], presets: dict, h
 
 
 # ---- the export ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Picked:
+    """The trial written to best_config.json: its number, metrics and the pick rule that chose it
+    (``knee`` where the rule asked for matched no trial and the export is not strict)."""
+
+    trial: int
+    metrics: dict[str, float]
+    pick: str
+
+
+@dataclass
+class ExportResult:
+    """What `export_study` wrote (paths), its notes (a skipped figure, a pick that fell back to
+    the knee, ...) and the picked trial (None: no finished feasible trial yet)."""
+
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    best: Picked | None = None
+
+
 def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "knee",
-                 storage: str | None = None, png: bool = True, strict: bool = True) -> dict:
+                 storage: str | None = None, png: bool = True, strict: bool = True) -> ExportResult:
     """Write best_config.json, pareto.json, trials.csv, pareto.html (+ .png) for a study
     (an `optuna.Study`, or a study name with `storage`; without one, the storage file a search
-    left in `out_dir`, see `storage.existing_storage_file`). With `strict`, a `pick` rule no
-    trial satisfies raises ConfigError; otherwise the knee is taken and a note says so.
-    Returns {"files": [...], "notes": [...], "best": {"trial", "metrics"} or None}."""
+    left in `out_dir`, see `storage.existing_storage_file`). The `pick` rule is checked first.
+    With `strict`, a `pick` rule no trial satisfies raises ConfigError; otherwise the knee is
+    taken and a note says so."""
+    rule = parse_pick(pick)
     if isinstance(study, str):
         if storage is None:
             found = existing_storage_file(Path(out_dir))
             if found is None:
                 out = Path(out_dir)
-                raise ConfigError(f"--storage not given and neither {out / 'study.db'} nor {out / 'study.journal'} "
-                                  f"exists; pass --storage URL_OR_FILE")
+                raise ConfigError(lambda name: f"{name('storage')} not given and neither {out / 'study.db'} nor "
+                                  f"{out / 'study.journal'} exists; pass {name('storage')} URL_OR_FILE",
+                                  field="storage")
             storage = str(found)
         spec = resolve_storage(storage, Path(out_dir))
         path = storage_file(spec)
         if path is not None and not path.is_file():
-            raise ConfigError(f"--storage {storage}: no such file")
+            raise ConfigError(f"storage {storage}: no such file", field="storage")
         study = load_study_for_export(study, spec)
         storage = spec
-    rule = parse_pick(pick)
     out = Path(out_dir)
     ensure_dir(out)
     objectives = _objectives(study)
@@ -295,7 +319,7 @@ def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "kn
     feasible = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
     records = promotions(study)
     rows = [effective_metrics(t, records.get(t.number)) for t in feasible]
-    front_idx, knee, picked = [], None, None
+    front_idx, knee, picked, pick_note = [], None, None, None
     if feasible:
         mask = pareto_mask(rows, objectives)
         front_idx = [i for i in range(len(rows)) if mask[i]]
@@ -305,7 +329,10 @@ def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "kn
         except NoMatch as e:
             if strict:
                 raise
-            notes.append(f"{e}; picked the knee instead")
+            def knee_instead(name: Namer, e: NoMatch = e) -> str:
+                return f"{e.render(name)}; picked the knee instead"
+            pick_note = ArgText(knee_instead)
+            notes.append(pick_note)
             picked = knee
     else:
         notes.append("no finished feasible trial yet: best_config.json and pareto.json not written")
@@ -324,11 +351,11 @@ def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "kn
                                   for t in study.get_trials(deepcopy=False)], objectives)
         t = feasible[picked]
         cfg = ArchConfig.from_dict(t.user_attrs["config"])
-        note = [n for n in notes if n.startswith("--pick")]
-        best = {"trial": t.number, "metrics": _clean_metrics(rows[picked])}
-        meta = dict(common, kind="best_config", pick=rule.text if not note else "knee", pick_note=note[0] if note
-                    else None, trial=t.number, on_front=picked in front_idx, knee=picked == knee,
-                    metrics=best["metrics"], seconds=t.user_attrs.get("seconds", {}),
+        best = Picked(trial=t.number, metrics=_clean_metrics(rows[picked]),
+                      pick=rule.text if pick_note is None else "knee")
+        meta = dict(common, kind="best_config", pick=best.pick, pick_note=None if pick_note is None else str(pick_note),
+                    trial=t.number, on_front=picked in front_idx, knee=picked == knee,
+                    metrics=best.metrics, seconds=t.user_attrs.get("seconds", {}),
                     epoch_accuracies=t.user_attrs.get("epoch_accuracies", []),
                     params=t.params, hypervolume=hv[-1] if hv else None)
         cfg.to_json(out / "best_config.json", meta=meta)
@@ -363,5 +390,5 @@ def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "kn
     written = write_figure(fig, out / "pareto.html", out / "pareto.png" if png else None, width=1400, height=620)
     files += written.files
     notes += written.notes
-    return {"files": [str(f) for f in files], "notes": notes, "best": best}
+    return ExportResult(files=[str(f) for f in files], notes=notes, best=best)
 

@@ -21,7 +21,7 @@ def resolve_search_device(device: str) -> tuple[str, str]:
     try:
         dev = resolve_device(device)
     except (ValueError, RuntimeError) as e:
-        raise ConfigError(f"--device={device!r}: {e}") from None
+        raise ConfigError(f"device={device!r}: {e}", field="device") from None
     if dev.type == "cuda":
         idx = dev.index if dev.index is not None else torch.cuda.current_device()
         return f"cuda:{idx}", torch.cuda.get_device_name(idx)

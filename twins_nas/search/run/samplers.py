@@ -1,4 +1,4 @@
-"""The Optuna samplers behind `--sampler`, by name.
+"""The Optuna samplers a search names (`SearchSettings.sampler`), by name.
 
 `SAMPLERS` maps each name to a factory `(seed, n_trials) -> optuna sampler`; `--sampler`,
 `SearchSettings` and `make_sampler` accept exactly its names. Adding a sampler is one
@@ -36,7 +36,7 @@ def register_sampler(name: str, factory: SamplerFactory) -> SamplerFactory:
 def check_sampler(name: str) -> None:
     """A one-line `ConfigError` listing the valid names unless `name` is a registered sampler."""
     if name not in SAMPLERS:
-        raise ConfigError(f"--sampler={name!r}: valid samplers are {', '.join(SAMPLERS)}")
+        raise ConfigError(f"sampler={name!r}: valid samplers are {', '.join(SAMPLERS)}", field="sampler")
 
 
 def make_sampler(name: str, seed: int | None, n_trials: int) -> optuna.samplers.BaseSampler:

@@ -8,13 +8,15 @@ from pathlib import Path
 from ...config import ConfigError
 from ..pareto import parse_pick
 from ..space.measure import MeasureBudget
+from ..space.space import SearchSpace
 from .samplers import check_sampler
-from .storage import DEFAULT_HEARTBEAT_S
+from .storage import DEFAULT_HEARTBEAT_S, resolve_storage
 
 
 @dataclass
 class SearchSettings:
-    """What `twins-nas search` asks for (see its --help)."""
+    """What a search asks for: how many finished trials, the study and its storage, the device,
+    seeds, workers, sampler, pick rule and timing budget (checked as the settings are made)."""
 
     trials: int
     study_name: str
@@ -36,16 +38,32 @@ class SearchSettings:
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
         if self.trials < 1:
-            raise ConfigError(f"--trials={self.trials}: must be at least 1")
+            raise ConfigError(f"trials={self.trials}: must be at least 1", field="trials")
         if self.workers < 1:
-            raise ConfigError(f"--workers={self.workers}: must be at least 1")
+            raise ConfigError(f"workers={self.workers}: must be at least 1", field="workers")
         check_sampler(self.sampler)
         if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"--threads={self.threads}: must be at least 1")
+            raise ConfigError(f"threads={self.threads}: must be at least 1", field="threads")
         if not 1 <= self.heartbeat <= 3600:
-            raise ConfigError(f"--heartbeat={self.heartbeat}: must be 1 to 3600 seconds")
+            raise ConfigError(f"heartbeat={self.heartbeat}: must be 1 to 3600 seconds", field="heartbeat")
         if self.timeout is not None and not self.timeout > 0:
-            raise ConfigError(f"--timeout={self.timeout}: must be a positive number of seconds")
+            raise ConfigError(f"timeout={self.timeout}: must be a positive number of seconds", field="timeout")
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", self.study_name):
-            raise ConfigError(f"--study-name={self.study_name!r}: use letters, digits, '.', '_' and '-'")
+            raise ConfigError(f"study_name={self.study_name!r}: use letters, digits, '.', '_' and '-'",
+                              field="study_name")
         parse_pick(self.pick)
+
+    @classmethod
+    def for_space(cls, space: SearchSpace, trials: int, study_name: str | None = None,
+                  out_dir: str | Path | None = None, device: str | None = None, timing_budget: float = 1.0,
+                  **options) -> SearchSettings:
+        """The settings of a search of `space`: the study named after the space, its report in
+        reports/STUDY-NAME and models timed on the space's `measure.device` unless given;
+        `timing_budget` seconds of timing per full-size model; `options`: the other fields."""
+        name = study_name or space.name
+        return cls(trials=trials, study_name=name, out_dir=Path(out_dir) if out_dir else Path("reports") / name,
+                   device=device or space.measure.device, budget=MeasureBudget(budget_s=timing_budget), **options)
+
+    def storage_spec(self) -> str:
+        """The storage this search opens (see `storage.resolve_storage`); ConfigError when invalid."""
+        return resolve_storage(self.storage, self.out_dir, self.workers)

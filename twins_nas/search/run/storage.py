@@ -6,7 +6,7 @@ A storage *spec* is an Optuna RDB URL (sqlite:///..., postgresql://..., mysql://
 study in OUT: a SQLite file ``OUT/study.db`` for one worker, a journal file
 ``OUT/study.journal`` with several workers (SQLite is for one process). A storage file an
 earlier run left in OUT is continued whatever the number of workers (`existing_storage_file`:
-one rule, for `search` and `export` alike). `--storage` takes any Optuna RDB URL, a
+one rule, for `search` and `export` alike). `storage` takes any Optuna RDB URL, a
 ``.log`` / ``.journal`` path (journal storage) or a ``.db`` path (SQLite); without it, the
 environment variable ``TWINS_NAS_STORAGE`` (read by the CLI) gives it.
 
@@ -80,8 +80,8 @@ def resolve_storage(storage: str | None, out_dir: Path, workers: int = 1) -> str
         return f"journal:{p.resolve()}"
     if p.suffix in (".db", ".sqlite", ".sqlite3"):
         return f"sqlite:///{p.resolve()}"
-    raise ConfigError(f"--storage={storage!r}: give an Optuna storage URL (sqlite:///study.db, "
-                      f"postgresql://...), a journal file (*.log / *.journal) or a SQLite file (*.db)")
+    raise ConfigError(f"storage={storage!r}: give an Optuna storage URL (sqlite:///study.db, "
+                      f"postgresql://...), a journal file (*.log / *.journal) or a SQLite file (*.db)", field="storage")
 
 
 def describe_storage(spec: str) -> str:
@@ -115,9 +115,10 @@ def storage_error(spec: str, e: BaseException) -> ConfigError:
     as the driver says it (no SQL, no traceback, no password)."""
     if isinstance(e, (ImportError, ModuleNotFoundError)):
         hint = ' (pip install "twins-nas[postgres]")' if is_postgresql(spec) else ""
-        return ConfigError(f"--storage={describe_storage(spec)}: a database driver is missing{hint} ({e})")
+        return ConfigError(f"storage={describe_storage(spec)}: a database driver is missing{hint} ({e})",
+                           field="storage")
     verb = "cannot connect" if is_server(spec) else "cannot open"
-    return ConfigError(f"--storage={describe_storage(spec)}: {verb} ({server_problem(e)})")
+    return ConfigError(f"storage={describe_storage(spec)}: {verb} ({server_problem(e)})", field="storage")
 
 
 def server_problem(e: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""Worker processes: with `--workers N` > 1, N spawned processes share the study's storage
+"""Worker processes: with `settings.workers = N` > 1, N spawned processes share the study's storage
 and each runs `trials.run_worker` (the study's lock keeps the count exact); the parent refreshes
 the progress display and collects what each worker reports when it stops.
 

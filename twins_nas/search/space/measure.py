@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_serializer, model_validator
 
+from ...errors import ConfigError
 from ...hardware import DEVICE_NAMES, DTYPE_NAMES, check_device_name, check_dtype_name
 from ...models.head_config import HEADS, HeadConfig
 from ...sizes import SizeField
@@ -96,3 +97,7 @@ class MeasureBudget:
     min_repeats: int = 3
     max_repeats: int = 30
     budget_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.budget_s > 0:
+            raise ConfigError(f"budget_s={self.budget_s}: must be a positive number of seconds", field="budget_s")

@@ -14,7 +14,7 @@ naturally has, and the names they had before.
 ``accuracy`` and ``naswot`` read the proxy data set (`DATA_METRICS`): a space that names
 either has it loaded.
 
-``gmacs`` used to be called ``gflops`` (it always held GMACs). A space file or a ``--pick``
+``gmacs`` used to be called ``gflops`` (it always held GMACs). A space file or a ``pick``
 rule may still say ``gflops`` (`canonical_metric` renames it, with a DeprecationWarning), and
 studies made before the rename recorded ``gflops``: whatever reads a trial's metrics goes
 through `trial_metrics`, which renames them.

@@ -24,7 +24,7 @@ Every error is a one-line `ConfigError` naming the file, the key path, the bad v
 what would be valid, e.g. ``x.yaml: stages[1].pattern='LXG': letters must be L or G``.
 
 Metric names (objectives, constraints) are those of `twins_nas.search.space.metrics`; the legacy
-``gflops`` is accepted for ``gmacs`` (in the file and in `--set` overrides) with a
+``gflops`` is accepted for ``gmacs`` (in the file and in overrides) with a
 DeprecationWarning. The ``measure:`` and ``proxy:`` sections are `MeasureSettings` and
 `ProxySettings` (`twins_nas.search.settings`).
 """
@@ -654,10 +654,13 @@ def space_from_dict(data: Any, source: str = "<memory>", overrides: Sequence[str
     return space
 
 
-def load_space(path: str | Path, overrides: Sequence[str] = ()) -> SearchSpace:
+def load_space(path: str | Path, overrides: Sequence[str] = (), data_root: str | Path | None = None) -> SearchSpace:
     """Read and validate a search-space YAML file; `overrides` are `key.path=value` strings
-    (value parsed as YAML): `proxy.epochs=1`, `stages.2.depth=[6,8]`, `constraints.gmacs.max=3`.
+    (value parsed as YAML): `proxy.epochs=1`, `stages.2.depth=[6,8]`, `constraints.gmacs.max=3`;
+    `data_root` (where the proxy data set lives) sets `proxy.data_root` after them.
     Every problem raises a one-line `ConfigError` naming the file and the key path."""
+    if data_root is not None:
+        overrides = [*overrides, f"proxy.data_root={json.dumps(str(data_root))}"]
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{path}: no such file")
