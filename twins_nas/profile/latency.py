@@ -14,6 +14,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -204,7 +205,7 @@ def measure_latency(
     timing have elapsed; never more than `max_repeats`. `channels_last` None: True on CUDA
     (input and conv weights in NHWC), False elsewhere.
     """
-    given = dict(batch=batch, device=device, dtype=dtype, channels_last=channels_last, warmup=warmup,
+    given: dict[str, Any] = dict(batch=batch, device=device, dtype=dtype, channels_last=channels_last, warmup=warmup,
                  min_repeats=min_repeats, max_repeats=max_repeats, budget_s=budget_s, target_rel_iqr=target_rel_iqr)
     spec = replace(spec or MeasureSpec(), **{k: v for k, v in given.items() if v is not None})
     dev = resolve_device(spec.device)

@@ -192,7 +192,7 @@ def run_profile(
         df = profile_sweep(models, res, spec, latency=latency, memory=memory, fvcore=fvcore, budget_s=budget_s,
                            progress=step, head=head_cfg, min_keys=min_keys, max_aspect=max_aspect)
         if progress:
-            progress(*last, "writing the report")
+            progress(last[0], last[1], "writing the report")
         report = write_report(df, complexity_figure(df), out, png=png, panels=panels)
         opt = write_optimality(models, res, out, min_keys, max_aspect, png=png)
     notes = report["notes"] + [n for n in opt["notes"] if n not in report["notes"]]

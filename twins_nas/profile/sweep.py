@@ -36,6 +36,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pandas as pd
 import torch
@@ -200,7 +201,7 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list, gmacs: dict, 
                                   else cpu_forward_peak_mb(model, r, batch, dtype))
         if latency:
             cell = replace(spec, device=str(dev), warmup=0 if single or memory else spec.warmup,
-                           **(dict(min_repeats=1, max_repeats=1) if single else {}))
+                           min_repeats=1 if single else spec.min_repeats, max_repeats=1 if single else spec.max_repeats)
             if single and memory and cuda:
                 torch.cuda.synchronize(dev)
                 torch.cuda.reset_peak_memory_stats(dev)
@@ -265,7 +266,7 @@ def profile_sweep(
     by tracing (slow; the analytic count is exact). `budget_s` caps the seconds spent on
     forward passes of the whole sweep (see the module doc); None measures every cell.
     """
-    given = dict(batch=batch, device=device, dtype=dtype, budget_s=cell_budget_s)
+    given: dict[str, Any] = dict(batch=batch, device=device, dtype=dtype, budget_s=cell_budget_s)
     spec = replace(spec or SWEEP_SPEC, **{k: v for k, v in given.items() if v is not None})
     batch = spec.batch
     res = sizes_of(resolutions)
