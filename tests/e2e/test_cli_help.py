@@ -47,10 +47,7 @@ def test_the_command_list_holds_every_command_and_no_other():
     assert list(command_rows(root_help())) == list(COMMANDS)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="profile's summary is its docstring's first "
-                                                               "paragraph, wrapped over four lines"))
-    if c == "profile" else c for c in COMMANDS])
+@pytest.mark.parametrize("name", COMMANDS)
 def test_each_command_has_a_one_line_summary_that_ends_with_a_full_stop(name):
     lines = command_rows(root_help())[name]
     assert len(lines) == 1, lines

@@ -2,22 +2,20 @@
 from __future__ import annotations
 
 import math
-import os
+import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
-import torch
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..config import ArchConfig
-from ..hardware import check_dtype_name
-from ..models import HEADS, head_config
-from ..models.window_optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS, check_rule
-from ..presets import PRESETS, get_preset, global_reference
-from ..profile.latency import resolve_device
-from ..profile.sweep import default_resolutions, profile_sweep, sizes_of
+from ..errors import ConfigError
+from ..models import HEADS
+from ..models.window_optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS
+from ..profile.run import profile_models, run_profile
+from ..profile.sweep import SWEEP_SPEC, default_resolutions, sizes_of
 from ..sizes import format_size, parse_size
 from .app import app
 from .common import console, fail, user_errors
@@ -50,27 +48,19 @@ def parse_sizes(values: list[str]) -> list[tuple[int, int]]:
     return sizes_of(parse_size(p, field="--size") for p in parts)
 
 
-def _models(presets: list[str], configs: list[Path]) -> dict:
-    models: dict = {}
+# the command's flag of every field `run_profile` and `MeasureSpec` name in their errors and notes
+FLAGS = {"sizes": "--size", "head": "--head", "num_classes": "--num-classes", "min_keys": "--min-keys",
+         "max_aspect": "--max-aspect", "device": "--device", "dtype": "--dtype", "batch": "--batch",
+         "threads": "--threads", "budget_s": "--budget"}
+_LEADING = re.compile(r"^([a-z_]+)(?=[=:])")
+_QUOTED = re.compile(r"`([a-z_]+)`")
 
-    def add(name: str, cfg) -> None:
-        key, i = name, 2
-        while key in models:
-            key, i = f"{name} ({i})", i + 1
-        models[key] = cfg
 
-    if not presets and not configs:
-        for name in PRESETS:
-            add(name, get_preset(name))
-        ref = global_reference()
-        assert ref.name is not None  # the reference is named (global-attn-s)
-        add(ref.name, ref)
-    for name in presets:
-        add(name, get_preset(name))
-    for path in configs:
-        cfg = ArchConfig.from_json(path)
-        add(cfg.name or Path(path).stem, cfg)
-    return models
+def with_flags(text: str) -> str:
+    """A library message in this command's words: the field it starts with and every field in
+    backticks spelled as its flag ('min_keys=0: ...' -> '--min-keys=0: ...')."""
+    text = _LEADING.sub(lambda m: FLAGS.get(m[1], m[1]), text)
+    return _QUOTED.sub(lambda m: FLAGS.get(m[1], m[0]), text)
 
 
 def _fmt(v, spec: str, est=None) -> str:
@@ -79,19 +69,6 @@ def _fmt(v, spec: str, est=None) -> str:
     if est is not None and not (isinstance(est, float) and math.isnan(est)):
         return f"[dim]~{est:,.0f}[/]"
     return "[dim]-[/]"
-
-
-def _busy_note(threads: int) -> str | None:
-    """A warning when other processes keep the CPU busy (timings then say little)."""
-    try:
-        load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    except (OSError, AttributeError):
-        return None
-    if load < 1.0 or load < 0.25 * cores:
-        return None
-    hint = (f"; with {threads} threads also erratic (OpenMP threads spin waiting for each other): "
-            "OMP_WAIT_POLICY=PASSIVE in the environment or --threads 1 give steadier numbers" if threads > 1 else "")
-    return f"the machine is busy (load {load:.1f} on {cores} cores): timings will be inflated{hint}"
 
 
 def _summary_table(df, sizes: list) -> Table:
@@ -119,7 +96,8 @@ def _summary_table(df, sizes: list) -> Table:
     return t
 
 
-@app.command()
+@app.command(short_help="Profile architectures over input sizes: params, GMACs, latency, memory and window "
+                        "optimality.")
 @user_errors
 def profile(
     resolution: int = typer.Option(1024, "--resolution", "-r",
@@ -169,68 +147,40 @@ def profile(
     windows and k are from their cost optimum. Writes profile.csv, complexity.html,
     optimality.csv / .json, one optimality figure per model, and PNGs."""
     t0 = time.perf_counter()
-    for flag, value, lo in (("--resolution", resolution, 32), ("--batch", batch, 1), ("--threads", threads, 1),
-                            ("--budget", budget, 0)):
-        if value is not None and value < lo:
-            fail(f"{flag} {value:g}: must be at least {lo}")
+    if resolution < 32:
+        fail(f"--resolution {resolution}: must be at least 32")
     if size and resolutions is not None:
         fail(f"--size {size[0]} and --resolutions {resolutions}: give one of them")
     if size:
         res = parse_sizes(size)
     else:
         res = sizes_of(parse_resolutions(resolutions) if resolutions is not None else default_resolutions(resolution))
-    if num_classes is not None and head is None:
-        fail(f"--num-classes {num_classes}: give --head too (the classes of a segmentation head), one of "
-             f"{', '.join(HEADS)}")
-    head_cfg = head_config(head, num_classes) if head is not None else None
+    bar = Progress(TextColumn("[bold]profile[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.description}"), console=console, transient=True)
+    task = bar.add_task("", total=None)
+
+    def progress(done: int, total: int, text: str) -> None:
+        bar.start()  # on the first cell: input errors and notes come before the bar
+        bar.update(task, completed=done, total=total, description=text)
+
     try:
-        check_rule(min_keys, max_aspect)
-    except ValueError as e:
-        fail(f"--{str(e).replace('_', '-')}")
-    try:
-        check_dtype_name(dtype)
-        dev = resolve_device(device)
-    except ValueError as e:
-        fail(f"--{e}")
-    models = _models(preset, config)
-    for cfg in models.values():
-        for r in res:
-            cfg.stage_sizes(r)  # one line if a size is too small for a model
-    if threads:
-        torch.set_num_threads(threads)
-    largest = res[-1]
-    out_dir = out or Path("reports") / f"profile-{largest[0] if largest[0] == largest[1] else format_size(largest)}"
-    if (latency or memory) and dev.type == "cpu":
-        note = _busy_note(torch.get_num_threads())
-        if note:
-            console.print(f"[yellow]note:[/] {note}")
-
-    from ..profile.plots import complexity_figure, write_report  # heavy import (plotly): see README
-    from ..profile.window_optimality_plots import write_optimality
-    with Progress(TextColumn("[bold]profile[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=console, transient=True) as bar:
-        task = bar.add_task("", total=None)
-
-        def progress(done: int, total: int, text: str) -> None:
-            bar.update(task, completed=done, total=total, description=text)
-
-        df = profile_sweep(models, res, batch=batch, device=str(dev), dtype=dtype, latency=latency, memory=memory,
-                           fvcore=fvcore, budget_s=budget or None, progress=progress, head=head_cfg,
-                           min_keys=min_keys, max_aspect=max_aspect)
-        bar.update(task, description="writing the report")
-        png = latency if png is None else png
-        report = write_report(df, complexity_figure(df), out_dir, png=png,
-                              panels=latency if panels is None else panels)
-        opt = write_optimality(models, res, out_dir, min_keys, max_aspect, png=png)
-        report["files"] += opt["files"]
-        report["notes"] += [n for n in opt["notes"] if n not in report["notes"]]
-    console.print(_summary_table(df, res))
-    skipped = int(df["latency_est_ms"].notna().sum())
-    if skipped:
-        console.print(f"[yellow]{skipped} of {len(df)} cells did not fit the {budget:g} s budget:[/] their latency "
-                      "(~) is an estimate (seconds per GMAC of the same model) and their memory is not measured; "
-                      "raise --budget (0 = no limit) to measure them.")
-    for note in report["notes"]:
+        spec = replace(SWEEP_SPEC, device=device, dtype=dtype, batch=batch, threads=threads)
+        result = run_profile(profile_models(preset, config), res, spec, out_dir=out, head=head,
+                             num_classes=num_classes, latency=latency, memory=memory, budget_s=budget or None,
+                             fvcore=fvcore, png=png, panels=panels, min_keys=min_keys, max_aspect=max_aspect,
+                             progress=progress, on_note=lambda n: console.print(f"[yellow]note:[/] {with_flags(n)}"))
+    except ConfigError as e:
+        fail(with_flags(str(e)))
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+    df = result.frame
+    console.print(_summary_table(df, result.sizes))
+    if result.estimated_cells:
+        console.print(f"[yellow]{result.estimated_cells} of {len(df)} cells did not fit the {budget:g} s budget:[/] "
+                      "their latency (~) is an estimate (seconds per GMAC of the same model) and their memory is "
+                      "not measured; raise --budget (0 = no limit) to measure them.")
+    for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
-    console.print(f"wrote {', '.join(Path(f).name for f in report['files'])} to [bold]{out_dir}/[/] "
+    console.print(f"wrote {', '.join(f.name for f in result.files)} to [bold]{result.out_dir}/[/] "
                   f"in {time.perf_counter() - t0:.1f} s")

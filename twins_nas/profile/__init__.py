@@ -1,7 +1,10 @@
 """Profiling: FLOPs (fvcore, attention included), the closed-form cost model, latency,
-throughput and peak memory, and the resolution sweep behind `twins-nas profile`."""
+throughput and peak memory (timed as a `MeasureSpec` says, through a `TimingBackend`), the
+resolution sweep and `run_profile`, which is `twins-nas profile`."""
 from ..models.cost_model import FlopReport, analytic_flops, analytic_gmacs, analytic_params  # noqa: F401
+from .backends import BACKENDS, EagerBackend, MeasureSpec, TimingBackend, get_backend, register_backend  # noqa: F401
 from .flops import count_flops  # noqa: F401  (fvcore itself is imported on the first count)
 from .latency import LatencyReport, measure_latency  # noqa: F401
 from .memory import measure_peak_memory  # noqa: F401
-from .sweep import default_resolutions, profile_sweep  # noqa: F401
+from .run import ProfileResult, profile_models, run_profile  # noqa: F401
+from .sweep import SWEEP_SPEC, default_resolutions, profile_sweep  # noqa: F401

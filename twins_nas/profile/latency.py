@@ -1,19 +1,20 @@
 """Inference latency and throughput of one network at one input size.
 
-`measure_latency` times the forward pass in eval mode under `torch.inference_mode`:
-warm-up passes first (lazy kernel selection, allocator growth), then timed passes until the
-relative inter-quartile range of the timings is below a target or a time budget is spent.
-On CUDA every pass is timed with CUDA events (synchronised), bf16/fp16 run under autocast and
-the model and input use the channels-last memory format by default; on CPU passes are timed
-with `time.perf_counter` in fp32 unless bf16/fp16 autocast is asked for.
+`measure_latency` times the forward pass as a `MeasureSpec` says (see `backends`): warm-up
+passes first (lazy kernel selection, allocator growth), then timed passes until the relative
+inter-quartile range of the timings is below a target or a time budget is spent. The passes
+run through the spec's `TimingBackend`; the default (``eager``) runs the module in eval mode
+under `torch.inference_mode`, bf16/fp16 under autocast. On CUDA every pass is timed with CUDA
+events (synchronised) and the model and input use the channels-last memory format by default;
+on CPU passes are timed with `time.perf_counter` in fp32 unless bf16/fp16 autocast is asked for.
 """
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -22,8 +23,15 @@ from ..config import ArchConfig
 from ..hardware import DEVICE_NAMES, check_device_name, check_dtype_name
 from ..models import build_model
 from ..sizes import Resolution, Size, as_size, compact_size, format_size
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # keys: hardware.DTYPE_NAMES
+from .backends import (
+    DTYPES,
+    MeasureSpec,
+    autocast_context,  # noqa: F401  (memory.py and benchmarks import it from here)
+    get_backend,
+    synchronize,
+    timing_model,
+    torch_threads,
+)
 
 
 def size_key(resolution: Resolution) -> Resolution:
@@ -126,13 +134,6 @@ def device_label(device: torch.device) -> str:
     return device.type
 
 
-def autocast_context(device: torch.device, dtype: str):
-    """Autocast for bf16/fp16 (weights stay fp32, as in mixed-precision inference); no-op for fp32."""
-    if dtype == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=resolve_dtype(dtype))
-
-
 def _as_model(model_or_cfg: nn.Module | ArchConfig | dict | str) -> nn.Module:
     if isinstance(model_or_cfg, nn.Module):
         return model_or_cfg
@@ -148,16 +149,15 @@ def quantiles(times: list[float]) -> tuple[float, float]:
 
 
 class Timer:
-    """Times `fn()` on a device: CUDA events around each call on a GPU, perf_counter elsewhere."""
+    """Times `fn()` on a device: CUDA events around each call on a GPU, perf_counter elsewhere
+    (after `sync`, which waits for the device's queued work: a backend's `synchronize`)."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, sync: Callable[[torch.device], None] = synchronize):
         self.device = device
+        self._sync = sync
 
     def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        elif self.device.type == "mps":
-            torch.mps.synchronize()
+        self._sync(self.device)
 
     def __call__(self, fn: Callable[[], object]) -> float:
         """Milliseconds one call of `fn` took on the device."""
@@ -178,59 +178,61 @@ class Timer:
 def measure_latency(
     model_or_cfg: nn.Module | ArchConfig | dict | str,
     resolution: Resolution,
-    batch: int = 1,
-    device: str | torch.device = "auto",
-    dtype: str = "fp32",
+    batch: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | None = None,
     channels_last: bool | None = None,
-    warmup: int = 2,
-    min_repeats: int = 5,
-    max_repeats: int = 100,
-    budget_s: float = 2.0,
-    target_rel_iqr: float = 0.05,
+    warmup: int | None = None,
+    min_repeats: int | None = None,
+    max_repeats: int | None = None,
+    budget_s: float | None = None,
+    target_rel_iqr: float | None = None,
+    *,
+    spec: MeasureSpec | None = None,
 ) -> LatencyReport:
-    """Median forward latency (ms) and throughput (images/s) of one network on `batch` inputs
-    of `resolution` (an int n: n x n pixels, or (H, W); the input is (batch, C, H, W)).
+    """Median forward latency (ms) and throughput (images/s) of one network on `spec.batch`
+    inputs of `resolution` (an int n: n x n pixels, or (H, W); the input is (batch, C, H, W)).
 
-    `model_or_cfg` is a module (moved to `device`, set to eval mode for the measurement and
-    put back in its previous mode; whatever its forward returns, logits or a segmentation map;
-    C is `in_chans` of its `.cfg` or `.backbone.cfg`) or anything `build_model` takes (built with seed 0).
+    `spec` (a `MeasureSpec`; default `MeasureSpec()`) says how: device, dtype, batch,
+    threads, warm-up, repeats, time budget and the `TimingBackend` that runs the passes. The
+    keyword arguments `batch` ... `target_rel_iqr`, when given, replace those fields of `spec`
+    (so ``measure_latency(m, 224, batch=8, device="cpu")`` needs no spec).
+
+    `model_or_cfg` is a module (moved to the device, set to eval mode for the measurement and
+    put back in its previous mode by the eager backend; whatever its forward returns, logits
+    or a segmentation map; C is `in_chans` of its `.cfg` or `.backbone.cfg`) or anything
+    `build_model` takes (built with `timing_model`, as the search and `profile` build it).
     After `warmup` untimed passes, passes are timed until at least `min_repeats` are done and
     either the relative IQR (IQR / median) is <= `target_rel_iqr` or `budget_s` seconds of
-    timing have elapsed; never more than `max_repeats`. `channels_last` defaults to True on
-    CUDA (input and conv weights in NHWC) and False elsewhere.
+    timing have elapsed; never more than `max_repeats`. `channels_last` None: True on CUDA
+    (input and conv weights in NHWC), False elsewhere.
     """
-    dev = resolve_device(device)
-    resolve_dtype(dtype)
+    given: dict[str, Any] = dict(batch=batch, device=device, dtype=dtype, channels_last=channels_last, warmup=warmup,
+                 min_repeats=min_repeats, max_repeats=max_repeats, budget_s=budget_s, target_rel_iqr=target_rel_iqr)
+    spec = replace(spec or MeasureSpec(), **{k: v for k, v in given.items() if v is not None})
+    dev = resolve_device(spec.device)
+    backend = get_backend(spec.backend)
     h, w = as_size(resolution)
-    if batch < 1:
-        raise ValueError(f"batch={batch}: must be a positive int")
-    if min_repeats < 1 or max_repeats < min_repeats:
-        raise ValueError(f"need 1 <= min_repeats ({min_repeats}) <= max_repeats ({max_repeats})")
-    model = _as_model(model_or_cfg)
-    if channels_last is None:
-        channels_last = dev.type == "cuda"
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    was_training = model.training
-    model.to(dev, memory_format=fmt).eval()  # type: ignore[call-overload]  # torch's stubs omit memory_format
-    in_chans = in_chans_of(model)
-    timer = Timer(dev)
+    model = model_or_cfg if isinstance(model_or_cfg, nn.Module) else timing_model(model_or_cfg)
+    fmt = spec.memory_format(dev)
+    timer = Timer(dev, backend.synchronize)
     times: list[float] = []
-    try:
-        with torch.inference_mode(), autocast_context(dev, dtype):
-            x = torch.randn(batch, in_chans, h, w, device=dev).to(memory_format=fmt)
-            for _ in range(warmup):
-                model(x)
+    with torch_threads(spec.threads):
+        x = torch.randn(spec.batch, in_chans_of(model), h, w, device=dev).to(memory_format=fmt)
+        with backend.prepare(model, x, spec) as run:
+            for _ in range(spec.warmup):
+                run(x)
             timer.sync()
             t_start = time.perf_counter()
-            while len(times) < max_repeats:
-                times.append(timer(lambda: model(x)))
-                if len(times) >= min_repeats:
+            while len(times) < spec.max_repeats:
+                times.append(timer(lambda: run(x)))
+                if len(times) >= spec.min_repeats:
                     med, iqr = quantiles(times)
-                    if iqr <= target_rel_iqr * med or time.perf_counter() - t_start >= budget_s:
+                    if iqr <= spec.target_rel_iqr * med or time.perf_counter() - t_start >= spec.budget_s:
                         break
-    finally:
-        model.train(was_training)
+        threads = torch.get_num_threads()
+        label = device_label(dev)
     med, iqr = quantiles(times)
-    return LatencyReport(median_ms=med, iqr_ms=iqr, throughput=batch * 1e3 / med, repeats=len(times),
-                         device=device_label(dev), threads=torch.get_num_threads(), dtype=dtype,
-                         batch=batch, resolution=size_key((h, w)), size=(h, w))
+    return LatencyReport(median_ms=med, iqr_ms=iqr, throughput=spec.batch * 1e3 / med, repeats=len(times),
+                         device=label, threads=threads, dtype=spec.dtype, batch=spec.batch,
+                         resolution=size_key((h, w)), size=(h, w))

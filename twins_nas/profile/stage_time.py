@@ -11,40 +11,14 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import overload
 
 import torch
-import torch.nn as nn
 
 from ..config import ArchConfig
-from ..models import HeadConfig, Twins, TwinsSegmentation, build_model
+from ..models import Twins
 from ..sizes import Resolution, as_size
+from .backends import timing_model
 from .latency import device_label, resolve_device
-
-
-@overload
-def timing_model(cfg: ArchConfig, head: None = None) -> Twins: ...
-@overload
-def timing_model(cfg: ArchConfig, head: HeadConfig) -> TwinsSegmentation: ...
-@overload
-def timing_model(cfg: ArchConfig, head: HeadConfig | None = None) -> Twins | TwinsSegmentation: ...
-def timing_model(cfg: ArchConfig, head: HeadConfig | None = None) -> nn.Module:
-    """The network for timing only (`build_model(cfg, head=head)`): built on the meta device
-    (no truncated-normal initialisation, which is slow for the large models on a CPU),
-    then given real CPU storage filled with small uniform noise, which runs exactly the same
-    kernels at the same speed (no zeros or denormals); BatchNorm statistics start at mean 0,
-    variance 1. Never train or evaluate this model."""
-    with torch.device("meta"):
-        model = build_model(cfg, head=head)
-    model = model.to_empty(device="cpu")
-    with torch.no_grad():
-        for t in list(model.parameters()) + list(model.buffers()):
-            if t.is_floating_point():
-                t.uniform_(-0.02, 0.02)
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.reset_running_stats()
-    return model
 
 
 @dataclass(frozen=True)

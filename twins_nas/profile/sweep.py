@@ -12,7 +12,8 @@ windows and k to each size would save (`retarget_*`, see `models.optimum`). Meas
 
 Measuring everything at large sizes on a CPU takes minutes (the global-attention reference
 at 1024 alone is ~2 TMACs), so the measured part runs under an optional time budget. Every
-model is built once. The sweep predicts each cell's forward time from the cells already
+model is built once, by `backends.timing_model` (as the search builds what it times), and timed
+as a `MeasureSpec` says (default `SWEEP_SPEC`). The sweep predicts each cell's forward time from the cells already
 measured (seconds per GMAC of the same model at its last size, else of all models) and always
 measures the remaining cell with the fastest forward next, so each model runs at increasing
 sizes. When the next cell no longer fits the time left (or would take over a quarter of the
@@ -34,20 +35,21 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import cast
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
 
 import pandas as pd
 import torch
 
 from ..config import ArchConfig
-from ..models import HeadConfig, build_model
+from ..models import HeadConfig
 from ..models.cost_model import CATEGORIES, analytic_flops, analytic_params
 from ..models.head_cost import analytic_dense_flops, analytic_dense_params
 from ..models.window_optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS
 from ..sizes import Resolution, as_size, format_size
+from .backends import MeasureSpec, timing_model, torch_threads
 from .flops import count_dense_flops, count_flops
-from .latency import device_label, measure_latency, resolve_device, resolve_dtype
+from .latency import device_label, measure_latency, resolve_device
 from .memory import PeakRSS, cpu_forward_peak_mb, cuda_forward_peak_mb, warm_up_cpu
 from .window_optimality import retarget_columns
 
@@ -106,6 +108,10 @@ def analytic_row(name: str, cfg: ArchConfig, resolution: Resolution, batch: int 
     return row
 
 
+SWEEP_SPEC = MeasureSpec(batch=1, warmup=1, min_repeats=3, max_repeats=30, budget_s=0.5)
+"""How the sweep times a cell by default: 1 image, 1 warm-up pass (the memory pass when memory
+is measured), 3 to 30 timed passes within 0.5 s."""
+
 MEASURED_COLUMNS = ("latency_ms", "latency_iqr_ms", "latency_repeats", "throughput", "latency_est_ms",
                     "peak_mem_mb", "device", "threads", "dtype")
 
@@ -116,7 +122,7 @@ class _Planner:
 
     budget_s: float | None
     single_pass_s: float
-    cell_budget_s: float
+    spec: MeasureSpec  # how a cell is timed: its repeats and time budget
     latency: bool
     prior_s_per_gmac: float
     max_cell_share: float = 0.25
@@ -138,8 +144,9 @@ class _Planner:
         """Seconds that measuring a cell with single-forward time `t` will take."""
         if not self.latency or t >= self.single_pass_s:
             return t
-        timed = max(3, min(math.ceil(self.cell_budget_s / t), 30)) * t if t > 0 else 0
-        return t + timed  # warm-up (the memory pass) + at least 3 timed passes
+        spec = self.spec
+        timed = max(spec.min_repeats, min(math.ceil(spec.budget_s / t), spec.max_repeats)) * t if t > 0 else 0
+        return t + timed  # warm-up (the memory pass) + at least min_repeats timed passes
 
     def cost_s(self, model: str, gmacs: float) -> float:
         return self.cell_s(self.forward_s(model, gmacs))
@@ -159,17 +166,17 @@ class _Planner:
             self.measured_gmacs += gmacs
 
 
-def _measure(configs: Mapping[str, ArchConfig], resolutions: list, gmacs: dict, batch: int, device: str,
-             dtype: str, latency: bool, memory: bool, budget_s: float | None, single_pass_s: float,
-             cell_budget_s: float, progress: Progress | None, done0: int, total: int,
-             head: HeadConfig | None = None) -> dict:
-    """Forward-pass measurements of every cell that fits the budget: {(model, res): columns}."""
-    dev = resolve_device(device)
-    resolve_dtype(dtype)
+def _measure(configs: Mapping[str, ArchConfig], resolutions: list, gmacs: dict, spec: MeasureSpec, latency: bool,
+             memory: bool, budget_s: float | None, single_pass_s: float, progress: Progress | None, done0: int,
+             total: int, head: HeadConfig | None = None) -> dict:
+    """Forward-pass measurements of every cell that fits the budget: {(model, res): columns}.
+    Models are built with `timing_model`, as the search builds the models it times."""
+    dev = resolve_device(spec.device)
+    batch, dtype = spec.batch, spec.dtype
     cuda = dev.type == "cuda"
-    fmt = torch.channels_last if cuda else torch.contiguous_format
+    fmt = spec.memory_format(dev)
     label, threads = device_label(dev), torch.get_num_threads()
-    plan = _Planner(budget_s, single_pass_s, cell_budget_s, latency, prior_s_per_gmac=1e-4 if cuda else 0.02)
+    plan = _Planner(budget_s, single_pass_s, spec, latency, prior_s_per_gmac=1e-4 if cuda else 0.02)
     # the cell with the fastest predicted forward first (re-predicted after every measurement):
     # each model runs at increasing sizes; when the budget ends, the slowest cells are left
     todo = {(name, r) for name in configs for r in resolutions}
@@ -183,7 +190,7 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list, gmacs: dict, 
         g = gmacs[(name, r)]
         row: dict = dict(device=label, threads=threads, dtype=dtype)
         if name not in models:
-            models[name] = build_model(configs[name], seed=0, head=head).eval().to(dev, memory_format=fmt)  # type: ignore[call-overload]
+            models[name] = timing_model(configs[name], head).eval().to(dev, memory_format=fmt)  # type: ignore[call-overload]
             if dev.type == "cpu" and memory:
                 warm_up_cpu(models[name])
         model = models[name]
@@ -193,15 +200,14 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list, gmacs: dict, 
             row["peak_mem_mb"] = (cuda_forward_peak_mb(model, r, batch, dev, dtype) if cuda
                                   else cpu_forward_peak_mb(model, r, batch, dtype))
         if latency:
-            kw = dict(min_repeats=1, max_repeats=1) if single else dict(
-                min_repeats=3, max_repeats=30, budget_s=cell_budget_s)
-            warmup = 0 if single or memory else 1
+            cell = replace(spec, device=str(dev), warmup=0 if single or memory else spec.warmup,
+                           min_repeats=1 if single else spec.min_repeats, max_repeats=1 if single else spec.max_repeats)
             if single and memory and cuda:
                 torch.cuda.synchronize(dev)
                 torch.cuda.reset_peak_memory_stats(dev)
                 base = torch.cuda.memory_allocated(dev)
             with PeakRSS() if single and memory and not cuda else contextlib.nullcontext() as peak:
-                rep = measure_latency(model, r, batch=batch, device=dev, dtype=dtype, warmup=warmup, **kw)
+                rep = measure_latency(model, r, spec=cell)
             if single and memory:  # a seconds-long forward: its one timed pass is measured
                 row["peak_mem_mb"] = ((torch.cuda.max_memory_allocated(dev) - base) / 2 ** 20 if cuda
                                       else cast(PeakRSS, peak).mb)
@@ -228,30 +234,41 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list, gmacs: dict, 
 def profile_sweep(
     configs: Mapping[str, ArchConfig],
     resolutions: Iterable[Resolution],
-    batch: int = 1,
-    device: str = "auto",
-    dtype: str = "fp32",
+    spec: MeasureSpec | None = None,
+    *,
     latency: bool = True,
     memory: bool | None = None,
     fvcore: bool = False,
     budget_s: float | None = None,
     single_pass_s: float = 1.0,
-    cell_budget_s: float = 0.5,
     progress: Progress | None = None,
     head: HeadConfig | None = None,
     retarget: bool = True,
     min_keys: int = DEFAULT_MIN_KEYS,
     max_aspect: float | None = DEFAULT_MAX_ASPECT,
+    batch: int | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    cell_budget_s: float | None = None,
 ) -> pd.DataFrame:
     """One row per model x size (models in the given order, sizes by pixel count); sizes are
     ints (n x n) or (H, W). `head`: profile the dense model (see the module doc). `retarget`:
     add the `retarget_*` columns (closed form, backbone; rule: `min_keys`, `max_aspect`).
 
+    `spec` (default `SWEEP_SPEC`) says how a cell is timed: device, dtype, batch (also of the
+    analytic columns), threads, backend, and the warm-up, repeats and seconds of a cell that
+    takes under `single_pass_s` (a slower one is timed once, without warm-up). `batch`,
+    `device`, `dtype` and `cell_budget_s` (the spec's `budget_s`), when given, replace those
+    fields of `spec`.
+
     `memory` defaults to `latency` (both need forward passes; with neither the sweep is
     analytic only and takes well under a second). `fvcore=True` adds `gmacs_fvcore`, counted
     by tracing (slow; the analytic count is exact). `budget_s` caps the seconds spent on
-    forward passes (see the module doc); None measures every cell.
+    forward passes of the whole sweep (see the module doc); None measures every cell.
     """
+    given: dict[str, Any] = dict(batch=batch, device=device, dtype=dtype, budget_s=cell_budget_s)
+    spec = replace(spec or SWEEP_SPEC, **{k: v for k, v in given.items() if v is not None})
+    batch = spec.batch
     res = sizes_of(resolutions)
     if not res:
         raise ValueError("no resolutions given")
@@ -278,8 +295,9 @@ def profile_sweep(
     meas = {}
     if measured:
         gmacs = {(row["model"], (row["height"], row["width"])): row["gmacs"] for row in rows}
-        meas = _measure(configs, res, gmacs, batch, device, dtype, latency, memory, budget_s, single_pass_s,
-                        cell_budget_s, progress, done, total, head)
+        with torch_threads(spec.threads):
+            meas = _measure(configs, res, gmacs, spec, latency, memory, budget_s, single_pass_s, progress, done,
+                            total, head)
     for row in rows:
         m = meas.get((row["model"], (row["height"], row["width"])), {})
         for c in MEASURED_COLUMNS:

@@ -140,12 +140,10 @@ def time_model(model_or_cfg: ArchConfig | torch.nn.Module, space: SearchSpace, d
                budget: MeasureBudget) -> LatencyReport:
     """Time the full-size network (a config is built with `timing_model`, with the space's
     `measure.head`) at the space's `measure_size` (H x W), `measure.batch_size` and
-    `measure.dtype` on `device`, within `budget`."""
+    `measure.dtype` on `device`, within `budget`, with `measure.backend` (`MeasureSettings.spec`)."""
     model = (timing_model(model_or_cfg, space.measure.head_config) if isinstance(model_or_cfg, ArchConfig)
              else model_or_cfg)
-    return measure_latency(model, space.measure_size, space.measure.batch_size, device=device,
-                           dtype=space.measure.dtype, warmup=budget.warmup, min_repeats=budget.min_repeats,
-                           max_repeats=budget.max_repeats, budget_s=budget.budget_s)
+    return measure_latency(model, space.measure_size, spec=space.measure.spec(budget, device))
 
 
 def check_fits(cfg: ArchConfig, resolution: int | Size, batch: int, device: str) -> None:

@@ -10,10 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, m
 from ...errors import ConfigError
 from ...hardware import DEVICE_NAMES, DTYPE_NAMES, check_device_name, check_dtype_name
 from ...models.head_config import HEADS, HeadConfig
+from ...profile.backends import BACKENDS, DEFAULT_BACKEND, MeasureSpec
 from ...sizes import SizeField
 
 HEAD_CLASSES = HeadConfig.model_fields["num_classes"].default  # a measured head's classes when not given (ADE20K's)
-_OPTIONAL = ("head", "num_classes", "size")  # left out of a dump while unset (see `_dump`)
+_OPTIONAL = ("head", "num_classes", "size", "backend")  # left out of a dump while unset (see `_dump`)
 
 
 class MeasureSettings(BaseModel):
@@ -26,10 +27,13 @@ class MeasureSettings(BaseModel):
     * `head`: measure the backbone with a dense-prediction head instead of the classifier, one
       of `HEADS` (``semantic-fpn``); unset: the classifier model;
     * `num_classes`: classes of that head (>= 1; default `HEAD_CLASSES` = 150 when `head` is
-      set; only with `head`).
+      set; only with `head`);
+    * `backend`: the timing backend that runs the timed passes, a name of
+      `profile.backends.BACKENDS`; unset: ``eager`` (the module itself).
 
-    `head`, `num_classes` and `size` are left out of the dumped settings while unset, so a
-    space that does not use them hashes (and is stored by a study) as it did before they existed."""
+    `head`, `num_classes`, `size` and `backend` are left out of the dumped settings while
+    unset, so a space that does not use them hashes (and is stored by a study) as it did before
+    they existed. `spec` is the `MeasureSpec` the timed passes run with."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -41,6 +45,15 @@ class MeasureSettings(BaseModel):
     head: str | None = Field(default=None, description="null (the classifier) or " + " | ".join(HEADS))
     num_classes: StrictInt | None = Field(default=None, ge=1,
                                              description=f"classes of the head (default {HEAD_CLASSES})")
+    backend: str | None = Field(default=None, description=f"timing backend (null: {DEFAULT_BACKEND})")
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str | None) -> str | None:
+        if v is not None and v not in BACKENDS:
+            raise ValueError(f"={v!r}: valid timing backends are {', '.join(BACKENDS)} (or null for "
+                             f"{DEFAULT_BACKEND})")
+        return None if v == DEFAULT_BACKEND else v  # the default, named: hashes as unset
 
     @field_validator("head")
     @classmethod
@@ -62,6 +75,15 @@ class MeasureSettings(BaseModel):
     def head_config(self) -> HeadConfig | None:
         """The measured head as `build_model(cfg, head=...)` takes it; None: the classifier."""
         return None if self.head is None else HeadConfig(type=self.head, num_classes=self.num_classes)
+
+    def spec(self, budget: MeasureBudget | None = None, device: str | None = None) -> MeasureSpec:
+        """The `MeasureSpec` of the timed passes: this section's batch, dtype and backend,
+        `device` (the run's; default this section's) and how hard `budget` (default
+        `MeasureBudget()`) says. Threads are left as the run set them."""
+        b = budget or MeasureBudget()
+        return MeasureSpec(device=self.device if device is None else device, dtype=self.dtype,
+                           batch=self.batch_size, warmup=b.warmup, min_repeats=b.min_repeats,
+                           max_repeats=b.max_repeats, budget_s=b.budget_s, backend=self.backend or DEFAULT_BACKEND)
 
     @model_serializer(mode="wrap")
     def _dump(self, handler):
