@@ -99,13 +99,14 @@ def test_a_registered_sampler_is_selectable_by_name(registry, tmp_path):
 
 def test_an_unknown_name_is_one_line_listing_the_valid_names(registry, tmp_path):
     register_sampler("mine", samplers.uniform)
-    expected = "--sampler='cmaes': valid samplers are tpe, nsga2, nsga3, gp, random, mine"
+    expected = "sampler='cmaes': valid samplers are tpe, nsga2, nsga3, gp, random, mine"
     with pytest.raises(ConfigError) as e:
         make_sampler("cmaes", 0, 10)
     assert str(e.value) == expected
     with pytest.raises(ConfigError) as e:
         SearchSettings(trials=1, study_name="s", out_dir=tmp_path, sampler="cmaes")
     assert str(e.value) == expected
+    assert e.value.field == "sampler"  # the command line names it --sampler
 
 
 @pytest.mark.parametrize("name", ["", "two words", "a|b", " tpe"])
@@ -119,6 +120,6 @@ def test_a_sampler_that_cannot_reach_worker_processes_is_one_line(registry, tmp_
     register_sampler("closure", lambda seed, n_trials: optuna.samplers.RandomSampler(seed=seed))
     settings = SearchSettings(trials=2, study_name="s", out_dir=tmp_path, sampler="closure", workers=2)
     space = SimpleNamespace(proxy=ProxySettings(), source="s.yaml", model_dump=lambda mode: {})
-    with pytest.raises(ConfigError, match=r"^--workers=2: sampler 'closure' or data set 'fashion-mnist' cannot "
+    with pytest.raises(ConfigError, match=r"^workers=2: sampler 'closure' or data set 'fashion-mnist' cannot "
                                           r"be sent to worker processes \(.*\); register a module-level function"):
         run_worker_processes(space, settings, "unused", "cpu", 1, nullcontext(), None, None, {}, lambda: None)

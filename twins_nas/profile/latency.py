@@ -109,7 +109,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device={device!r}: CUDA is not available here (no GPU or a CPU-only torch); "
-                             "use --device cpu or auto")
+                             "use device='cpu' or 'auto'")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
         return dev

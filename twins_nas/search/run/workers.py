@@ -110,9 +110,9 @@ def run_worker_processes(space: SearchSpace, settings: SearchSettings, spec: str
         pickle.dumps((base["sampler"], base["dataset"]))
     except Exception as e:  # noqa: BLE001 (lambdas, closures, ...: say which entry, in one line)
         raise ConfigError(
-            f"--workers={settings.workers}: sampler {settings.sampler!r} or data set {space.proxy.dataset!r} "
+            f"workers={settings.workers}: sampler {settings.sampler!r} or data set {space.proxy.dataset!r} "
             f"cannot be sent to worker processes ({type(e).__name__}); register a module-level function as "
-            f"its factory / loader") from None
+            f"its factory / loader", field="workers") from None
     procs = [ctx.Process(target=_worker_entry, args=(dict(base, worker=w), results), daemon=False)
              for w in range(settings.workers)]
     for p in procs:
