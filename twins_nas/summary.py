@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .config import ArchConfig
-from .models.cost_model import analytic_flops, analytic_params  # closed form: no model is built
+from .models.head_cost import analytic_flops, analytic_params  # closed form: no model is built
 from .sizes import Size, as_size
 
 

@@ -181,7 +181,7 @@ def profile(
     if num_classes is not None and head is None:
         fail(f"--num-classes {num_classes}: give --head too (the classes of a segmentation head), one of "
              f"{', '.join(HEADS)}")
-    head_cfg = head_config(head, num_classes) if head is not None else None
+    head_cfg = head_config(head, num_classes)
     try:
         check_rule(min_keys, max_aspect)
     except ValueError as e:

@@ -23,12 +23,13 @@ names are timm's (`backbone.blocks.0.0.attn.qkv.weight`, ...), see `load_backbon
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import ArchConfig
 from ..sizes import Size
 from .head_config import HeadConfig, head_lengths, stage_strides
 
@@ -142,6 +143,17 @@ class TwinsSegmentation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> logits at the input size (B, num_classes, H, W)."""
         return resize(self.forward_logits(x), x.shape[2:])
+
+
+def with_head(network: Callable[[ArchConfig], nn.Module], cfg: ArchConfig, head: HeadConfig | None) -> nn.Module:
+    """The model of `cfg` with `head`: `network(cfg)` with its own classifier when `head` is
+    None; else a `TwinsSegmentation` of that head over `network` without classifier
+    (cfg.num_classes is ignored) and without its final norm (the stage maps come before it)."""
+    if head is None:
+        return network(cfg)
+    backbone = network(cfg.replace(num_classes=0))
+    backbone.norm = nn.Identity()  # forward_features' maps come before it: unused
+    return TwinsSegmentation(backbone, head)
 
 
 def load_backbone(model: TwinsSegmentation, state_dict: dict):

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, m
 
 from ...hardware import DEVICE_NAMES, DTYPE_NAMES, check_device_name, check_dtype_name
 from ...models.head_config import HEADS, HeadConfig
+from ...models.head_config import head_config as as_head_config
 from ...sizes import SizeField
 
 HEAD_CLASSES = HeadConfig.model_fields["num_classes"].default  # a measured head's classes when not given (ADE20K's)
@@ -60,7 +61,7 @@ class MeasureSettings(BaseModel):
     @property
     def head_config(self) -> HeadConfig | None:
         """The measured head as `build_model(cfg, head=...)` takes it; None: the classifier."""
-        return None if self.head is None else HeadConfig(type=self.head, num_classes=self.num_classes)
+        return as_head_config(self.head, self.num_classes)
 
     @model_serializer(mode="wrap")
     def _dump(self, handler):
