@@ -14,8 +14,7 @@ from strategies import Unsupported, arch_configs
 
 from twins_nas import ArchConfig, ConfigError, build_model, get_preset
 from twins_nas.models import HEADS, HeadConfig, TwinsSegmentation, head_config, load_backbone
-from twins_nas.models.cost_model import CATEGORIES, analytic_flops, analytic_params
-from twins_nas.models.cost_model import classifier_flops
+from twins_nas.models.cost_model import CATEGORIES, analytic_flops, analytic_params, classifier_flops
 from twins_nas.models.head_config import head_lengths
 from twins_nas.models.head_cost import (
     HEAD_CATEGORIES,
