@@ -6,7 +6,7 @@ import functools
 from dataclasses import dataclass
 
 from .config import ArchConfig, ConfigError, load_config
-from .models.cost_model import analytic_flops, analytic_params  # closed form: no model is built
+from .models.head_cost import analytic_flops, analytic_params  # closed form: no model is built
 from .sizes import Size, as_size, parse_size
 
 DEFAULT_RESOLUTION = 224

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from twins_nas import ArchConfig, ConfigError, build_model, get_preset
-from twins_nas.models.cost_model import CATEGORIES, FlopReport, analytic_gmacs, head_params
+from twins_nas.models.cost_model import CATEGORIES, FlopReport, analytic_gmacs, classifier_params
 from twins_nas.presets import PRESETS
 from twins_nas.profile import analytic_flops, analytic_params, count_flops
 
@@ -142,12 +142,12 @@ def test_gsa_sr_larger_than_map(subsample, sub):
     assert_counts_agree(cfg, (52, 36))
 
 
-def test_params_by_stage_plus_head_is_total():
+def test_params_by_stage_plus_classifier_is_total():
     for name in PRESETS:
         cfg = get_preset(name)
         per = analytic_params(cfg, by_stage=True)
         assert len(per) == len(cfg.stages)
-        assert sum(per) + head_params(cfg) == analytic_params(cfg)
+        assert sum(per) + classifier_params(cfg) == analytic_params(cfg)
 
 
 def test_batch_scales_linearly_and_gmacs_helper():

@@ -14,8 +14,7 @@ from strategies import Unsupported, arch_configs
 
 from twins_nas import ArchConfig, ConfigError, build_model, get_preset
 from twins_nas.models import HEADS, HeadConfig, TwinsSegmentation, head_config, load_backbone
-from twins_nas.models.cost_model import CATEGORIES, analytic_flops, analytic_params
-from twins_nas.models.cost_model import head_flops as classifier_flops
+from twins_nas.models.cost_model import CATEGORIES, analytic_flops, analytic_params, classifier_flops
 from twins_nas.models.head_config import head_lengths
 from twins_nas.models.head_cost import (
     HEAD_CATEGORIES,
@@ -23,8 +22,8 @@ from twins_nas.models.head_cost import (
     DenseFlopReport,
     analytic_dense_flops,
     analytic_dense_params,
-    head_flops,
-    head_params,
+    neck_head_flops,
+    neck_head_params,
 )
 from twins_nas.presets import PRESETS
 from twins_nas.profile.flops import count_dense_flops, count_flops
@@ -130,7 +129,7 @@ def test_hand_count():
         "resize": 4 * 70 * 45 * 3,
     }
     assert neck == {"lateral": 37248, "top_down": 3760, "fpn_conv": 546048}
-    parts = head_flops(cfg, head, (70, 45))
+    parts = neck_head_flops(cfg, head, (70, 45))
     assert parts["neck"] == neck
     assert parts["head"] == dec
     handler, logger = Unsupported(), logging.getLogger("fvcore")
@@ -151,7 +150,7 @@ def test_hand_count():
     # (8 x c x 9, no bias) + BN (2 x 8); conv_seg 8 x 3 + 3
     hand_neck = (16 * 8 + 16) + 2 * (16 * 16 + 16) + (16 * 32 + 16) + 4 * (16 * 16 * 9 + 16)
     hand_head = 4 * (8 * 16 * 9 + 16) + 3 * (8 * 8 * 9 + 16) + 8 * 3 + 3
-    assert head_params(head, cfg) == {"neck": hand_neck, "head": hand_head}
+    assert neck_head_params(head, cfg) == {"neck": hand_neck, "head": hand_head}
     model = build_model(cfg, head=head)
     assert n_params(model.neck) == hand_neck and n_params(model.decode_head) == hand_head
     assert analytic_dense_params(cfg, head)["total"] == n_params(model)
@@ -273,8 +272,8 @@ def test_bad_num_classes_override():
 def test_report_is_plain_data():
     rep = analytic_dense_flops(ArchConfig.from_dict(HAND_CFG), HeadConfig(), (64, 96))
     d = rep.to_dict()
-    assert set(d["neck"]) == set(NECK_CATEGORIES) and set(d["head"]) == set(HEAD_CATEGORIES)
-    assert set(d["backbone"]["by_category"]) == set(CATEGORIES)
+    assert set(d["parts"]["neck"]) == set(NECK_CATEGORIES) and set(d["parts"]["head"]) == set(HEAD_CATEGORIES)
+    assert set(d["parts"]["backbone"]) == set(d["by_category"]) == set(CATEGORIES)
     assert d["total"] == rep.backbone.total + rep.neck_total + rep.head_total == rep.total
     assert rep.gmacs == rep.total / 1e9 and rep.attention == rep.backbone.attention > 0
     with pytest.raises(ValueError, match="unknown neck"):
@@ -311,7 +310,7 @@ def test_presets_at_512():
     # (head lengths 1, 1, 2, 3), conv_seg 128 x 150 + 150
     mmseg_neck = 256 * (64 + 128 + 320 + 512) + 4 * 256 + 4 * (256 * 256 * 9 + 256)
     mmseg_head = 4 * (128 * 256 * 9 + 256) + 3 * (128 * 128 * 9 + 256) + 128 * 150 + 150
-    ours = head_params(head, get_preset("twins-pcpvt-s"))
+    ours = neck_head_params(head, get_preset("twins-pcpvt-s"))
     assert ours["neck"] + ours["head"] == pytest.approx(mmseg_neck + mmseg_head, rel=0.02)
     with torch.device("meta"):
         model = build_model("twins-pcpvt-s", head=head)

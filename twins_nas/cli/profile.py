@@ -18,7 +18,7 @@ from ..profile.run import profile_models, run_profile
 from ..profile.sweep import SWEEP_SPEC, default_resolutions, sizes_of
 from ..sizes import format_size, parse_size
 from .app import app
-from .common import console, fail, user_errors
+from .common import FLAGS, console, fail, flag, user_errors
 
 
 def parse_resolutions(text: str) -> list[int]:
@@ -48,10 +48,15 @@ def parse_sizes(values: list[str]) -> list[tuple[int, int]]:
     return sizes_of(parse_size(p, field="--size") for p in parts)
 
 
-# the command's flag of every field `run_profile` and `MeasureSpec` name in their errors and notes
-FLAGS = {"sizes": "--size", "head": "--head", "num_classes": "--num-classes", "min_keys": "--min-keys",
-         "max_aspect": "--max-aspect", "device": "--device", "dtype": "--dtype", "batch": "--batch",
-         "threads": "--threads", "budget_s": "--budget"}
+# where this command's flags differ from the other commands' (`common.FLAGS`)
+OWN_FLAGS = {"sizes": "--size", "budget_s": "--budget"}
+
+
+def profile_flag(field: str, *items: object) -> str:
+    """The flag of a field `run_profile` or `MeasureSpec` names (see `common.flag`)."""
+    return OWN_FLAGS.get(field) or flag(field, *items)
+
+
 _LEADING = re.compile(r"^([a-z_]+)(?=[=:])")
 _QUOTED = re.compile(r"`([a-z_]+)`")
 
@@ -59,8 +64,8 @@ _QUOTED = re.compile(r"`([a-z_]+)`")
 def with_flags(text: str) -> str:
     """A library message in this command's words: the field it starts with and every field in
     backticks spelled as its flag ('min_keys=0: ...' -> '--min-keys=0: ...')."""
-    text = _LEADING.sub(lambda m: FLAGS.get(m[1], m[1]), text)
-    return _QUOTED.sub(lambda m: FLAGS.get(m[1], m[0]), text)
+    text = _LEADING.sub(lambda m: profile_flag(m[1]), text)
+    return _QUOTED.sub(lambda m: profile_flag(m[1]) if m[1] in OWN_FLAGS or m[1] in FLAGS else m[0], text)
 
 
 def _fmt(v, spec: str, est=None) -> str:
@@ -170,7 +175,7 @@ def profile(
                              fvcore=fvcore, png=png, panels=panels, min_keys=min_keys, max_aspect=max_aspect,
                              progress=progress, on_note=lambda n: console.print(f"[yellow]note:[/] {with_flags(n)}"))
     except ConfigError as e:
-        fail(with_flags(str(e)))
+        fail(with_flags(e.render(profile_flag)))
     finally:
         if bar.live.is_started:
             bar.stop()

@@ -16,7 +16,7 @@ token map, C = channels, N = H * W tokens. Keep them in step with the model.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Literal, overload
 
 from ..config import ArchConfig, StageConfig
@@ -33,20 +33,30 @@ NORM_MACS_PER_ELEMENT = 5  # fvcore counts an affine LayerNorm as 5 ops per elem
 class FlopReport:
     """Multiply-adds of one forward pass, split by what computes them.
 
-    Categories (every one present, zeros included; the values sum to `total`):
-    patch_embed (stem/patch convs), peg (position convs), attn_qkv (LSA qkv linear),
+    `by_category` holds the categories of the Twins network (every one present, zeros
+    included): patch_embed (stem/patch convs), peg (position convs), attn_qkv (LSA qkv linear),
     attn_q / attn_kv (GSA q and kv linears), attn_proj (output projection, both kinds),
     lsa_matmul / gsa_matmul (Q·Kᵀ + A·V of LSA / GSA blocks; GSA with k = 1 is global
     attention), gsa_subsample (GSA's sub-sampling conv(s); average pooling counts 0),
     mlp (fc1 + fc2), norm (every LayerNorm: blocks, patch embeddings, after the
     sub-sampling, final) and head (classifier).
+
+    `parts`: {part: {category: MACs}} of a model built from separately counted parts, a
+    backbone with a dense head (`head_cost`): backbone (= `by_category`, without final norm and
+    classifier), neck and head, with their own categories. The classifier is one network:
+    `parts` is empty and `by_category` sums to `total`.
     """
 
     total: int
     by_category: dict[str, int]
+    parts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if sum(self.by_category.values()) != self.total:
+        if self.parts:
+            n = sum(v for part in self.parts.values() for v in part.values())
+            if n != self.total:
+                raise ValueError(f"parts sum to {n}, not total={self.total}")
+        elif sum(self.by_category.values()) != self.total:
             raise ValueError(f"by_category sums to {sum(self.by_category.values())}, not total={self.total}")
 
     @property
@@ -58,13 +68,42 @@ class FlopReport:
         """MACs of the attention matmuls (LSA + GSA)."""
         return self.by_category.get("lsa_matmul", 0) + self.by_category.get("gsa_matmul", 0)
 
+    @property
+    def part_totals(self) -> dict[str, int]:
+        """MACs of each part, {part: MACs} ({} for the classifier: one network)."""
+        return {name: sum(cats.values()) for name, cats in self.parts.items()}
+
+    @property
+    def backbone(self) -> FlopReport:
+        """The Twins network alone (`by_category`) as a report without parts."""
+        return FlopReport(total=sum(self.by_category.values()), by_category=dict(self.by_category))
+
+    @property
+    def neck(self) -> dict[str, int]:
+        """{category: MACs} of the neck of a dense model ({} without one)."""
+        return dict(self.parts.get("neck", {}))
+
+    @property
+    def head(self) -> dict[str, int]:
+        """{category: MACs} of the dense head ({} for the classifier, counted in `by_category`)."""
+        return dict(self.parts.get("head", {}))
+
+    @property
+    def neck_total(self) -> int:
+        return sum(self.neck.values())
+
+    @property
+    def head_total(self) -> int:
+        return sum(self.head.values())
+
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["by_category"] = dict(self.by_category)
-        return d
+        return {"total": self.total, "by_category": dict(self.by_category),
+                "parts": {name: dict(cats) for name, cats in self.parts.items()}}
 
     @classmethod
     def from_categories(cls, by_category: dict[str, int]) -> FlopReport:
+        """A report without parts from {category: MACs}: unknown categories raise ValueError,
+        missing ones count 0."""
         cats = {c: 0 for c in CATEGORIES}
         for c, v in by_category.items():
             if c not in cats:
@@ -153,8 +192,9 @@ def peg_flops(B: int, size: Size, stage: StageConfig) -> dict[str, int]:
     return {"peg": B * size[0] * size[1] * stage.embed_dim * 9}
 
 
-def head_flops(B: int, size: Size, cfg: ArchConfig) -> dict[str, int]:
-    """Final LN on the last map's tokens, mean over tokens (0), Linear C -> num_classes."""
+def classifier_flops(B: int, size: Size, cfg: ArchConfig) -> dict[str, int]:
+    """The classifier head of `Twins` on the last map: final LN on its tokens, mean over tokens
+    (0), Linear C -> num_classes."""
     C = cfg.stages[-1].embed_dim
     return {"norm": _norm(B, size[0] * size[1], C), "head": B * C * cfg.num_classes}
 
@@ -186,7 +226,7 @@ def stage_parts(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> list
 
 def backbone_parts(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> list[dict[str, int]]:
     """{category: MACs} of every module up to `forward_features`, in order (`stage_parts`
-    flattened); `head_flops` adds the classifier's part."""
+    flattened); `classifier_flops` adds the classifier's part."""
     return [p for parts in stage_parts(cfg, resolution, batch) for p in parts]
 
 
@@ -196,10 +236,11 @@ def stage_macs(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> list[
 
 
 def analytic_flops(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> FlopReport:
-    """Multiply-adds of `cfg` on a (batch, in_chans, H, W) input, in fvcore's convention.
-    `resolution` is an int (square) or (H, W). Raises ConfigError when it is too small."""
+    """Multiply-adds of the classifier `build_model(cfg)` on a (batch, in_chans, H, W) input,
+    in fvcore's convention. `resolution` is an int (square) or (H, W). Raises ConfigError when
+    it is too small. `twins_nas.profile.analytic_flops` (`head_cost`) also takes a head."""
     last = cfg.stage_sizes(as_size(resolution))[-1]
-    return FlopReport.from_categories(_add(*backbone_parts(cfg, resolution, batch), head_flops(batch, last, cfg)))
+    return FlopReport.from_categories(_add(*backbone_parts(cfg, resolution, batch), classifier_flops(batch, last, cfg)))
 
 
 def analytic_gmacs(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> float:
@@ -263,8 +304,8 @@ def peg_params(stage: StageConfig) -> int:
     return 10 * stage.embed_dim
 
 
-def head_params(cfg: ArchConfig) -> int:
-    """Final LayerNorm + classifier (none when num_classes = 0)."""
+def classifier_params(cfg: ArchConfig) -> int:
+    """The classifier head of `Twins`: final LayerNorm + classifier (none when num_classes = 0)."""
     C = cfg.stages[-1].embed_dim
     return _layer_norm(C) + (_linear(C, cfg.num_classes) if cfg.num_classes > 0 else 0)
 
@@ -276,9 +317,10 @@ def analytic_params(cfg: ArchConfig, by_stage: Literal[True]) -> list[int]: ...
 @overload
 def analytic_params(cfg: ArchConfig, by_stage: bool) -> int | list[int]: ...
 def analytic_params(cfg: ArchConfig, by_stage: bool = False) -> int | list[int]:
-    """Parameters of `build_model(cfg)`, exactly. With `by_stage`, one count per stage (its
-    patch embedding, blocks and PEG); the final norm and head belong to no stage, so
-    `sum(by_stage) + head_params(cfg)` is the total."""
+    """Parameters of the classifier `build_model(cfg)`, exactly (`twins_nas.profile.analytic_params`
+    also takes a head). With `by_stage`, one count per stage (its patch embedding, blocks and
+    PEG); the final norm and head belong to no stage, so
+    `sum(by_stage) + classifier_params(cfg)` is the total."""
     stages = []
     c_in = cfg.in_chans
     for s in cfg.stages:
@@ -287,4 +329,4 @@ def analytic_params(cfg: ArchConfig, by_stage: bool = False) -> int | list[int]:
             n += peg_params(s)
         stages.append(n)
         c_in = s.embed_dim
-    return stages if by_stage else sum(stages) + head_params(cfg)
+    return stages if by_stage else sum(stages) + classifier_params(cfg)

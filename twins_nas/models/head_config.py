@@ -92,3 +92,18 @@ def head_config(head: None | str | dict | HeadConfig, num_classes: int | None = 
     if isinstance(head, HeadConfig) and num_classes is None:
         return head
     return HeadConfig(**data)
+
+
+def model_head(head: None | str | dict | HeadConfig, num_classes: int | None = None) -> HeadConfig | None:
+    """`head_config` of `build_model`'s arguments: `num_classes` without a head is a TypeError
+    (the classifier's classes are the config's `num_classes`)."""
+    if head is None and num_classes is not None:
+        raise TypeError("build_model: num_classes is the segmentation head's; without a head, "
+                        "set the classifier's in the config (cfg.num_classes)")
+    return head_config(head, num_classes)
+
+
+def head_fields(head: HeadConfig | None) -> dict[str, str | int]:
+    """The head as flat fields, {"head": type, "num_classes": classes}; {} for the classifier
+    (its classes are the config's)."""
+    return {} if head is None else {"head": head.type, "num_classes": head.num_classes}

@@ -1,10 +1,12 @@
-"""Closed-form cost of `segmentation.py`: a Twins backbone with a Semantic FPN, params and
-multiply-adds from the config alone (no model is built).
+"""Closed-form cost of the model `build_model(cfg, head=head)` builds, params and
+multiply-adds from the config alone (no model is built): `analytic_flops` and
+`analytic_params` take the head as data (None: the classifier, whose count is `cost_model`'s;
+a `HeadConfig` or its name: a Twins backbone with the Semantic FPN of `segmentation.py`).
 
 fvcore's convention, as in `cost_model.py` (1 per multiply-add, conv bias ignored, LayerNorm
 5 per element), with fvcore's own handles for the ops the head adds: eval BatchNorm counts 2
 per input element (affine), a nearest upsample 1 per output element, a bilinear upsample 4 per
-output element; ReLU and dropout count 0. `twins_nas.profile.count_dense_flops` measures the
+output element; ReLU and dropout count 0. `twins_nas.profile.count_flops` measures the
 same by tracing, and the two agree exactly for any config and input size.
 
 Map sizes are tracked exactly: stage maps floor (H_i = H_{i-1} // p_i), a x2 upsample doubles
@@ -24,12 +26,15 @@ B = batch, (h, w) = a map's size, C = channels.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal, overload
 
 from ..config import ArchConfig
 from ..sizes import Resolution, Size, as_size
-from .cost_model import FlopReport, _add, analytic_params, backbone_parts
-from .head_config import HeadConfig, head_lengths, stage_strides
+from . import cost_model
+from .cost_model import FlopReport, _add, backbone_parts
+from .head_config import HeadConfig, head_config, head_lengths, stage_strides
+
+HeadLike = None | str | dict | HeadConfig  # what `head_config` reads: None is the classifier
 
 NECK_CATEGORIES = ("lateral", "top_down", "fpn_conv")
 HEAD_CATEGORIES = ("conv", "norm", "upsample", "cls", "resize")
@@ -48,53 +53,27 @@ def _categories(names: tuple[str, ...], counts: dict[str, int], what: str) -> di
     return out
 
 
-@dataclass(frozen=True)
-class DenseFlopReport:
-    """Multiply-adds of one dense-prediction forward pass: the backbone (`FlopReport`'s
-    categories; no final norm and no classifier, so `norm` has no final LayerNorm and `head` is
-    0), the neck and the head (categories: see the module's doc)."""
+def flop_report(head: HeadConfig | None, parts: dict[str, dict[str, int]]) -> FlopReport:
+    """The report of the model with `head` from {part: {category: MACs}}: for the classifier
+    (None) every part joins `by_category` and `parts` stays empty (one network); with a dense
+    head, parts backbone (`FlopReport`'s categories), neck and head (this module's), each with
+    every category (zeros included), and `by_category` is the backbone's. Unknown categories
+    raise ValueError."""
+    if head is None:
+        return FlopReport.from_categories(_add(*parts.values()))
+    backbone = FlopReport.from_categories(parts.get("backbone", {})).by_category
+    split = {"backbone": dict(backbone), "neck": _categories(NECK_CATEGORIES, parts.get("neck", {}), "neck"),
+             "head": _categories(HEAD_CATEGORIES, parts.get("head", {}), "head")}
+    return FlopReport(total=sum(v for cats in split.values() for v in cats.values()), by_category=backbone,
+                      parts=split)
 
-    backbone: FlopReport
-    neck: dict[str, int]
-    head: dict[str, int]
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "neck", _categories(NECK_CATEGORIES, self.neck, "neck"))
-        object.__setattr__(self, "head", _categories(HEAD_CATEGORIES, self.head, "head"))
-
-    @property
-    def neck_total(self) -> int:
-        return sum(self.neck.values())
-
-    @property
-    def head_total(self) -> int:
-        return sum(self.head.values())
-
-    @property
-    def total(self) -> int:
-        return self.backbone.total + self.neck_total + self.head_total
-
-    @property
-    def gmacs(self) -> float:
-        return self.total / 1e9
-
-    @property
-    def attention(self) -> int:
-        """MACs of the backbone's attention matmuls (LSA + GSA)."""
-        return self.backbone.attention
-
-    def to_dict(self) -> dict:
-        return {"total": self.total, "backbone": self.backbone.to_dict(), "neck": dict(self.neck),
-                "head": dict(self.head), "neck_total": self.neck_total, "head_total": self.head_total}
+def DenseFlopReport(backbone: FlopReport, neck: dict[str, int], head: dict[str, int]) -> FlopReport:
+    """The `FlopReport` of a backbone (its `by_category`) with a dense neck and head."""
+    return flop_report(HeadConfig(), {"backbone": backbone.by_category, "neck": neck, "head": head})
 
 
 # ---- one function per module of segmentation.py -----------------------------------------
-
-def backbone_flops(cfg: ArchConfig, resolution: Resolution, batch: int = 1) -> FlopReport:
-    """The Twins of `TwinsSegmentation` up to `forward_features`: patch embeddings, blocks and
-    PEGs (`cost_model`'s functions), without the final norm and the classifier."""
-    return FlopReport.from_categories(_add(*backbone_parts(cfg, resolution, batch)))
-
 
 def fpn_flops(B: int, sizes: list[Size], in_channels: list[int], C: int) -> dict[str, int]:
     """FPN: lateral 1x1 conv C_i -> C on every map (h_i*w_i*C*C_i); top-down, for i = L-1..1,
@@ -137,9 +116,9 @@ def resize_flops(B: int, size: Size, in_size: Size, num_classes: int) -> dict[st
     return {"resize": BILINEAR_MACS_PER_ELEMENT * B * in_size[0] * in_size[1] * num_classes}
 
 
-def head_flops(cfg: ArchConfig, head: HeadConfig, size: Resolution, batch: int = 1) -> dict[str, dict[str, int]]:
-    """MACs of the neck and of the head (with the final resize) of `TwinsSegmentation` on a
-    (batch, in_chans, H, W) input: {"neck": {category: MACs}, "head": {category: MACs}}."""
+def neck_head_flops(cfg: ArchConfig, head: HeadConfig, size: Resolution, batch: int = 1) -> dict[str, dict[str, int]]:
+    """MACs of the Semantic FPN's neck and head (with the final resize) in `TwinsSegmentation`
+    on a (batch, in_chans, H, W) input: {"neck": {category: MACs}, "head": {category: MACs}}."""
     in_size = as_size(size)
     sizes = cfg.stage_sizes(in_size)
     neck = fpn_flops(batch, sizes, cfg.embed_dims, head.neck_channels)
@@ -149,17 +128,36 @@ def head_flops(cfg: ArchConfig, head: HeadConfig, size: Resolution, batch: int =
     return {"neck": _categories(NECK_CATEGORIES, neck, "neck"), "head": _categories(HEAD_CATEGORIES, dec, "head")}
 
 
-def analytic_dense_flops(cfg: ArchConfig, head: HeadConfig, size: Resolution, batch: int = 1) -> DenseFlopReport:
+def flop_parts(cfg: ArchConfig, head: HeadConfig | None, size: Resolution, batch: int = 1) -> dict[str, dict[str, int]]:
+    """{part: {category: MACs}} of `build_model(cfg, head=head)`: the backbone (patch
+    embeddings, blocks, PEGs) and, for the classifier (None), its head (final LayerNorm and
+    Linear, `cost_model.classifier_flops`), else the Semantic FPN's neck and head."""
+    in_size = as_size(size)
+    backbone = _add(*backbone_parts(cfg, in_size, batch))
+    if head is None:
+        return {"backbone": backbone, "head": cost_model.classifier_flops(batch, cfg.stage_sizes(in_size)[-1], cfg)}
+    return {"backbone": backbone, **neck_head_flops(cfg, head, in_size, batch)}
+
+
+def analytic_flops(cfg: ArchConfig, resolution: Resolution, batch: int = 1, *, head: HeadLike = None) -> FlopReport:
     """Multiply-adds of `build_model(cfg, head=head)` on a (batch, in_chans, H, W) input, in
-    fvcore's convention; `size` is an int (square) or (H, W). ConfigError when too small."""
-    parts = head_flops(cfg, head, size, batch)
-    return DenseFlopReport(backbone=backbone_flops(cfg, size, batch), neck=parts["neck"], head=parts["head"])
+    fvcore's convention; `resolution` is an int (square) or (H, W); `head` a `HeadConfig`, its
+    name or dict, or None (the classifier the config has). See `flop_report` for the split.
+    ConfigError when the input is too small."""
+    head = head_config(head)
+    return flop_report(head, flop_parts(cfg, head, resolution, batch))
+
+
+def analytic_dense_flops(cfg: ArchConfig, head: HeadLike, size: Resolution, batch: int = 1) -> FlopReport:
+    """`analytic_flops(cfg, size, batch, head=head)`."""
+    return analytic_flops(cfg, size, batch, head=head)
 
 
 # ---- parameters ------------------------------------------------------------------------
 
-def head_params(head: HeadConfig, cfg: ArchConfig) -> dict[str, int]:
-    """Parameters of the neck and of the head (BatchNorm running stats are buffers, not counted).
+def neck_head_params(head: HeadConfig, cfg: ArchConfig) -> dict[str, int]:
+    """Parameters of the Semantic FPN's neck and head (BatchNorm running stats are buffers, not
+    counted).
 
     neck: per level, lateral conv (C, C_i, 1, 1) + bias and fpn conv (C, C, 3, 3) + bias;
     head: per level, n_i ConvModules: conv (C', c, 3, 3) without bias + BN weight and bias (2C');
@@ -171,10 +169,32 @@ def head_params(head: HeadConfig, cfg: ArchConfig) -> dict[str, int]:
     return {"neck": neck, "head": dec + Ch * K + K}
 
 
-def analytic_dense_params(cfg: ArchConfig, head: HeadConfig) -> dict[str, int]:
-    """Parameters of `build_model(cfg, head=head)`, exactly: the backbone's stages (no final
-    norm, no classifier), the neck, the head and their total."""
-    backbone = sum(analytic_params(cfg, by_stage=True))
-    parts = head_params(head, cfg)
-    return {"backbone": backbone, "neck": parts["neck"], "head": parts["head"],
-            "total": backbone + parts["neck"] + parts["head"]}
+def param_parts(cfg: ArchConfig, head: HeadLike = None) -> dict[str, int]:
+    """Parameters of each part of `build_model(cfg, head=head)`: {} for the classifier (None:
+    one network), else backbone (its stages: no final norm, no classifier), neck and head."""
+    head = head_config(head)
+    if head is None:
+        return {}
+    return {"backbone": sum(cost_model.analytic_params(cfg, by_stage=True)), **neck_head_params(head, cfg)}
+
+
+@overload
+def analytic_params(cfg: ArchConfig, by_stage: Literal[False] = False, *, head: HeadLike = None) -> int: ...
+@overload
+def analytic_params(cfg: ArchConfig, by_stage: Literal[True], *, head: HeadLike = None) -> list[int]: ...
+@overload
+def analytic_params(cfg: ArchConfig, by_stage: bool, *, head: HeadLike = None) -> int | list[int]: ...
+def analytic_params(cfg: ArchConfig, by_stage: bool = False, *, head: HeadLike = None) -> int | list[int]:
+    """Parameters of `build_model(cfg, head=head)`, exactly (`head` as in `analytic_flops`).
+    With `by_stage`, one count per stage of the backbone (patch embedding, blocks and PEG),
+    whatever the head."""
+    parts = param_parts(cfg, head)
+    if by_stage or not parts:
+        return cost_model.analytic_params(cfg, by_stage=by_stage)
+    return sum(parts.values())
+
+
+def analytic_dense_params(cfg: ArchConfig, head: HeadLike) -> dict[str, int]:
+    """`param_parts(cfg, head)` and their total."""
+    parts = param_parts(cfg, head)
+    return {**parts, "total": sum(parts.values())}

@@ -149,6 +149,17 @@ class TwinsSegmentation(nn.Module):
         return resize(self.forward_logits(x), x.shape[2:])
 
 
+def with_head(network: Callable[[ArchConfig], nn.Module], cfg: ArchConfig, head: HeadConfig | None) -> nn.Module:
+    """The model of `cfg` with `head`: `network(cfg)` with its own classifier when `head` is
+    None; else a `TwinsSegmentation` of that head over `network` without classifier
+    (cfg.num_classes is ignored) and without its final norm (the stage maps come before it)."""
+    if head is None:
+        return network(cfg)
+    backbone = network(cfg.replace(num_classes=0))
+    backbone.norm = nn.Identity()  # forward_features' maps come before it: unused
+    return TwinsSegmentation(backbone, head)
+
+
 def load_backbone(model: TwinsSegmentation, state_dict: dict):
     """Load a classification checkpoint of the backbone (timm's Twins names, e.g.
     `timm.create_model("twins_svt_small").state_dict()`) into `model.backbone`: the classifier

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from ..config import ArchConfig, StageConfig, clamp_window, load_config
 from ..sizes import Size
 from .cpu_fast_paths import TokenConv, fast_mlp, window_attention
-from .head_config import HeadConfig, head_config
-from .segmentation import TwinsSegmentation
+from .head_config import HeadConfig, model_head
+from .segmentation import TwinsSegmentation, with_head
 
 
 def lsa_key_mask(size: Size, window: Size, device=None) -> torch.Tensor | None:
@@ -344,20 +344,9 @@ def build_model(cfg: ArchConfig | dict | str, seed: int | None = None, head: Hea
         cfg = load_config(cfg)
     elif isinstance(cfg, dict):
         cfg = ArchConfig.from_dict(cfg)
-    if head is None and num_classes is not None:
-        raise TypeError("build_model: num_classes is the segmentation head's; without a head, "
-                        "set the classifier's in the config (cfg.num_classes)")
-    head = head_config(head, num_classes)
-
-    def make() -> Twins | TwinsSegmentation:
-        if head is None:
-            return Twins(cfg)
-        backbone = Twins(cfg.replace(num_classes=0))
-        backbone.norm = nn.Identity()  # forward_features' maps come before it: unused
-        return TwinsSegmentation(backbone, head)
-
+    head = model_head(head, num_classes)
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return make()
-    return make()
+            return cast(Twins | TwinsSegmentation, with_head(Twins, cfg, head))
+    return cast(Twins | TwinsSegmentation, with_head(Twins, cfg, head))

@@ -11,22 +11,23 @@ residual adds, padding, average pooling, the final mean).
 fvcore traces with torch.jit: shapes, and so the padding the model decides from them, are
 recorded for the traced input only. Every call traces anew at its own resolution.
 
-`count_dense_flops` counts a `TwinsSegmentation` (backbone + Semantic FPN) the same way, with
-fvcore's own handles for what the head adds (eval BatchNorm 2 per element, nearest upsample 1
-and bilinear upsample 4 per output element; ReLU and dropout 0), as `head_cost.py` does.
+With a head, `count_flops` counts a `TwinsSegmentation` (backbone + Semantic FPN) the same way,
+with fvcore's own handles for what the head adds (eval BatchNorm 2 per element, nearest upsample
+1 and bilinear upsample 4 per output element; ReLU and dropout 0), as `head_cost.py` does.
 """
 from __future__ import annotations
 
 import math
 import warnings
+from typing import cast
 
 import torch
 import torch.nn as nn
 
 from ..config import ArchConfig
 from ..models.cost_model import FlopReport
-from ..models.head_config import HeadConfig, head_config
-from ..models.head_cost import DenseFlopReport
+from ..models.head_config import head_config
+from ..models.head_cost import HeadLike, flop_report
 from ..models.segmentation import TwinsSegmentation
 from ..models.twins import GlobalSubSampleAttn, LocallyGroupedAttn, Twins, build_model
 from ..sizes import Resolution, as_size
@@ -127,29 +128,6 @@ def _trace(model: nn.Module, x: torch.Tensor):
         model.train(was_training)
 
 
-def count_flops(cfg_or_model: ArchConfig | Twins | dict | str, resolution: Resolution,
-                batch: int = 1) -> FlopReport:
-    """Multiply-adds of one inference forward pass on CPU, traced by fvcore, split into the
-    categories of `FlopReport`. Accepts a config (ArchConfig, dict, preset name or JSON path)
-    or a built `Twins`; `resolution` is an int (square) or (H, W)."""
-    if isinstance(cfg_or_model, Twins):
-        model = cfg_or_model
-    else:
-        model = build_model(cfg_or_model)
-    h, w = as_size(resolution)
-    model.cfg.stage_sizes((h, w))  # one-line ConfigError when the input is too small
-    by_mod = _trace(model, torch.zeros(batch, model.cfg.in_chans, h, w))
-    cats: dict[str, int] = {}
-    for (module, op), v in _own_counts(by_mod).items():
-        c = _category(model, module, op)
-        cats[c] = cats.get(c, 0) + int(v)
-    report = FlopReport.from_categories(cats)
-    if report.total != by_mod[""].total():
-        raise RuntimeError(f"count_flops: categories sum to {report.total}, fvcore's total is "
-                           f"{by_mod[''].total()}")
-    return report
-
-
 def _dense_category(model: TwinsSegmentation, module: str, op: str) -> tuple[str, str]:
     """(part, category) of `op` run directly inside `module` of a TwinsSegmentation: part is
     backbone (FlopReport's categories, as `_category` on the backbone), neck or head."""
@@ -179,35 +157,56 @@ def _dense_category(model: TwinsSegmentation, module: str, op: str) -> tuple[str
                 return "head", "upsample"
     if module == "" and op == "upsample_bilinear2d":  # TwinsSegmentation.forward: to the input size
         return "head", "resize"
-    raise RuntimeError(f"count_dense_flops: no FLOP category for op {op!r} in module {module!r}; "
+    raise RuntimeError(f"count_flops: no FLOP category for op {op!r} in module {module!r}; "
                        "update twins_nas/profile/flops.py and twins_nas/models/head_cost.py together")
 
 
-def count_dense_flops(cfg_or_model: ArchConfig | TwinsSegmentation | dict | str,
-                      head: None | str | dict | HeadConfig, size: Resolution, batch: int = 1) -> DenseFlopReport:
-    """Multiply-adds of one inference forward pass of a backbone + segmentation head on CPU,
-    traced by fvcore: backbone (FlopReport's categories), neck and head (`head_cost`'s
-    categories). Accepts a config (ArchConfig, dict, preset name or JSON path) with `head` (a
-    name, dict or HeadConfig), or a built `TwinsSegmentation` (`head` None, or its own head);
-    `size` is an int (square) or (H, W)."""
-    if isinstance(cfg_or_model, TwinsSegmentation):
-        model = cfg_or_model
-        if head is not None and head_config(head) != model.head_cfg:
-            raise ValueError(f"count_dense_flops: head={head!r} is not the model's ({model.head_cfg!r})")
-    else:
-        if head is None:
-            raise ValueError("count_dense_flops: a config needs a head (e.g. 'semantic-fpn')")
-        model = build_model(cfg_or_model, head=head)
-    h, w = as_size(size)
-    model.cfg.stage_sizes((h, w))  # one-line ConfigError when the input is too small
-    by_mod = _trace(model, torch.zeros(batch, model.cfg.in_chans, h, w))
-    cats: dict[str, dict[str, int]] = {"backbone": {}, "neck": {}, "head": {}}
+def _twins_part(model: Twins, module: str, op: str) -> tuple[str, str]:
+    """(part, category) of `op` run directly inside `module` of a classifier `Twins`: one
+    network, so the part is the backbone (`flop_report` merges the classifier's parts)."""
+    return "backbone", _category(model, module, op)
+
+
+_PART_OF = ((Twins, _twins_part), (TwinsSegmentation, _dense_category))  # model type -> its ops' (part, category)
+
+
+def _part_of(model: nn.Module):
+    """The (part, category) function of the ops of `model`; TypeError for another module."""
+    for kind, part_of in _PART_OF:
+        if isinstance(model, kind):
+            return part_of
+    raise TypeError(f"count_flops: a config, a Twins or a TwinsSegmentation, got {type(model).__name__}")
+
+
+def count_flops(cfg_or_model: ArchConfig | nn.Module | dict | str, resolution: Resolution, batch: int = 1, *,
+                head: HeadLike = None) -> FlopReport:
+    """Multiply-adds of one inference forward pass on CPU, traced by fvcore, split as
+    `FlopReport` splits them (`head_cost.flop_report`). Accepts a config (ArchConfig, dict,
+    preset name or JSON path), built with `head` (a name, dict or HeadConfig; None: the
+    classifier the config has), or a built `Twins` / `TwinsSegmentation` (`head` None or its
+    own); `resolution` is an int (square) or (H, W)."""
+    head = head_config(head)
+    model = cfg_or_model if isinstance(cfg_or_model, nn.Module) else build_model(cfg_or_model, head=head)
+    part_of, own = _part_of(model), getattr(model, "head_cfg", None)
+    if head not in (None, own):
+        raise ValueError(f"count_flops: head={head!r} is not the model's ({own!r})")
+    h, w = as_size(resolution)
+    cfg = cast(ArchConfig, model.cfg)  # Twins and TwinsSegmentation both carry theirs
+    cfg.stage_sizes((h, w))  # one-line ConfigError when the input is too small
+    by_mod = _trace(model, torch.zeros(batch, cfg.in_chans, h, w))
+    parts: dict[str, dict[str, int]] = {}
     for (module, op), v in _own_counts(by_mod).items():
-        part, c = _dense_category(model, module, op)
-        cats[part][c] = cats[part].get(c, 0) + int(v)
-    report = DenseFlopReport(backbone=FlopReport.from_categories(cats["backbone"]), neck=cats["neck"],
-                             head=cats["head"])
+        part, c = part_of(model, module, op)
+        cats = parts.setdefault(part, {})
+        cats[c] = cats.get(c, 0) + int(v)
+    report = flop_report(own, parts)
     if report.total != by_mod[""].total():
-        raise RuntimeError(f"count_dense_flops: categories sum to {report.total}, fvcore's total is "
+        raise RuntimeError(f"count_flops: categories sum to {report.total}, fvcore's total is "
                            f"{by_mod[''].total()}")
     return report
+
+
+def count_dense_flops(cfg_or_model: ArchConfig | TwinsSegmentation | dict | str, head: HeadLike,
+                      size: Resolution, batch: int = 1) -> FlopReport:
+    """`count_flops(cfg_or_model, size, batch, head=head)`."""
+    return count_flops(cfg_or_model, size, batch, head=head)

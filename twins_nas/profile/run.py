@@ -109,7 +109,7 @@ def _head(head: HeadConfig | str | None, num_classes: int | None) -> HeadConfig 
     if num_classes is not None and head is None:
         raise ConfigError(f"num_classes={num_classes}: give `head` too (the classes of a segmentation head), "
                           f"one of {', '.join(HEADS)}")
-    return head_config(head, num_classes) if head is not None else None
+    return head_config(head, num_classes)
 
 
 def run_profile(

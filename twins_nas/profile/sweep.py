@@ -43,12 +43,13 @@ import torch
 
 from ..config import ArchConfig
 from ..models import HeadConfig
-from ..models.cost_model import CATEGORIES, analytic_flops, analytic_params
-from ..models.head_cost import analytic_dense_flops, analytic_dense_params
+from ..models.cost_model import CATEGORIES
+from ..models.head_config import head_fields
+from ..models.head_cost import analytic_flops, analytic_params, param_parts
 from ..models.window_optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS
 from ..sizes import Resolution, as_size, format_size
 from .backends import MeasureSpec, timing_model, torch_threads
-from .flops import count_dense_flops, count_flops
+from .flops import count_flops
 from .latency import device_label, measure_latency, resolve_device
 from .memory import PeakRSS, cpu_forward_peak_mb, cuda_forward_peak_mb, warm_up_cpu
 from .window_optimality import retarget_columns
@@ -88,18 +89,11 @@ def analytic_row(name: str, cfg: ArchConfig, resolution: Resolution, batch: int 
     H, W = as_size(resolution)
     row = dict(model=name, size=format_size((H, W)), height=H, width=W,
                resolution=H if H == W else math.sqrt(H * W), batch=batch)
-    if head is None:
-        rep = analytic_flops(cfg, (H, W), batch=batch)
-        total, params = rep.total, analytic_params(cfg)
-    else:
-        dense = analytic_dense_flops(cfg, head, (H, W), batch=batch)
-        rep, total, p = dense.backbone, dense.total, analytic_dense_params(cfg, head)
-        params = p["total"]
-    row.update(params=params, params_m=params / 1e6, gmacs=total / 1e9)
-    if head is not None:
-        row.update(head=head.type, num_classes=head.num_classes, backbone_params_m=p["backbone"] / 1e6,
-                   neck_params_m=p["neck"] / 1e6, head_params_m=p["head"] / 1e6, backbone_gmacs=rep.total / 1e9,
-                   neck_gmacs=dense.neck_total / 1e9, head_gmacs=dense.head_total / 1e9)
+    rep, parts = analytic_flops(cfg, (H, W), batch=batch, head=head), param_parts(cfg, head)
+    total, params = rep.total, analytic_params(cfg, head=head)
+    row.update(params=params, params_m=params / 1e6, gmacs=total / 1e9, **head_fields(head))
+    row.update({f"{part}_params_m": n / 1e6 for part, n in parts.items()})
+    row.update({f"{part}_gmacs": n / 1e9 for part, n in rep.part_totals.items()})
     cats = {c: rep.by_category.get(c, 0) for c in CATEGORIES}
     row.update({f"gmacs_{c}": v / 1e9 for c, v in cats.items()})
     attn = cats["lsa_matmul"] + cats["gsa_matmul"]
@@ -286,8 +280,7 @@ def profile_sweep(
             if retarget:
                 row.update(retarget_columns(cfg, r, min_keys, max_aspect))
             if fvcore:
-                row["gmacs_fvcore"] = (count_flops(cfg, r, batch=batch).total if head is None
-                                       else count_dense_flops(cfg, head, r, batch=batch).total) / 1e9
+                row["gmacs_fvcore"] = count_flops(cfg, r, batch=batch, head=head).total / 1e9
             rows.append(row)
             done += 1
             if progress:

@@ -58,8 +58,7 @@ import torch
 
 from ...config import ArchConfig
 from ...models import HeadConfig
-from ...models.cost_model import analytic_gmacs, analytic_params
-from ...models.head_cost import analytic_dense_flops, analytic_dense_params
+from ...models.head_cost import analytic_flops, analytic_params
 from ...profile.latency import LatencyReport, measure_latency
 from ...profile.memory import available_bytes, measure_peak_memory, min_forward_bytes
 from ...profile.stage_time import timing_model
@@ -94,10 +93,7 @@ def needs_proxy_data(space: SearchSpace) -> bool:
 def cheap_metrics(cfg: ArchConfig, resolution: int | Size, head: HeadConfig | None = None) -> dict[str, float]:
     """The closed-form metrics: parameters (count and millions) and GMACs at `resolution`
     (n or (H, W)); with a dense `head`, of the whole dense model (backbone, neck and head)."""
-    if head is None:
-        params, gmacs = analytic_params(cfg), analytic_gmacs(cfg, resolution)
-    else:
-        params, gmacs = analytic_dense_params(cfg, head)["total"], analytic_dense_flops(cfg, head, resolution).gmacs
+    params, gmacs = analytic_params(cfg, head=head), analytic_flops(cfg, resolution, head=head).gmacs
     return {"params": int(params), "params_m": params / 1e6, "gmacs": gmacs}
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, m
 from ...errors import ConfigError
 from ...hardware import DEVICE_NAMES, DTYPE_NAMES, check_device_name, check_dtype_name
 from ...models.head_config import HEADS, HeadConfig
+from ...models.head_config import head_config as as_head_config
 from ...profile.backends import BACKENDS, DEFAULT_BACKEND, MeasureSpec
 from ...sizes import SizeField
 
@@ -74,7 +75,7 @@ class MeasureSettings(BaseModel):
     @property
     def head_config(self) -> HeadConfig | None:
         """The measured head as `build_model(cfg, head=...)` takes it; None: the classifier."""
-        return None if self.head is None else HeadConfig(type=self.head, num_classes=self.num_classes)
+        return as_head_config(self.head, self.num_classes)
 
     def spec(self, budget: MeasureBudget | None = None, device: str | None = None) -> MeasureSpec:
         """The `MeasureSpec` of the timed passes: this section's batch, dtype and backend,
