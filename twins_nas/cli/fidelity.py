@@ -30,9 +30,10 @@ def fidelity(
     archs: int = typer.Option(30, "--archs", min=3, help="Random architectures (Kendall tau is over these)."),
     pairs: int = typer.Option(10, "--pairs", min=0, help="Controlled pairs: two configs differing only in one "
                                                          "window, k, pattern or sub-sampling function."),
-    seeds: int = typer.Option(2, "--seeds", min=1, help="Training seeds of the reference (and of the proxy) on "
-                                                        "the first --seeded random architectures."),
-    seeded: int = typer.Option(10, "--seeded", min=0, help="Random architectures trained with every seed."),
+    seeds: int = typer.Option(2, "--seeds", min=1, help="Seeds of every scorer that depends on one (the "
+                                                        "trainings; the zero-cost scores' initialisation) on the "
+                                                        "first --seeded random architectures."),
+    seeded: int = typer.Option(10, "--seeded", min=0, help="Random architectures scored with every seed."),
     seed: int = typer.Option(0, "--seed", help="Seed of the draw and of the trainings."),
     out: Path = typer.Option(Path("fidelity"), "--out", help="Output folder; a run there with the same settings "
                                                              "continues where it stopped."),
@@ -67,19 +68,28 @@ def fidelity(
             console.print(f"interrupted: the report of what is done is in {out}/; the same command continues")
             raise typer.Exit(130) from None
     t = Table(title=f"scorers vs reference ({summary.reference.budget_x:.1f}x the proxy budget)")
-    for col in ("scorer", "Kendall τ", "τ 95 % CI", "Spearman ρ", "pairs ordered", "s / arch"):
+    for col in ("scorer", "Kendall τ", "τ 95 % CI", "Spearman ρ", "pairs ordered", "s / arch", "seed τ",
+                "τ corrected"):
         t.add_column(col, justify="left" if col == "scorer" else "right")
     for name, s in summary.scorers.items():
         ci = s.tau_ci95
         t.add_row(name + (" (default)" if name == summary.default_scorer else ""), _fmt(s.kendall_tau),
                   f"[{_fmt(ci[0])}, {_fmt(ci[1])}]", _fmt(s.spearman_rho),
                   _fmt(s.pair_agreement * 100 if s.pair_agreement == s.pair_agreement else None, ".0f") +
-                  f" % of {s.n_pairs}", _fmt(summary.mean_seconds.get(name), ".1f"))
+                  f" % of {s.n_pairs}", _fmt(summary.mean_seconds.get(name), ".1f"), _fmt(s.seed_tau),
+                  _fmt(s.kendall_tau_corrected))
     console.print(t)
+    console.print("seed τ: Kendall τ between two seeds' orders (1 for params and GMACs: no seed); τ corrected: "
+                  "τ / √(seed τ × reference seed τ), a correction for seed noise, not a measurement")
     r = summary.reference
     if r.seeded_archs:
         console.print(f"reference seed spread (std over seeds, mean of {r.seeded_archs} archs): "
                       f"{_fmt(r.seed_spread_mean, '.4f')}; τ between two seeds: {_fmt(r.seed_tau)}")
+    sep = summary.separation
+    ratio = sep.reference_span_points / sep.reference_seed_sd if sep.reference_seed_sd else math.nan
+    console.print(f"separation: {sep.verdict} (reference seed τ {_fmt(r.seed_tau)}, separates needs ≥ 0.8 and weakly "
+                  f"≥ 0.5; span of its means {_fmt(sep.reference_span_points, '.4f')} = {_fmt(ratio, '.1f')} × its "
+                  f"seed SD, separates needs ≥ 5)")
     jobs = summary.jobs
     state = "complete" if summary.complete or jobs is None else \
         f"partial: {jobs.done} of {jobs.total} scores; run the same command again to continue"

@@ -10,13 +10,21 @@ Each architecture is scored by every scorer:
 * ``accuracy``: the proxy training the search's accuracy objective runs (the space's
   ``proxy:``; with ``halving.rungs`` > 1 also ``accuracy@rung1`` ... at eta**r x the budget);
 * ``reference``: the same proxy network trained with the `reference` settings (longer), the
-  truth the others are measured against, with `seeds` seeds on the first `seeded` archs.
+  truth the others are measured against.
+
+Every scorer that depends on a seed (the trainings, and the zero-cost scores through the
+network's initialisation) is computed with `seeds` seeds on the first `seeded` random archs
+(``params`` and ``gmacs`` depend on none): its ``seed_tau`` (Kendall tau between two seeds'
+orders, the mean over seed pairs with more than two) and ``seed_sd`` (mean SD across seeds)
+say how reliable it is (`reliability`).
 
 Results go one per line to ``results.jsonl`` as they come (a killed run continues where it
 stopped, with the same draw: ``plan.json``), and `summarize` turns them into ``fidelity.json``:
 per scorer Kendall tau-b and Spearman rho against the reference over the random architectures
-with a bootstrap 95 % interval of tau, and the share of controlled pairs it orders as the
-reference does (a tie of the scorer counts half: it cannot tell the pair apart).
+with a bootstrap 95 % interval of tau, tau corrected for the attenuation by both sides' seed
+noise, and the share of controlled pairs it orders as the reference does (a tie of the scorer
+counts half: it cannot tell the pair apart); and whether the reference separates the
+architectures at all (`reliability.Separation`).
 """
 from __future__ import annotations
 
@@ -46,9 +54,11 @@ from ..proxy.settings import ProxySettings
 from ..proxy.train import train_proxy
 from ..run.rungs import rung_settings
 from ..space.space import SearchSpace, load_space
+from .reliability import Separation, corrected_tau, kendall_tau, seed_sd, seed_tau, separation
 
 PLAN_VERSION = 1
-CHEAP_SCORERS = ("params", "gmacs")
+CHEAP_SCORERS = ("params", "gmacs")   # closed form: the scorers that depend on no seed
+ZERO_COST_SEED_STEP = 1000             # zero-cost seed s initialises the network with seed + 1000 s
 PAIR_FIELDS = ("window", "sr_ratio", "pattern", "subsample")
 BOOTSTRAP = 1000
 
@@ -64,8 +74,14 @@ class Job:
 @dataclass(frozen=True)
 class ScorerFidelity:
     """How one scorer ranks the random architectures against the reference (Kendall tau-b with
-    its bootstrap 95 % interval, Spearman rho; NaN where undefined) and the share of controlled
-    pairs it orders as the reference does."""
+    its bootstrap 95 % interval, Spearman rho; NaN where undefined), the share of controlled
+    pairs it orders as the reference does, and its own seed noise over the seeded archs:
+    `seed_tau` (Kendall tau between two seeds' orders, the mean over seed pairs with more than
+    two) and `seed_sd` (mean SD across seeds, in the scorer's units: accuracies as fractions);
+    1 and 0 for params and gmacs, which depend on no seed. `kendall_tau_corrected`: tau / sqrt(
+    seed_tau x reference seed_tau) clipped to [-1, 1], a correction for attenuation (what tau
+    would be without seed noise on either side), not a measurement; NaN when a reliability is
+    unknown or <= 0."""
 
     kendall_tau: float
     spearman_rho: float
@@ -73,18 +89,24 @@ class ScorerFidelity:
     pair_agreement: float
     n_archs: int
     n_pairs: int
+    seed_tau: float
+    seed_sd: float
+    kendall_tau_corrected: float
 
 
 @dataclass(frozen=True)
 class ReferenceFidelity:
     """The reference training: its proxy settings, its budget as a multiple of the proxy's, and
-    its seed noise (mean std over seeds, tau between two seeds) over `seeded_archs` archs."""
+    its seed noise over `seeded_archs` archs: `seed_spread_mean` and `seed_sd` (the same number:
+    mean SD across seeds, an accuracy as a fraction), `seed_tau` (Kendall tau between two seeds'
+    orders, the mean over seed pairs with more than two)."""
 
     settings: dict[str, Any]
     budget_x: float
     seed_spread_mean: float | None
     seed_tau: float
     seeded_archs: int
+    seed_sd: float
 
 
 @dataclass(frozen=True)
@@ -98,14 +120,16 @@ class JobCount:
 @dataclass
 class FidelitySummary:
     """The fidelity report (fidelity.json is `to_dict()`): per scorer its agreement with the
-    reference, per architecture and pair its scores, the reference, the space, the mean seconds
-    per score of each scorer, and how much of the plan is done. `summary["key"]` reads a field."""
+    reference, per architecture and pair its scores, the reference, whether the reference
+    separates the architectures (`Separation`), the space, the mean seconds per score of each
+    scorer, and how much of the plan is done. `summary["key"]` reads a field."""
 
     default_scorer: str
     scorers: dict[str, ScorerFidelity]
     archs: list[dict[str, Any]]     # id, kind, config, scores, reference_seeds, reference_spread
     pairs: list[dict[str, Any]]     # the plan's pair, a_scores, b_scores, identical
     reference: ReferenceFidelity
+    separation: Separation
     space: dict[str, Any]
     mean_seconds: dict[str, float]
     complete: bool | None = None
@@ -259,14 +283,15 @@ def draw_plan(space: SearchSpace, archs: int, pairs: int, seed: int) -> dict:
 def jobs_of(plan: dict, scorers: dict[str, str], seeds: int, seeded: int) -> list[Job]:
     """Every (arch, scorer, seed) to compute, scorer by scorer in the order given (the run uses:
     closed form, zero-cost, rung 0, the reference, higher rungs), so that a partial run has
-    whole columns. `scorers`: name ->
-    digest of its proxy settings ("" for the untrained ones)."""
+    whole columns; every scorer but the closed-form ones with `seeds` seeds on the first
+    `seeded` random archs. `scorers`: name -> digest of its proxy settings ("" for the
+    untrained ones)."""
     random_ids = [a["id"] for a in plan["archs"] if a["kind"] == "random"]
     multi = set(random_ids[:seeded])
     out: list[Job] = []
     for scorer in scorers:
         for a in plan["archs"]:
-            n = seeds if (a["id"] in multi and scorer not in CHEAP_SCORERS + SCORES) else 1
+            n = seeds if (a["id"] in multi and scorer not in CHEAP_SCORERS) else 1
             out.extend(Job(a["id"], scorer, s, scorers[scorer]) for s in range(n))
     return out
 
@@ -307,7 +332,8 @@ class _Scorer:
             if self._images is None:
                 data = load_proxy_data(sp.proxy, seed=self.seed)
                 self._images = scoring_batch(data, NASWOT_BATCH, sp.input_size, sp.in_chans)
-            return zero_cost_scores(cfg, [job.scorer], self._images, sp.input_size, seed=self.seed)[job.scorer]
+            init = self.seed + ZERO_COST_SEED_STEP * job.seed   # seed 0: the run's seed
+            return zero_cost_scores(cfg, [job.scorer], self._images, sp.input_size, seed=init)[job.scorer]
         settings = self.settings_of(job.scorer)
         data = load_proxy_data(settings, seed=self.seed)
         res = train_proxy(cfg, settings, data, seed=self.seed * 1000 + job.seed, resolution=sp.input_size,
@@ -399,12 +425,6 @@ def _score_jobs(todo: list[Job], total: int, configs: dict[str, ArchConfig], sco
             done[job] = rec
 
 
-def _tau(x: np.ndarray, y: np.ndarray) -> float:
-    if len(x) < 3 or np.all(x == x[0]) or np.all(y == y[0]):
-        return math.nan
-    return float(stats.kendalltau(x, y).statistic)
-
-
 def _budget(p: ProxySettings) -> int:
     return p.train_samples * p.epochs
 
@@ -413,10 +433,17 @@ def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default:
               reference: ProxySettings) -> FidelitySummary:
     """The report of `results` (see the module docstring); `complete` and `jobs` are left unset."""
     values: dict[str, dict[str, list[float]]] = {}
+    by_seed: dict[str, dict[str, dict[int, float]]] = {}    # scorer -> random arch -> seed -> value
+    random_ids = [a["id"] for a in plan["archs"] if a["kind"] == "random"]
     for job, rec in results.items():
         v = rec.get("value")
         if v is not None and math.isfinite(v):
             values.setdefault(job.arch, {}).setdefault(job.scorer, []).append(v)
+            if job.arch in random_ids:
+                by_seed.setdefault(job.scorer, {}).setdefault(job.arch, {})[job.seed] = v
+    noise = {s: (1.0, 0.0) if s in CHEAP_SCORERS else (seed_tau(by_seed.get(s, {})), seed_sd(by_seed.get(s, {})))
+             for s in scorers}                               # scorer -> (seed tau, seed SD)
+    ref_tau = noise["reference"][0] if "reference" in noise else math.nan
     mean = {a: {s: float(np.mean(v)) for s, v in d.items()} for a, d in values.items()}
     archs = []
     for a in plan["archs"]:
@@ -424,7 +451,6 @@ def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default:
         archs.append(dict(id=a["id"], kind=a["kind"], config=a["config"],
                           scores={s: mean.get(a["id"], {}).get(s) for s in scorers},
                           reference_seeds=ref, reference_spread=float(np.std(ref, ddof=1)) if len(ref) > 1 else None))
-    random_ids = [a["id"] for a in plan["archs"] if a["kind"] == "random"]
     configs = {a["id"]: ArchConfig.from_dict(a["config"]) for a in plan["archs"] if a["kind"] == "pair"}
     identical = {p["id"] for p in plan["pairs"]  # drawn before the draw skipped them: not counted
                  if attention_geometry(configs[p["a"]], space.input_size)
@@ -437,13 +463,13 @@ def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default:
         ids = [i for i in random_ids if s in mean.get(i, {}) and "reference" in mean.get(i, {})]
         x = np.array([mean[i][s] for i in ids])
         y = np.array([mean[i]["reference"] for i in ids])
-        tau = _tau(x, y)
+        tau = kendall_tau(x, y)
         rho = float(stats.spearmanr(x, y).statistic) if not math.isnan(tau) else math.nan
         boots = []
         if not math.isnan(tau):
             for _ in range(BOOTSTRAP):
                 k = rng.integers(0, len(ids), len(ids))
-                t = _tau(x[k], y[k])
+                t = kendall_tau(x[k], y[k])
                 if not math.isnan(t):
                     boots.append(t)
         ci = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] if boots else [math.nan] * 2
@@ -458,17 +484,17 @@ def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default:
                 agree.append(0.5 if got == 0 else float(got == ref_order))
         out_scorers[s] = ScorerFidelity(kendall_tau=tau, spearman_rho=rho, tau_ci95=ci,
                                         pair_agreement=float(np.mean(agree)) if agree else math.nan,
-                                        n_archs=len(ids), n_pairs=len(agree))
+                                        n_archs=len(ids), n_pairs=len(agree), seed_tau=noise[s][0],
+                                        seed_sd=noise[s][1],
+                                        kendall_tau_corrected=corrected_tau(tau, noise[s][0], ref_tau))
     pairs = []
     for p in plan["pairs"]:
         ma, mb = mean.get(p["a"], {}), mean.get(p["b"], {})
         pairs.append(dict(p, a_scores={s: ma.get(s) for s in scorers}, b_scores={s: mb.get(s) for s in scorers},
                           identical=p["id"] in identical))
     seeded = [a for a in archs if len(a["reference_seeds"]) > 1]
-    noise = math.nan
-    if len(seeded) >= 3:
-        noise = _tau(np.array([a["reference_seeds"][0] for a in seeded]),
-                     np.array([a["reference_seeds"][1] for a in seeded]))
+    ref_sd = noise["reference"][1] if "reference" in noise else math.nan
+    ref_means = [mean[i]["reference"] for i in random_ids if "reference" in mean.get(i, {})]
     seconds: dict[str, float] = {}
     for job, rec in results.items():
         seconds[job.scorer] = seconds.get(job.scorer, 0.0) + rec.get("seconds", 0.0)
@@ -479,7 +505,8 @@ def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default:
             settings=reference.model_dump(mode="json", exclude={"data_root"}),
             budget_x=_budget(reference) / _budget(space.proxy),
             seed_spread_mean=float(np.mean([a["reference_spread"] for a in seeded])) if seeded else None,
-            seed_tau=noise, seeded_archs=len(seeded)),
+            seed_tau=ref_tau, seeded_archs=len(seeded), seed_sd=ref_sd),
+        separation=separation(ref_means, ref_tau, ref_sd),
         space=dict(name=space.name, source=space.source, hash=space.hash, proxy=space.proxy.model_dump(mode="json")),
         mean_seconds={s: seconds.get(s, 0.0) / max(1, counts[s]) for s in scorers})
 
