@@ -20,7 +20,7 @@ from twins_nas.search.report.export import (
     study_architectures,
     trials_frame,
 )
-from twins_nas.search.report.replicates import estimate_noise, indistinguishable
+from twins_nas.search.report.replicates import Replicate, estimate_noise, indistinguishable, summarize
 
 OBJECTIVES = [["accuracy", "maximize"], ["throughput", "maximize"]]
 
@@ -222,3 +222,18 @@ def test_the_report_names_indistinguishable_neighbours(tmp_path):
     front = {m["architecture"]: m["indistinguishable_from"] for m in front_of(tmp_path)}
     # binomial floor ~0.0152 per member: 0.005 apart is within noise, 0.195 is not
     assert front == {"a0": ["a1"], "a1": [], "a2": []}
+
+
+def test_an_architecture_promoted_once_takes_its_accuracy_from_the_highest_rung():
+    promoted = Replicate(0, "k", {"accuracy": 0.70, "accuracy_rung0": 0.60, "accuracy_rung1": 0.70, "rung": 1},
+                         {}, True)
+    plain = Replicate(1, "k", {"accuracy": 0.62, "accuracy_rung0": 0.62, "rung": 0}, {}, True)
+    a = summarize([promoted, plain], noise_sd=0.01)
+    # rung 1: one training (the noise SD); rung 0: two, |0.62 - 0.60| / 2
+    assert a.metrics["rung"] == 1 and a.metrics["accuracy"] == pytest.approx(0.70)
+    assert a.se["accuracy"] == pytest.approx(0.01) and a.se["accuracy_rung1"] == pytest.approx(0.01)
+    assert a.metrics["accuracy_rung0"] == pytest.approx(0.61) and a.se["accuracy_rung0"] == pytest.approx(0.01)
+    # a replicate breaking a constraint on its own: feasible when the mean satisfies it
+    scored = Replicate(1, "k", {}, {"c": -0.3}, True)
+    assert summarize([Replicate(0, "k", {}, {"c": 0.2}, False), scored], None).feasible
+    assert not summarize([Replicate(0, "k", {}, {"c": 0.4}, False), scored], None).feasible
