@@ -13,9 +13,21 @@
   spent on zero-cost scores, where the space names one);
 * ``pareto.html`` (works offline with the ``plotly.min.js`` written beside it) and
   ``pareto.png`` when a Chromium is present: every trial, accuracy vs throughput (or the
-  study's first two objectives), the front and the pick highlighted, the published Twins
-  models' throughput as vertical lines, and the hypervolume vs trial number (see
-  `pareto.hypervolume_history`).
+  study's first two objectives), the front (means, ±1 SE accuracy bars) and the pick
+  highlighted, the published Twins models' throughput as vertical lines, and the hypervolume
+  vs trial number (see `pareto.hypervolume_history`; per trial, as the search saw them).
+
+One architecture, one entry: trials whose configs build the same network are replicates of
+one architecture (`replicates`), id ``a`` + its lowest trial number. The front, the knee and
+the pick are computed on the architectures' mean metrics; pareto.json and best_config.json
+give each architecture once with its ``trial`` (the lowest number: its config, parameters,
+seconds and epoch accuracies), ``replicate_trials`` (every replicate), ``replicates``, ``metrics``
+(means), ``accuracy_se`` (and ``accuracy_rungR_se``) and ``indistinguishable_from`` (the
+front neighbours its accuracy lead cannot be told from, `replicates.indistinguishable`);
+their ``meta.noise`` (``{sd, source, groups}``) says which noise estimate gave the standard
+error of an architecture with one replicate. trials.csv keeps every trial and gives each its
+``architecture``, ``replicates``, ``accuracy_mean`` / ``accuracy_se`` (and the same of every
+rung's accuracy) and the architecture's front / knee / picked flags.
 
 Every JSON `meta` holds the schema version, the metrics, the space (name, file, sha256), the
 seed, the sampler, the measurement device and settings, the proxy settings and library
@@ -26,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +59,17 @@ from ..run.rungs import effective_metrics, promotion_seconds, promotions
 from ..run.storage import describe_storage, existing_storage_file, open_storage, resolve_storage, storage_file
 from ..run.trials import count_trials
 from ..space.metrics import METRICS, canonical_metric, rename_legacy
+from ..space.space import network_key
+from .replicates import (
+    Architecture,
+    Noise,
+    Replicate,
+    estimate_noise,
+    group_replicates,
+    indistinguishable,
+    is_accuracy_like,
+    summarize,
+)
 
 METRIC_LABELS = {"accuracy": "proxy accuracy (%)", "throughput": "throughput (images/s)",
                  "latency_ms": "latency (ms per batch)", "gmacs": "GMACs", "params_m": "parameters (M)",
@@ -106,10 +130,51 @@ def _clean_metrics(m: dict) -> dict:
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in m.items()}
 
 
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 6)
+
+
+# ---- architectures and their replicates --------------------------------------------------------
+def _network(t: optuna.trial.FrozenTrial) -> Hashable:
+    """The key of the network a trial's config builds (`space.network_key`); the trial itself
+    when it recorded no readable config."""
+    cfg = t.user_attrs.get("config")
+    if cfg:
+        with contextlib.suppress(ConfigError, ValueError):
+            return network_key(ArchConfig.from_dict(cfg))
+    return ("trial", t.number)
+
+
+def _val_samples(study: optuna.Study) -> int | None:
+    """The proxy's validation split size the study recorded (its space's ``proxy.val_samples``)."""
+    v = ((study.user_attrs.get("space") or {}).get("proxy") or {}).get("val_samples")
+    return int(v) if isinstance(v, (int, float)) and v > 0 else None
+
+
+def study_architectures(study: optuna.Study) -> tuple[list[Architecture], Noise]:
+    """Every architecture of the study's COMPLETE trials, in order of their lowest trial number,
+    summarized over their replicates (`replicates.summarize`), and the study's noise estimate
+    from the rung-0 accuracies (`replicates.estimate_noise`, which every trained trial has)."""
+    records = promotions(study)
+    reps = [Replicate(number=t.number, key=_network(t), metrics=effective_metrics(t, records.get(t.number)),
+                      constraints=dict(t.constraints), scored=t.user_attrs.get("status") == TrialStatus.OK)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    groups = group_replicates(reps)
+    noise = estimate_noise([[r.metrics["accuracy_rung0"] for r in g if r.metrics.get("accuracy_rung0") is not None]
+                            for g in groups], _val_samples(study))
+    return [summarize(g, noise.sd) for g in groups], noise
+
+
 # ---- trials.csv ------------------------------------------------------------------------------------
-def trials_frame(study: optuna.Study, front: set[int] | frozenset[int] = frozenset(), picked: int | None = None,
-                 knee: int | None = None) -> pd.DataFrame:
+def trials_frame(study: optuna.Study, archs: Sequence[Architecture] = (),
+                 front: set[str] | frozenset[str] = frozenset(), picked: str | None = None,
+                 knee: str | None = None) -> pd.DataFrame:
+    """One row per trial (see the module docstring); `archs` are the study's architectures and
+    `front`, `picked`, `knee` architecture ids: a trial's flags, ``architecture``,
+    ``replicates`` and ``accuracy_mean`` / ``accuracy_se`` (and the same of every rung's
+    accuracy) are its architecture's."""
     trials = study.get_trials(deepcopy=False)
+    of_trial = {n: a for a in archs for n in a.trials}
     records = promotions(study)
     metrics = [effective_metrics(t, records.get(t.number)) for t in trials]
     metric_cols = [m for m in METRICS if any(m in tm for tm in metrics)]
@@ -119,6 +184,7 @@ def trials_frame(study: optuna.Study, front: set[int] | frozenset[int] = frozens
     param_cols = sorted({p for t in trials for p in t.params}, key=_param_order)
     timed = {k for t in trials for k in (t.user_attrs.get("seconds") or {})}
     seconds = [k for k in SECONDS if k != "zero_cost" or k in timed]  # zero_cost: where a score was named
+    stat_cols = [f"{c}_{s}" for c in metric_cols + rung_cols if is_accuracy_like(c) for s in ("mean", "se")]
     rows = []
     for t, m in zip(trials, metrics):
         ua = t.user_attrs
@@ -127,16 +193,23 @@ def trials_frame(study: optuna.Study, front: set[int] | frozenset[int] = frozens
         stages = cfg.get("stages") or []
         owner = ua.get("worker") or {}
         viol = ua.get("violations") or {k: v for k, v in t.constraints.items() if v > 0}
+        a = of_trial.get(t.number)
+        aid = a.id if a is not None else None
         row = {
             "number": t.number, "state": t.state.name, "status": ua.get("status", t.state.name.lower()),
             "feasible": bool(t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())),
-            "on_front": t.number in front, "knee": t.number == knee, "picked": t.number == picked,
+            "on_front": aid is not None and aid in front, "knee": aid is not None and aid == knee,
+            "picked": aid is not None and aid == picked, "architecture": aid,
+            "replicates": a.replicates if a is not None else None,
         }
         row.update({c: m.get(c) for c in metric_cols})
         row["params"] = m.get("params")
         if rung_cols:
             row.update({c: m.get(c) for c in rung_cols[:-1]})
             row["seconds_promotion"] = promotion_seconds(records.get(t.number)) or None
+        for col in stat_cols:
+            c, stat = col.rsplit("_", 1)
+            row[col] = None if a is None else a.metrics.get(c) if stat == "mean" else a.se.get(c)
         row["violations"] = ";".join(f"{k}:{v:+.3f}" for k, v in viol.items())
         row.update({f"seconds_{k}": sec.get(k) for k in seconds})
         row["epoch_accuracies"] = ";".join(f"{a:.4f}" for a in ua.get("epoch_accuracies", []))
@@ -151,11 +224,13 @@ def trials_frame(study: optuna.Study, front: set[int] | frozenset[int] = frozens
             ("; ".join(f"{k} broken" for k in viol) if viol else None)
         row.update({f"param.{p}": t.params.get(p) for p in param_cols})
         rows.append(row)
-    cols = (["number", "state", "status", "feasible", "on_front", "knee", "picked"] + metric_cols + rung_cols +
-            ["params", "violations"] + [f"seconds_{k}" for k in seconds] +
+    cols = (["number", "state", "status", "feasible", "on_front", "knee", "picked", "architecture", "replicates"] +
+            metric_cols + rung_cols + stat_cols + ["params", "violations"] + [f"seconds_{k}" for k in seconds] +
             ["epoch_accuracies", "proxy_seed", "depths", "embed_dims", "patterns", "datetime_start",
              "datetime_complete", "worker", "reason"] + [f"param.{p}" for p in param_cols])
-    return pd.DataFrame(rows, columns=cols)
+    df = pd.DataFrame(rows, columns=cols)
+    df["replicates"] = df["replicates"].astype("Int64")  # a count: "2", and empty where no architecture
+    return df
 
 
 def _param_order(name: str) -> tuple:
@@ -175,8 +250,33 @@ def _axes(objectives: dict[str, str]) -> tuple[str | None, str]:
     return (rest[0] if rest else None), y
 
 
+def architecture_frame(archs: Sequence[Architecture], configs: dict[int, dict], front: set[str],
+                       knee: str | None, picked: str | None, similar: dict[str, list[str]]) -> pd.DataFrame:
+    """One row per architecture (`archs`, the feasible ones) for the figure: id, replicate trial
+    numbers, mean metrics, their standard errors (``METRIC_se``), the front / knee / picked flags,
+    the ids it is indistinguishable from (`similar`) and the architecture in short (`configs`:
+    trial number -> recorded config)."""
+    rows = []
+    for a in archs:
+        stages = (configs.get(a.first) or {}).get("stages") or []
+        row = {"number": a.first, "architecture": a.id, "trials": ", ".join(map(str, a.trials)),
+               "replicates": a.replicates, "status": TrialStatus.OK, "on_front": a.id in front,
+               "knee": a.id == knee, "picked": a.id == picked,
+               "indistinguishable_from": ", ".join(similar.get(a.id, []))}
+        row.update({m: a.metrics.get(m) for m in METRICS})
+        row.update({f"{m}_se": v for m, v in a.se.items()})
+        row["depths"] = "-".join(str(s["depth"]) for s in stages)
+        row["embed_dims"] = "-".join(str(s["embed_dim"]) for s in stages)
+        row["patterns"] = "-".join(str(s["pattern"]) for s in stages)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def pareto_figure(df: pd.DataFrame, objectives: dict[str, str], presets: dict, hv: list[float],
-                  title: str):
+                  title: str, archs: pd.DataFrame | None = None):
+    """The Pareto figure: every trial of `df` (`trials_frame`) and, from `archs`
+    (`architecture_frame`), the front's architectures at their means with ±1 SE accuracy bars,
+    the knee and the pick."""
     import plotly.graph_objects as go  # heavy import (plotly): see README
     from plotly.subplots import make_subplots  # heavy import (plotly): see README
 
@@ -195,14 +295,25 @@ def pareto_figure(df: pd.DataFrame, objectives: dict[str, str], presets: dict, h
     def ys(d):
         return d[y] * scale.get(y, 1.0)
 
-    def hover(d):
+    def hover(d, per_architecture: bool = False):
         out = []
         for _, r in d.iterrows():
-            parts = [f"trial {r['number']} ({r['status']})"]
+            n = r.get("replicates")
+            if per_architecture:
+                parts = [f"architecture {r['architecture']}: mean of {n} replicate{'s' * (n != 1)} "
+                         f"(trial{'s' * (n != 1)} {r['trials']})"]
+            else:
+                parts = [f"trial {r['number']} ({r['status']})"]
+                if pd.notna(r.get("architecture")) and pd.notna(n) and n > 1:
+                    parts.append(f"architecture {r['architecture']}: {n} replicates")
             for m in METRICS:
                 if m in d.columns and pd.notna(r.get(m)):
                     v = r[m] * 100 if m == "accuracy" else r[m]
-                    parts.append(f"{m}: {v:.4g}")
+                    se = r.get(f"{m}_se") if per_architecture else None
+                    spread = f" ± {se * 100:.2g} (SE)" if m == "accuracy" and se is not None and pd.notna(se) else ""
+                    parts.append(f"{m}: {v:.4g}{spread}")
+            if per_architecture and r.get("indistinguishable_from"):
+                parts.append(f"indistinguishable from {r['indistinguishable_from']}")
             parts.append(f"depths {r['depths']} · dims {r['embed_dims']} · {r['patterns']}")
             out.append("<br>".join(parts))
         return out
@@ -212,7 +323,14 @@ def pareto_figure(df: pd.DataFrame, objectives: dict[str, str], presets: dict, h
         have = have[have[x].notna()]
     ok = have[have["status"] == TrialStatus.OK]
     infeasible = have[(have["state"] == "COMPLETE") & (have["status"] != TrialStatus.OK)]
-    front = ok[ok["on_front"]]
+    if archs is None or not len(archs):
+        archs = ok.iloc[0:0]
+    archs = archs.copy()
+    for m in (x, y):
+        if m is not None and m not in archs.columns:
+            archs[m] = float("nan")
+    archs = archs[archs[y].notna() & (archs[x].notna() if x is not None else True)]
+    front = archs[archs["on_front"]]
     front = front.sort_values(x if x is not None else "number")
     if len(infeasible):
         fig.add_trace(go.Scatter(x=xs(infeasible), y=ys(infeasible), mode="markers", name="breaks a constraint",
@@ -225,17 +343,22 @@ def pareto_figure(df: pd.DataFrame, objectives: dict[str, str], presets: dict, h
                                          colorbar=dict(title="trial", x=0.6, len=0.5, y=0.25, thickness=10)),
                              hovertext=hover(ok), hoverinfo="text"), row=1, col=1)
     if len(front):
-        fig.add_trace(go.Scatter(x=xs(front), y=ys(front), mode="lines+markers", name="Pareto front",
-                                 line=dict(color="#e4572e", width=2),
+        se_col = f"{y}_se"
+        bars = None
+        if se_col in front.columns:
+            se = [None if pd.isna(v) else float(v) * scale.get(y, 1.0) for v in front[se_col]]
+            bars = dict(type="data", array=se, visible=True, color="#e4572e", thickness=1.2, width=4)
+        fig.add_trace(go.Scatter(x=xs(front), y=ys(front), mode="lines+markers", name="Pareto front (mean ± 1 SE)",
+                                 line=dict(color="#e4572e", width=2), error_y=bars,
                                  marker=dict(size=10, color="#e4572e", line=dict(width=1, color="white")),
-                                 hovertext=hover(front), hoverinfo="text"), row=1, col=1)
+                                 hovertext=hover(front, True), hoverinfo="text"), row=1, col=1)
     for flag, name, sym, color in (("knee", "knee", "diamond", "#2e86ab"), ("picked", "picked (best_config)",
                                                                            "star", "#f3a712")):
-        sel = ok[ok[flag]]
+        sel = archs[archs[flag]]
         if len(sel):
             fig.add_trace(go.Scatter(x=xs(sel), y=ys(sel), mode="markers", name=name,
                                      marker=dict(symbol=sym, size=17, color=color, line=dict(width=1, color="black")),
-                                     hovertext=hover(sel), hoverinfo="text"), row=1, col=1)
+                                     hovertext=hover(sel, True), hoverinfo="text"), row=1, col=1)
     if x is not None and presets:
         marks = sorted((row[x] * scale.get(x, 1.0), pname) for pname, row in presets.items()
                        if isinstance(row, dict) and row.get(x) is not None and math.isfinite(row[x]))
@@ -267,12 +390,21 @@ def pareto_figure(df: pd.DataFrame, objectives: dict[str, str], presets: dict, h
 # ---- the export ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Picked:
-    """The trial written to best_config.json: its number, metrics and the pick rule that chose it
-    (``knee`` where the rule asked for matched no trial and the export is not strict)."""
+    """The architecture written to best_config.json: its lowest trial number, its metrics (the
+    means of its replicates), the pick rule that chose it (``knee`` where the rule asked for
+    matched no architecture and the export is not strict), its id, its replicates' trial
+    numbers and the standard error of its accuracy (None: not measured, or no estimate)."""
 
     trial: int
     metrics: dict[str, float]
     pick: str
+    architecture: str = ""
+    trials: tuple[int, ...] = ()
+    accuracy_se: float | None = None
+
+    @property
+    def replicates(self) -> int:
+        return len(self.trials) or 1
 
 
 @dataclass
@@ -316,9 +448,10 @@ def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "kn
         with contextlib.suppress(Exception):
             storage = storage_url(study)
 
-    feasible = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
+    archs, noise = study_architectures(study)
+    feasible = [a for a in archs if a.feasible]
     records = promotions(study)
-    rows = [effective_metrics(t, records.get(t.number)) for t in feasible]
+    rows = [a.metrics for a in feasible]
     front_idx, knee, picked, pick_note = [], None, None, None
     if feasible:
         mask = pareto_mask(rows, objectives)
@@ -336,42 +469,60 @@ def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "kn
             picked = knee
     else:
         notes.append("no finished feasible trial yet: best_config.json and pareto.json not written")
-    numbers = [t.number for t in feasible]
-    front_numbers = {numbers[i] for i in front_idx}
-    df = trials_frame(study, front_numbers, numbers[picked] if picked is not None else None,
-                      numbers[knee] if knee is not None else None)
+    ids = [a.id for a in feasible]
+    front_ids = {ids[i] for i in front_idx}
+    knee_id = ids[knee] if knee is not None else None
+    picked_id = ids[picked] if picked is not None else None
+    df = trials_frame(study, archs, front_ids, picked_id, knee_id)
+    similar_idx = indistinguishable([rows[i] for i in front_idx], [feasible[i].se.get("accuracy") for i in front_idx],
+                                    objectives)
+    similar = {ids[i]: [ids[front_idx[j]] for j in near] for i, near in zip(front_idx, similar_idx)}
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     files = []
     common = _common_meta(study, storage)
     best = None
+
+    def described(a: Architecture) -> dict:
+        """What pareto.json and best_config.json say of an architecture beside its metrics."""
+        return {"architecture": a.id, "replicates": a.replicates, "replicate_trials": list(a.trials),
+                "accuracy_se": _round(a.se.get("accuracy")),
+                **{f"{m}_se": _round(v) for m, v in a.se.items() if m != "accuracy"}}
+
     if feasible:
         assert picked is not None and knee is not None  # set above when a trial is feasible
         first, direction = next(iter(objectives.items()))
         order = sorted(front_idx, key=lambda i: rows[i][first], reverse=direction == "maximize")
         hv = hypervolume_history([effective_metrics(t, records.get(t.number)) if _feasible(t) else None
                                   for t in study.get_trials(deepcopy=False)], objectives)
-        t = feasible[picked]
+        a = feasible[picked]
+        t = by_number[a.first]
         cfg = ArchConfig.from_dict(t.user_attrs["config"])
         best = Picked(trial=t.number, metrics=_clean_metrics(rows[picked]),
-                      pick=rule.text if pick_note is None else "knee")
+                      pick=rule.text if pick_note is None else "knee", architecture=a.id, trials=a.trials,
+                      accuracy_se=_round(a.se.get("accuracy")))
         meta = dict(common, kind="best_config", pick=best.pick, pick_note=None if pick_note is None else str(pick_note),
                     trial=t.number, on_front=picked in front_idx, knee=picked == knee,
-                    metrics=best.metrics, seconds=t.user_attrs.get("seconds", {}),
+                    metrics=best.metrics, **described(a), indistinguishable_from=similar.get(a.id, []),
+                    noise=noise.as_dict(), seconds=t.user_attrs.get("seconds", {}),
                     epoch_accuracies=t.user_attrs.get("epoch_accuracies", []),
                     params=t.params, hypervolume=hv[-1] if hv else None)
         cfg.to_json(out / "best_config.json", meta=meta)
         files.append(out / "best_config.json")
         configs = []
         for i in order:
-            tt = feasible[i]
+            tt = by_number[feasible[i].first]
             d = ArchConfig.from_dict(tt.user_attrs["config"]).to_dict()
-            d["meta"] = {"trial": tt.number, "metrics": _clean_metrics(rows[i]),
+            d["meta"] = {"trial": tt.number, "metrics": _clean_metrics(rows[i]), **described(feasible[i]),
+                         "indistinguishable_from": similar.get(ids[i], []),
                          "knee": i == knee, "picked": i == picked, "params": tt.params,
                          "seconds": tt.user_attrs.get("seconds", {}),
                          "epoch_accuracies": tt.user_attrs.get("epoch_accuracies", [])}
             configs.append(d)
         pareto = {"schema_version": SCHEMA_VERSION,
-                  "meta": dict(common, kind="pareto", count=len(configs), knee_trial=numbers[knee],
-                               picked_trial=numbers[picked], pick=rule.text, hypervolume=hv[-1] if hv else None,
+                  "meta": dict(common, kind="pareto", count=len(configs), knee_trial=feasible[knee].first,
+                               picked_trial=feasible[picked].first, knee_architecture=knee_id,
+                               picked_architecture=picked_id, architectures=len(feasible), noise=noise.as_dict(),
+                               pick=rule.text, hypervolume=hv[-1] if hv else None,
                                order=f"best {first} first"),
                   "configs": configs}
         write_text(out / "pareto.json", json.dumps(pareto, indent=2) + "\n")
@@ -384,9 +535,12 @@ def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "kn
 
     presets = {name: rename_legacy(row) if isinstance(row, dict) else row
                for name, row in (study.user_attrs.get("presets") or {}).items()}
+    configs_of = {t.number: t.user_attrs.get("config") or {} for t in by_number.values()}
+    arch_df = architecture_frame(feasible, configs_of, front_ids, knee_id, picked_id, similar)
     fig = pareto_figure(df, objectives, presets, hv,
-                        title=f"{study.study_name}: {len(df)} trials, {len(front_idx)} on the front "
-                              f"(space {common['space']['name']}, {common['device'].get('device', '')})")
+                        title=f"{study.study_name}: {len(df)} trials, {len(feasible)} feasible architectures, "
+                              f"{len(front_idx)} on the front (space {common['space']['name']}, "
+                              f"{common['device'].get('device', '')})", archs=arch_df)
     written = write_figure(fig, out / "pareto.html", out / "pareto.png" if png else None, width=1400, height=620)
     files += written.files
     notes += written.notes

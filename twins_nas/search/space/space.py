@@ -444,7 +444,7 @@ class SearchSpace(_Strict):
             got = self._assign(pick)
         except (_Miss, ConfigError):
             return None
-        return params if _network_key(got) == _network_key(cfg) else None
+        return params if network_key(got) == network_key(cfg) else None
 
     def contains(self, cfg: ArchConfig) -> bool:
         """Whether the space can produce a network identical to `cfg` (name, classifier size
@@ -522,8 +522,9 @@ def _encode_param(name: str, value: Any) -> Any:
     return value
 
 
-def _network_key(cfg: ArchConfig) -> tuple:
-    """What makes two configs the same network (ignoring name and classifier size)."""
+def network_key(cfg: ArchConfig) -> tuple:
+    """What makes two configs the same network (ignoring name and classifier size): equal keys
+    build the same network, so the report counts their trials as replicates of one architecture."""
     key: list[object] = [cfg.in_chans, cfg.qkv_bias, cfg.peg]
     for s in cfg.stages:
         kinds = tuple(s.block_types)
