@@ -74,7 +74,7 @@ def test_an_unknown_name_is_one_line_listing_the_registered_names(toy):
     msg = str(e.value)
     assert "\n" not in msg
     assert msg == ("proxy.dataset='mnist': valid data sets are fashion-mnist, cifar10, cifar100, imagefolder:PATH, "
-                   "toy-constant")
+                   "cluttered-fashion-mnist, toy-constant")
     with pytest.raises(ValidationError, match=r"valid data sets are fashion-mnist, .*, toy-constant"):
         ProxySettings(dataset="mnist")
 

@@ -16,6 +16,9 @@ Built in:
 * `imagefolder:PATH`: torchvision's `ImageFolder` on PATH/train if it exists, else PATH; one
   class per subfolder; only the selected images are decoded (RGB, shorter side resized to the
   proxy resolution, centre-cropped).
+* `cluttered-fashion-mnist`: 48x48 canvases, each one Fashion-MNIST training item at a random
+  place among 8x8 crops of other items (`cluttered`); read through the `fashion-mnist` entry
+  (same folders), the canvases built only for the images selected.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConfigError
+from . import cluttered
 
 
 @dataclass(frozen=True)
@@ -243,6 +247,16 @@ def load_imagefolder(request: LoadRequest) -> TrainingSet:
     return TrainingSet(labels=np.asarray(ds.targets), images=decode, num_classes=len(ds.classes))
 
 
+# ---- Cluttered Fashion-MNIST --------------------------------------------------------------
+def load_cluttered_fashion_mnist(request: LoadRequest) -> TrainingSet:
+    """Cluttered canvases (`cluttered.ClutteredCanvases`, seed `cluttered.CANVAS_SEED`) of the
+    60 000 Fashion-MNIST training items, read by the `fashion-mnist` entry with this request;
+    canvas i shows item i, so the labels are Fashion-MNIST's."""
+    source = get_dataset("fashion-mnist").load(request)
+    canvases = cluttered.ClutteredCanvases(source.images(np.arange(len(source.labels))), source.labels)
+    return TrainingSet(labels=canvases.labels, images=canvases.images)
+
+
 register_dataset(DataSetInfo(
     name="fashion-mnist", num_classes=10, in_chans=1, image_size=(28, 28), load=load_fashion_mnist,
     source="Zalando Research (github.com/zalandoresearch/fashion-mnist), MIT license; Debian package "
@@ -258,3 +272,7 @@ register_dataset(DataSetInfo(
     name="imagefolder", num_classes=None, in_chans=3, image_size=None, load=load_imagefolder, param="PATH",
     count_classes=count_image_classes,
     source="your images: PATH/CLASS/*.jpg|png (or PATH/train/CLASS/...), one class per subfolder; their license"))
+register_dataset(DataSetInfo(
+    name="cluttered-fashion-mnist", num_classes=10, in_chans=1,
+    image_size=(cluttered.CANVAS_SIZE, cluttered.CANVAS_SIZE), load=load_cluttered_fashion_mnist,
+    source="Fashion-MNIST (Zalando, MIT) items composed on a cluttered canvas by twins-nas"))

@@ -23,7 +23,7 @@ class ProxySettings(BaseModel):
 
     dataset: str = Field(default="fashion-mnist",
                          description="a data set of the registry (twins_nas.search.proxy.datasets): fashion-mnist, "
-                                     "cifar10, cifar100, imagefolder:PATH or one registered")
+                                     "cifar10, cifar100, imagefolder:PATH, cluttered-fashion-mnist or one registered")
     data_root: str | None = Field(default=None, description="where to look for the data set first")
     resolution: StrictInt = Field(default=32, ge=8)
     patch_size: StrictInt | None = Field(
