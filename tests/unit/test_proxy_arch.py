@@ -35,7 +35,7 @@ def keys_per_side(map_side: int, k: int) -> int:
     return len(range(0, map_side, k))
 
 
-# The mapping table of the README (full size at 224 px vs the default proxy), per stage:
+# The mapping table of docs/search.md (full size at 224 px vs the default proxy), per stage:
 # (full map, full windows/side, full keys/side, proxy map, proxy windows/side, proxy keys/side)
 TABLE = {
     "twins-svt-s": [(56, 8, 7, 16, 8, 8), (28, 4, 7, 8, 4, 4), (14, 2, 7, 4, 2, 2), (7, 1, 7, 2, 1, 2)],
@@ -172,7 +172,7 @@ def test_clamp_geometry_rounds_down_to_divisors_of_the_maps():
     assert [s.sr_ratio for s in p.stages] == [8, 4, 2, 1]
 
 
-# The README's table: the presets under the committed spaces (whose k choices the proxy keeps
+# The table of docs/search.md (The proxy): the presets under the committed spaces (whose k choices the proxy keeps
 # apart, e.g. svt.yaml's stage 1 offers k = 4 or 8: proxy k = 2 or 3): per stage, (proxy
 # windows/side, full keys/side, proxy keys/side), windows/side of the full size as in TABLE.
 UNDER_SPACE = {
