@@ -35,13 +35,7 @@ from twins_nas.search.space.space import load_space, space_from_dict
 TIMING_COLUMNS = {"latency_ms", "latency_iqr_ms", "latency_repeats", "throughput", "latency_est_ms", "peak_mem_mb"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: OpenMP's barriers make 2-thread timings erratic on a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # every test on one torch thread (tests/conftest.py)
 
 
 def small_cfg(name: str = "small") -> ArchConfig:

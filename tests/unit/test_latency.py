@@ -12,14 +12,7 @@ from twins_nas.profile.latency import LatencyReport, measure_latency, resolve_de
 from twins_nas.profile.memory import measure_peak_memory_many
 from twins_nas.profile.sweep import default_resolutions, profile_sweep
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: OpenMP's barriers make 2-thread timings erratic on a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # every test on one torch thread (tests/conftest.py)
 
 
 def small_cfg(name: str = "small") -> ArchConfig:
