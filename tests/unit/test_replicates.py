@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
+from twins_nas.search.replicates import Replicate, estimate_noise, indistinguishable, summarize
 from twins_nas.search.report.export import (
     architecture_frame,
     export_study,
@@ -20,7 +21,6 @@ from twins_nas.search.report.export import (
     study_architectures,
     trials_frame,
 )
-from twins_nas.search.report.replicates import Replicate, estimate_noise, indistinguishable, summarize
 
 OBJECTIVES = [["accuracy", "maximize"], ["throughput", "maximize"]]
 

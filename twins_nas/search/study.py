@@ -40,6 +40,7 @@ from .evaluate.status import StopReason
 from .proxy.data import load_proxy_data
 from .report.export import Picked, export_study
 from .run.provenance import library_versions, resolve_search_device
+from .run.replication import Replicator, replication_summary, replications
 from .run.rungs import Promoter, promotion_summary, rung_settings
 from .run.samplers import make_sampler
 from .run.settings import SearchSettings
@@ -236,6 +237,18 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
             stopped, message = StopReason.INTERRUPTED, "interrupted"
     if promoter.active:
         notes.append(promotion_summary(study))
+    replicator = Replicator(space, settings.seed, device, study_lock(spec, settings.study_name), settings.trials)
+    study.set_user_attr("replicates", space.replicates.model_dump(mode="json"))
+    if stopped == StopReason.DONE and replicator.active:
+        try:
+            with (status or contextlib.nullcontext)(
+                    f"training replicates near the front (up to {space.replicates.count} per architecture, "
+                    f"at most {replicator.limit} trainings) ..."):
+                replicator.run(study, deadline)
+        except KeyboardInterrupt:
+            stopped, message = StopReason.INTERRUPTED, "interrupted"
+    if replicator.active or replications(study):
+        notes.append(replication_summary(study))
     counts = count_trials(study)
     outcome = SearchOutcome(study_name=settings.study_name, storage=describe_storage(spec),
                             finished=counts["complete"], target=settings.trials, counts=counts, stopped=stopped,

@@ -79,14 +79,17 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
 
 def train_proxy(cfg: ArchConfig, proxy: ProxySettings, data: ProxyData, seed: int, device: str = "cpu",
                 on_epoch: Callable[[int, float], None] | None = None, resolution: Resolution | None = None,
-                choices: Sequence[StageChoices] | None = None, every_epoch: bool = True) -> ProxyResult:
+                choices: Sequence[StageChoices] | None = None, every_epoch: bool = True,
+                order_seed: int | None = None) -> ProxyResult:
     """Train the proxy of the full-size `cfg` on `data` and return its validation accuracy.
 
     `resolution` is the full-size input size and `choices` the space's geometry choices per
     stage (see `proxy_arch`). With `every_epoch` False (and no `on_epoch`) only the last epoch
     is evaluated: the same final accuracy, one validation pass. `on_epoch(epoch, accuracy)` is
     called after every epoch (epoch counts from 1); whatever it raises (e.g.
-    `optuna.TrialPruned`) propagates. A NaN/inf loss raises `ProxyDiverged`."""
+    `optuna.TrialPruned`) propagates. A NaN/inf loss raises `ProxyDiverged`. `order_seed`
+    seeds the order of the training images apart from the weights (default: `seed`): one
+    order for several networks gives them common random numbers."""
     t0 = time.perf_counter()
     pcfg = proxy_arch(cfg, proxy, data.num_classes, data.in_chans, resolution, choices)
     with torch.random.fork_rng(devices=[]):
@@ -105,7 +108,7 @@ def train_proxy(cfg: ArchConfig, proxy: ProxySettings, data: ProxyData, seed: in
     steps_per_epoch = math.ceil(n / bs)
     total = proxy.epochs * steps_per_epoch
     warmup = round(proxy.warmup_epochs * steps_per_epoch)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed if order_seed is None else order_seed)
     build_s = time.perf_counter() - t0
 
     train_s = eval_s = 0.0

@@ -27,7 +27,9 @@ front neighbours its accuracy lead cannot be told from, `replicates.indistinguis
 their ``meta.noise`` (``{sd, source, groups}``) says which noise estimate gave the standard
 error of an architecture with one replicate. trials.csv keeps every trial and gives each its
 ``architecture``, ``replicates``, ``accuracy_mean`` / ``accuracy_se`` (and the same of every
-rung's accuracy) and the architecture's front / knee / picked flags.
+rung's accuracy) and the architecture's front / knee / picked flags. The replicate trainings
+the search scheduled near the front (`run.replication`) count as replicates; ``meta.replication``
+gives their settings, number and seconds.
 
 Every JSON `meta` holds the schema version, the metrics, the space (name, file, sha256), the
 seed, the sampler, the measurement device and settings, the proxy settings and library
@@ -38,7 +40,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,22 +56,13 @@ from ...figures import write_figure
 from ..evaluate.status import TrialStatus
 from ..optuna_compat import storage_url
 from ..pareto import NoMatch, hypervolume_history, knee_index, pareto_mask, parse_pick, select
+from ..replicates import Architecture, indistinguishable, is_accuracy_like
 from ..run.provenance import library_versions
+from ..run.replication import replicate_seconds, replicate_trainings, replications, study_architectures
 from ..run.rungs import effective_metrics, promotion_seconds, promotions
 from ..run.storage import describe_storage, existing_storage_file, open_storage, resolve_storage, storage_file
 from ..run.trials import count_trials
 from ..space.metrics import METRICS, canonical_metric, rename_legacy
-from ..space.space import network_key
-from .replicates import (
-    Architecture,
-    Noise,
-    Replicate,
-    estimate_noise,
-    group_replicates,
-    indistinguishable,
-    is_accuracy_like,
-    summarize,
-)
 
 METRIC_LABELS = {"accuracy": "proxy accuracy (%)", "throughput": "throughput (images/s)",
                  "latency_ms": "latency (ms per batch)", "gmacs": "GMACs", "params_m": "parameters (M)",
@@ -119,11 +112,20 @@ def _common_meta(study: optuna.Study, storage: str | None) -> dict:
         "device": ua.get("measure", {}),
         "proxy": proxy,
         "halving": space.get("halving") or space.get("fidelity") or {"rungs": 1},
+        "replication": _replication_meta(study, space),
         "trials": count_trials(study),
         "versions": library_versions(),
         "search_versions": ua.get("versions", {}),
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _replication_meta(study: optuna.Study, space: dict) -> dict:
+    """The space's ``replicates:`` settings and the replicate trainings the study holds."""
+    records = {n: rec for n, rec in replications(study).items() if rec.get("results")}
+    settings = study.user_attrs.get("replicates") or space.get("replicates") or {"count": 1}
+    return dict(settings, trainings=replicate_trainings(records),
+                architectures=len(records), seconds=round(replicate_seconds(records), 1))
 
 
 def _clean_metrics(m: dict) -> dict:
@@ -132,37 +134,6 @@ def _clean_metrics(m: dict) -> dict:
 
 def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 6)
-
-
-# ---- architectures and their replicates --------------------------------------------------------
-def _network(t: optuna.trial.FrozenTrial) -> Hashable:
-    """The key of the network a trial's config builds (`space.network_key`); the trial itself
-    when it recorded no readable config."""
-    cfg = t.user_attrs.get("config")
-    if cfg:
-        with contextlib.suppress(ConfigError, ValueError):
-            return network_key(ArchConfig.from_dict(cfg))
-    return ("trial", t.number)
-
-
-def _val_samples(study: optuna.Study) -> int | None:
-    """The proxy's validation split size the study recorded (its space's ``proxy.val_samples``)."""
-    v = ((study.user_attrs.get("space") or {}).get("proxy") or {}).get("val_samples")
-    return int(v) if isinstance(v, (int, float)) and v > 0 else None
-
-
-def study_architectures(study: optuna.Study) -> tuple[list[Architecture], Noise]:
-    """Every architecture of the study's COMPLETE trials, in order of their lowest trial number,
-    summarized over their replicates (`replicates.summarize`), and the study's noise estimate
-    from the rung-0 accuracies (`replicates.estimate_noise`, which every trained trial has)."""
-    records = promotions(study)
-    reps = [Replicate(number=t.number, key=_network(t), metrics=effective_metrics(t, records.get(t.number)),
-                      constraints=dict(t.constraints), scored=t.user_attrs.get("status") == TrialStatus.OK)
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    groups = group_replicates(reps)
-    noise = estimate_noise([[r.metrics["accuracy_rung0"] for r in g if r.metrics.get("accuracy_rung0") is not None]
-                            for g in groups], _val_samples(study))
-    return [summarize(g, noise.sd) for g in groups], noise
 
 
 # ---- trials.csv ------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ..proxy.data import load_proxy_data
 from ..proxy.datasets import get_dataset, register_dataset
 from ..space.measure import MeasureBudget
 from ..space.space import SearchSpace, space_from_dict
+from .replication import Replicator
 from .rungs import Promoter
 from .samplers import SAMPLERS, make_sampler, register_sampler
 from .settings import SearchSettings
@@ -89,6 +90,9 @@ def _worker_entry(payload: dict, results: Any) -> None:
         promoter = Promoter(space, settings.seed, payload["device"], payload["lock"])
         res = run_worker(study, evaluator, settings.trials, payload["lock"], payload["deadline"],
                          after_complete=lambda: promoter.run(study))
+        if res.status == StopReason.DONE:  # the trials are done: share the replicate trainings
+            replicator = Replicator(space, settings.seed, payload["device"], payload["lock"], settings.trials)
+            replicator.run(study, payload["deadline"])
         results.put({"worker": wid, "status": res.status, "ran": res.ran, "message": res.message})
     except KeyboardInterrupt:
         results.put({"worker": wid, "status": StopReason.INTERRUPTED, "ran": 0, "message": "interrupted"})

@@ -63,6 +63,7 @@ from ..proxy.settings import ProxySettings
 from .halving import HalvingSettings
 from .measure import MeasureSettings
 from .metrics import CURRENT_TO_LEGACY, LEGACY_NAMES, METRICS, Metric, canonical_metric
+from .replication import ReplicateSettings
 
 Direction = Literal["maximize", "minimize"]
 Subsample = Literal["conv", "dwconv", "avgpool"]
@@ -251,6 +252,7 @@ class SearchSpace(_Strict):
     measure: MeasureSettings = MeasureSettings()
     proxy: ProxySettings = ProxySettings()
     halving: HalvingSettings = HalvingSettings()
+    replicates: ReplicateSettings = ReplicateSettings()
 
     _source: str = PrivateAttr(default="<memory>")
 
@@ -323,15 +325,16 @@ class SearchSpace(_Strict):
     @property
     def hash(self) -> str:
         """sha256 (hex) of the canonical JSON of the validated space, overrides included;
-        `proxy.data_root` is left out (where the data lives does not change the search)."""
-        return _digest(_as_hashed(self.model_dump(mode="json", exclude={"proxy": {"data_root"}})))
+        `proxy.data_root` and the ``replicates:`` section are left out (neither changes a trial:
+        where the data lives, how many further trainings the front gets)."""
+        return _digest(_as_hashed(self.model_dump(mode="json", exclude={"proxy": {"data_root"}, "replicates": True})))
 
     @property
     def legacy_hash(self) -> str:
         """`hash` as it was before metrics were renamed (``gmacs`` was ``gflops``) and before the
         proxy had a geometry: what a study made then recorded. Such a study continues only with
         the proxy it was trained with (``proxy.geometry: clamp``, ``proxy.patch_size: null``)."""
-        d = self.model_dump(mode="json", exclude={"proxy": {"data_root"}})
+        d = self.model_dump(mode="json", exclude={"proxy": {"data_root"}, "replicates": True})
         if (d["proxy"].get("geometry"), d["proxy"].get("patch_size")) != ("clamp", None):
             return "no legacy study: the proxy geometry is newer"
         del d["proxy"]["geometry"], d["proxy"]["patch_size"]
@@ -549,7 +552,8 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     return None
 
 
-SECTIONS: dict[str, type[BaseModel]] = {"measure": MeasureSettings, "proxy": ProxySettings, "halving": HalvingSettings}
+SECTIONS: dict[str, type[BaseModel]] = {"measure": MeasureSettings, "proxy": ProxySettings, "halving": HalvingSettings,
+                                        "replicates": ReplicateSettings}
 
 
 def format_space_error(err: ValidationError) -> str:

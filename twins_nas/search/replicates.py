@@ -3,8 +3,9 @@
 A sampler may propose a network it proposed before (TPE in a discrete space often does); each
 proposal trains the proxy with its own seed and is a trial of its own. The report counts the
 COMPLETE trials whose configs build the same network (`space.network_key`) as *replicates* of
-one *architecture* and lists each architecture once, with the mean of its replicates. Pure
-functions on plain data:
+one *architecture* and lists each architecture once, with the mean of its replicates. The
+trainings the search schedules for the front (`twins_nas.search.run.replication`) are
+replicates too (``extra``), without a trial of their own. Pure functions on plain data:
 
 * `group_replicates(trials)`: the trials grouped by network, groups in order of their lowest
   trial number; `Architecture.id` is ``a`` + that number (``a77``), stable as trials are added.
@@ -19,6 +20,8 @@ functions on plain data:
   standard error of each accuracy-like metric (`standard_error`).
 * `indistinguishable(rows, se, objectives)`: which members of a front cannot be told apart
   from a neighbour on the front (see there).
+* `near_front(rows, se, objectives)`: the front and the architectures within `Z` standard
+  errors of it on accuracy, closest first: where more replicates matter (see there).
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ import statistics
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from .pareto import pareto_mask
 
 MIN_GROUPS = 3  # architectures with >= 2 replicates needed for the pooled SD
 Z = 2.0         # accuracies within Z combined standard errors cannot be told apart
@@ -45,13 +50,16 @@ def is_accuracy_like(metric: str) -> bool:
 class Replicate:
     """One COMPLETE trial as the report sees it: its number, the key of the network its config
     builds, its metrics (`rungs.effective_metrics`), its constraint values (<= 0: satisfied) and
-    whether it was scored (status ``ok``)."""
+    whether it was scored (status ``ok``). An `extra` replicate is a further training of trial
+    `number`'s network with another seed, scheduled by the search: its metrics are the trial's
+    with that training's accuracy."""
 
     number: int
     key: Hashable
     metrics: Mapping[str, Any]
     constraints: Mapping[str, float]
     scored: bool
+    extra: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,16 +84,18 @@ class Noise:
 
 @dataclass(frozen=True)
 class Architecture:
-    """One network of a study: `trials` (its replicates' numbers, ascending), the summarized
-    `metrics` and the standard error `se` of each accuracy-like metric (None: no estimate), and
-    whether it is `feasible`: at least one replicate was scored and the mean of every
+    """One network of a study: `trials` (the numbers of the trials that built it, ascending),
+    the summarized `metrics` and the standard error `se` of each accuracy-like metric (None: no
+    estimate), whether it is `feasible`: at least one replicate was scored and the mean of every
     constraint over the replicates is <= 0 (the constraints are linear in their metric, so this
-    is the bound checked on the mean)."""
+    is the bound checked on the mean), and `extra`: how many of its replicates are scheduled
+    trainings without a trial of their own."""
 
     trials: tuple[int, ...]
     metrics: dict[str, Any]
     se: dict[str, float | None]
     feasible: bool
+    extra: int = 0
 
     @property
     def id(self) -> str:
@@ -98,13 +108,15 @@ class Architecture:
 
     @property
     def replicates(self) -> int:
-        return len(self.trials)
+        """Trainings its metrics average: its trials and the extra replicates."""
+        return len(self.trials) + self.extra
 
 
 def group_replicates(trials: Sequence[Replicate]) -> list[list[Replicate]]:
-    """The trials grouped by `key`, each group in trial order, groups by their lowest number."""
+    """The trials grouped by `key`, each group in trial order (a trial before its extra
+    replicates), groups by their lowest number."""
     groups: dict[Hashable, list[Replicate]] = {}
-    for t in sorted(trials, key=lambda t: t.number):
+    for t in sorted(trials, key=lambda t: (t.number, t.extra)):
         groups.setdefault(t.key, []).append(t)
     return list(groups.values())
 
@@ -177,7 +189,8 @@ def summarize(replicates: Sequence[Replicate], noise_sd: float | None) -> Archit
         for c, v in r.constraints.items():
             means.setdefault(c, []).append(v)
     feasible = any(r.scored for r in replicates) and all(math.fsum(v) / len(v) <= 0 for v in means.values())
-    return Architecture(trials=tuple(r.number for r in replicates), metrics=metrics, se=se, feasible=feasible)
+    return Architecture(trials=tuple(sorted({r.number for r in replicates if not r.extra})), metrics=metrics, se=se,
+                        feasible=feasible, extra=sum(1 for r in replicates if r.extra))
 
 
 def indistinguishable(rows: Sequence[Mapping[str, Any]], se: Sequence[float | None],
@@ -217,3 +230,47 @@ def indistinguishable(rows: Sequence[Mapping[str, Any]], se: Sequence[float | No
             if not ahead(b, a):
                 out[b].append(a)
     return out
+
+
+def near_front(rows: Sequence[Mapping[str, Any]], se: Sequence[float | None], objectives: Mapping[str, str],
+               metric: str = "accuracy", z: float = Z) -> list[tuple[int, float]]:
+    """Where more replicates can change the front: (index, gap) for every row (`rows`: the
+    feasible architectures' mean metrics, `se`: the standard error of each one's `metric`) that
+    is on the front (gap 0) or that noise could put there, closest first (ties: lower index).
+
+    A row off the front is *near* when no row that dominates it leads it on `metric` by more
+    than z combined standard errors (``m_d - m_a > z * sqrt(se_d**2 + se_a**2)``); its gap is
+    the largest such lead in combined standard errors (<= z). A row without a standard error
+    is near only when on the front; nothing is near when `metric` is not an objective."""
+    if metric not in objectives or not rows:
+        return []
+    sign = 1.0 if objectives[metric] == "maximize" else -1.0
+    mask = pareto_mask(rows, objectives)
+    signs = {m: 1.0 if d == "maximize" else -1.0 for m, d in objectives.items()}
+
+    def dominates(d: int, a: int) -> bool:
+        better = [signs[m] * float(rows[d][m]) - signs[m] * float(rows[a][m]) for m in objectives]
+        return all(b >= 0 for b in better) and any(b > 0 for b in better)
+
+    out: list[tuple[int, float]] = []
+    for a in range(len(rows)):
+        if mask[a]:
+            out.append((a, 0.0))
+            continue
+        sa = se[a]
+        if sa is None or math.isnan(sa):
+            continue
+        gap = 0.0
+        for d in range(len(rows)):
+            if d == a or not dominates(d, a):
+                continue
+            se_d = se[d]
+            sd = 0.0 if se_d is None or math.isnan(se_d) else se_d
+            lead = sign * (float(rows[d][metric]) - float(rows[a][metric]))
+            combined = math.sqrt(sa ** 2 + sd ** 2)
+            gap = max(gap, lead / combined if combined > 0 else math.inf)
+            if gap > z:
+                break
+        if gap <= z:
+            out.append((a, gap))
+    return sorted(out, key=lambda p: (p[1], p[0]))
