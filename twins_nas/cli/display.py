@@ -7,27 +7,26 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import optuna
-from optuna.trial import TrialState
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..search.evaluate.status import TrialStatus
 from ..search.pareto import pareto_mask
+from ..search.run.replication import study_architectures
 from ..search.run.trials import count_trials
-from ..search.space.metrics import trial_metrics
 from ..search.space.space import SearchSpace
 
-FRONT_ROWS = 8  # front trials shown; the rest are counted in the caption
+FRONT_ROWS = 8  # front architectures shown; the rest are counted in the caption
 
 
-def fmt_metric(metric: str, v: Any) -> str:
-    """A metric value for a table cell: accuracy in %, speeds and memory to 0.1, others to 0.01."""
+def fmt_metric(metric: str, v: Any, se: float | None = None) -> str:
+    """A metric value for a table cell: accuracy in % (± its standard error `se` when given),
+    speeds and memory to 0.1, others to 0.01."""
     if v is None:
         return "-"
     if metric == "accuracy":
-        return f"{100 * v:.2f}%"
+        return f"{100 * v:.2f}%" + ("" if se is None else f" ±{100 * se:.2f}")
     if metric in ("throughput", "latency_ms", "peak_mem_mb"):
         return f"{v:.1f}"
     return f"{v:.2f}"
@@ -47,24 +46,25 @@ class SearchDisplay:
         self.live = Live(self._render(), console=console, refresh_per_second=2, transient=False)
 
     def _front_table(self) -> Table:
-        rows, numbers = [], []
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.user_attrs.get("status") == TrialStatus.OK:
-                rows.append(trial_metrics(t))
-                numbers.append(t.number)
-        table = Table(title="best front so far", title_justify="left", show_edge=False, pad_edge=False)
+        archs = [a for a in study_architectures(self.study)[0]
+                 if a.feasible and all(a.metrics.get(m) is not None for m in self.space.objectives)]
+        table = Table(title="best front so far (architectures: mean of their replicates)", title_justify="left",
+                      show_edge=False, pad_edge=False)
         cols = list(self.space.objectives) + [m for m in ("params_m", "gmacs") if m not in self.space.objectives]
-        table.add_column("trial", justify="right")
+        table.add_column("arch", justify="right")
+        table.add_column("n", justify="right")
         for m in cols:
             table.add_column(m, justify="right")
-        if not rows:
+        if not archs:
             return table
+        rows = [a.metrics for a in archs]
         mask = pareto_mask(rows, cast("Mapping[str, str]", self.space.objectives))  # Metric keys are str
         first, direction = next(iter(self.space.objectives.items()))
         front = sorted((i for i in range(len(rows)) if mask[i]), key=lambda i: rows[i][first],
                        reverse=direction == "maximize")
         for i in front[:FRONT_ROWS]:
-            table.add_row(str(numbers[i]), *(fmt_metric(m, rows[i].get(m)) for m in cols))
+            a = archs[i]
+            table.add_row(a.id, str(a.replicates), *(fmt_metric(m, rows[i].get(m), a.se.get(m)) for m in cols))
         if len(front) > FRONT_ROWS:
             table.caption = f"... and {len(front) - FRONT_ROWS} more on the front"
         return table

@@ -25,7 +25,7 @@ from .display import SearchDisplay
 _PICK_HELP = ("Which config goes to best_config.json: 'knee' (the balanced point of the front, default), "
               "'max accuracy where throughput>=500', 'min latency_ms where accuracy>=0.8 and params_m<=20', "
               f"'best accuracy'. Metrics: {', '.join(METRICS)}.")
-_SHOWN_METRICS = ("accuracy", "throughput", "latency_ms", "params_m", "gmacs")  # in the 'picked trial' line
+_SHOWN_METRICS = ("accuracy", "throughput", "latency_ms", "params_m", "gmacs")  # in the "picked architecture" line
 
 
 def _print_preview(space: SearchSpace, settings: SearchSettings, preview: SearchPreview) -> None:
@@ -71,8 +71,10 @@ def _print_preview(space: SearchSpace, settings: SearchSettings, preview: Search
 
 def _picked_line(best: Picked) -> str:
     m = best.metrics
-    shown = ", ".join(f"{k} {m[k]:.4g}" for k in _SHOWN_METRICS if k in m)
-    return f"picked trial {best.trial} ({best.pick}): {shown}"
+    shown = ", ".join(f"{k} {m[k]:.4g}" + (f" ± {best.accuracy_se:.2g} (SE, mean of {best.replicates})"
+                                            if k == "accuracy" and best.accuracy_se is not None else "")
+                      for k in _SHOWN_METRICS if k in m)
+    return f"picked architecture {best.architecture} (trial {best.trial}, {best.pick}): {shown}"
 
 
 @app.command(short_help="Search a space for architectures that are both accurate and fast, under its constraints.")

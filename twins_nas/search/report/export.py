@@ -363,8 +363,9 @@ def pareto_figure(df: pd.DataFrame, objectives: dict[str, str], presets: dict, h
 class Picked:
     """The architecture written to best_config.json: its lowest trial number, its metrics (the
     means of its replicates), the pick rule that chose it (``knee`` where the rule asked for
-    matched no architecture and the export is not strict), its id, its replicates' trial
-    numbers and the standard error of its accuracy (None: not measured, or no estimate)."""
+    matched no architecture and the export is not strict), its id, its trials' numbers, how
+    many trainings its metrics average (its trials and the extra replicates) and the standard
+    error of its accuracy (None: not measured, or no estimate)."""
 
     trial: int
     metrics: dict[str, float]
@@ -372,10 +373,7 @@ class Picked:
     architecture: str = ""
     trials: tuple[int, ...] = ()
     accuracy_se: float | None = None
-
-    @property
-    def replicates(self) -> int:
-        return len(self.trials) or 1
+    replicates: int = 1
 
 
 @dataclass
@@ -470,7 +468,7 @@ def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "kn
         cfg = ArchConfig.from_dict(t.user_attrs["config"])
         best = Picked(trial=t.number, metrics=_clean_metrics(rows[picked]),
                       pick=rule.text if pick_note is None else "knee", architecture=a.id, trials=a.trials,
-                      accuracy_se=_round(a.se.get("accuracy")))
+                      accuracy_se=_round(a.se.get("accuracy")), replicates=a.replicates)
         meta = dict(common, kind="best_config", pick=best.pick, pick_note=None if pick_note is None else str(pick_note),
                     trial=t.number, on_front=picked in front_idx, knee=picked == knee,
                     metrics=best.metrics, **described(a), indistinguishable_from=similar.get(a.id, []),
