@@ -142,7 +142,8 @@ class PPM(nn.ModuleList):
     and ReLU), each output resized bilinearly back to the input's size."""
 
     def __init__(self, pool_scales: Sequence[int], in_channels: int, channels: int):
-        super().__init__(nn.Sequential(nn.AdaptiveAvgPool2d(s), ConvModule(in_channels, channels, 1, norm=True, act=True))
+        super().__init__(nn.Sequential(nn.AdaptiveAvgPool2d(s),
+                                       ConvModule(in_channels, channels, 1, norm=True, act=True))
                          for s in pool_scales)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
@@ -213,7 +214,8 @@ class TwinsSegmentation(nn.Module):
         if isinstance(head, UperNetConfig):
             self.decode_head = UPerHead(cfg.embed_dims, head.channels, head.num_classes, head.pool_scales)
             if head.aux:
-                self.auxiliary_head = FCNHead(cfg.embed_dims[aux_stage(len(cfg.stages))], head.aux_channels, head.num_classes)
+                aux_in = cfg.embed_dims[aux_stage(len(cfg.stages))]
+                self.auxiliary_head = FCNHead(aux_in, head.aux_channels, head.num_classes)
                 self.auxiliary_head.apply(self._init_head)
         else:
             self.neck = FPN(cfg.embed_dims, head.neck_channels)

@@ -212,7 +212,7 @@ def count_flops(cfg_or_model: ArchConfig | nn.Module | dict | str, resolution: R
                 head: HeadLike = None) -> FlopReport:
     """Multiply-adds of one inference forward pass on CPU, traced by fvcore, split as
     `FlopReport` splits them (`head_cost.flop_report`). Accepts a config (ArchConfig, dict,
-    preset name or JSON path), built with `head` (a name, dict or HeadConfig; None: the
+    preset name or JSON path), built with `head` (a name, dict, HeadConfig or UperNetConfig; None: the
     classifier the config has), or a built `Twins` / `TwinsSegmentation` (`head` None or its
     own); `resolution` is an int (square) or (H, W)."""
     head = head_config(head)
