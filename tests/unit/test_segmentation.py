@@ -232,7 +232,7 @@ def test_load_timm_backbone():
 # ---- configuration errors --------------------------------------------------------------------
 
 def test_head_config_inputs():
-    assert HEADS == ("semantic-fpn",)
+    assert HEADS == ("semantic-fpn", "upernet")
     assert head_config(None) is None
     assert head_config("semantic-fpn") == HeadConfig()
     assert head_config({"channels": 64}, num_classes=19) == HeadConfig(channels=64, num_classes=19)
@@ -245,7 +245,8 @@ def test_head_config_inputs():
 @pytest.mark.parametrize("head, words", [
     ("fpn", ["head=\"fpn\"", "semantic-fpn"]),
     ("semantic_fpn", ["unknown head", "semantic-fpn"]),
-    ({"type": "upernet"}, ["head.type=\"upernet\"", "semantic-fpn"]),
+    ({"type": "pspnet"}, ["head.type=\"pspnet\"", "semantic-fpn, upernet"]),
+    ({"type": 3}, ["head.type=3", "semantic-fpn, upernet"]),
     ({"num_classes": 0}, ["head.num_classes=0", "greater than 0"]),
     ({"channels": True}, ["head.channels=true"]),
     ({"neck_channels": "256"}, ["head.neck_channels=\"256\""]),

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from twins_nas.cli import app
 from twins_nas.config import MIN_RESOLUTION, ArchConfig, ConfigError, compact_size, format_size, parse_size
-from twins_nas.models import build_model
+from twins_nas.models import UperNetConfig, build_model
 from twins_nas.models.cost_model import analytic_flops
 from twins_nas.profile.flops import count_flops
 from twins_nas.profile.latency import LatencyReport, measure_latency
@@ -214,6 +214,7 @@ def test_measure_size_and_head_round_trip_and_drive_the_measurement():
     assert dump["measure"]["size"] == [96, 128] and dump["measure"]["num_classes"] == HEAD_CLASSES
     assert space_from_dict(dump) == space
     assert MeasureSettings(head="semantic-fpn", num_classes=19).num_classes == 19
+    assert MeasureSettings(head="upernet").head_config == UperNetConfig(num_classes=150)
     cfg = space.random_config(__import__("random").Random(0))
     assert cheap_metrics(cfg, space.measure_size)["gmacs"] == analytic_flops(cfg, (96, 128)).gmacs
     check_fits(cfg, space.measure_size, 1, "cpu")
@@ -227,7 +228,7 @@ def test_measure_size_and_head_round_trip_and_drive_the_measurement():
     (dict(resolution="16x160"), 'resolution="16x160": each side must be at least 32 px'),
     (dict(measure=dict(size="abc")), 'measure.size="abc": ' + FORM),
     (dict(measure=dict(size=[64, 8])), "measure.size=[64, 8]: each side must be at least 32 px"),
-    (dict(measure=dict(head="upernet")), "measure.head='upernet': valid heads are semantic-fpn"),
+    (dict(measure=dict(head="pspnet")), "measure.head='pspnet': valid heads are semantic-fpn, upernet"),
     (dict(measure=dict(num_classes=19)), "num_classes=19: classes of a measured head; give head too"),
     (dict(measure=dict(head="semantic-fpn", num_classes=0)), "measure.num_classes=0"),
     (dict(measure=dict(head="semantic-fpn", num_classes=True)), "measure.num_classes=true"),

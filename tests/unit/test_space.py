@@ -134,7 +134,7 @@ def mutate(**changes):
     (mutate(resolution="big"), ["resolution=\"big\"", "expected H x W in pixels, e.g. 512x1024"]),
     (mutate(resolution=224.0), ["resolution=224.0", "or one number for a square"]),
     (mutate(measure__size="512x"), ["measure.size=\"512x\"", "expected H x W"]),
-    (mutate(measure__head="fpn"), ["measure.head='fpn': valid heads are semantic-fpn"]),
+    (mutate(measure__head="fpn"), ["measure.head='fpn': valid heads are semantic-fpn, upernet"]),
     (mutate(measure__num_classes=19), ["num_classes=19", "give head too"]),
     (mutate(measure__head="semantic-fpn", measure__num_classes=0),
      ["measure.num_classes=0", "greater than or equal to 1"]),

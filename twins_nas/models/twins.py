@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..config import ArchConfig, StageConfig, clamp_window, load_config
 from ..sizes import Size
 from .cpu_fast_paths import TokenConv, fast_mlp, window_attention
-from .head_config import HeadConfig, model_head
+from .head_config import DenseHead, model_head
 from .segmentation import TwinsSegmentation, with_head
 
 
@@ -326,17 +326,17 @@ class Twins(nn.Module):
 def build_model(cfg: ArchConfig | dict | str, seed: int | None = None, head: None = None,
                 num_classes: None = None) -> Twins: ...
 @overload
-def build_model(cfg: ArchConfig | dict | str, seed: int | None = None, *, head: HeadConfig | dict | str,
+def build_model(cfg: ArchConfig | dict | str, seed: int | None = None, *, head: DenseHead | dict | str,
                 num_classes: int | None = None) -> TwinsSegmentation: ...
 @overload
-def build_model(cfg: ArchConfig | dict | str, seed: int | None = None, head: HeadConfig | dict | str | None = None,
+def build_model(cfg: ArchConfig | dict | str, seed: int | None = None, head: DenseHead | dict | str | None = None,
                 num_classes: int | None = None) -> Twins | TwinsSegmentation: ...
-def build_model(cfg: ArchConfig | dict | str, seed: int | None = None, head: HeadConfig | dict | str | None = None,
+def build_model(cfg: ArchConfig | dict | str, seed: int | None = None, head: DenseHead | dict | str | None = None,
                 num_classes: int | None = None) -> Twins | TwinsSegmentation:
     """Build the network for a config (an ArchConfig, its dict, a preset name or a JSON path).
     With `seed`, the initial weights are reproducible.
 
-    With `head` (a name of `HEADS`, a dict or a HeadConfig), a `TwinsSegmentation`: the Twins
+    With `head` (a name of `HEADS`, a dict, a HeadConfig or an UperNetConfig), a `TwinsSegmentation`: the Twins
     without classifier (cfg.num_classes is ignored) and without its final norm, plus that head;
     `num_classes` sets the head's classes (default: the head's own, 150). Without a head the
     classifier's classes are cfg.num_classes, and passing `num_classes` is a TypeError."""

@@ -29,7 +29,7 @@ import torch.nn as nn
 from ..config import ArchConfig
 from ..errors import ConfigError
 from ..hardware import DTYPE_NAMES, check_device_name, check_dtype_name
-from ..models import HeadConfig, Twins, TwinsSegmentation, build_model
+from ..models import DenseHead, Twins, TwinsSegmentation, build_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # keys: hardware.DTYPE_NAMES
 DEFAULT_BACKEND = "eager"
@@ -198,10 +198,10 @@ register_backend(EagerBackend())
 @overload
 def timing_model(cfg: ArchConfig | dict | str, head: None = None) -> Twins: ...
 @overload
-def timing_model(cfg: ArchConfig | dict | str, head: HeadConfig) -> TwinsSegmentation: ...
+def timing_model(cfg: ArchConfig | dict | str, head: DenseHead) -> TwinsSegmentation: ...
 @overload
-def timing_model(cfg: ArchConfig | dict | str, head: HeadConfig | None = None) -> Twins | TwinsSegmentation: ...
-def timing_model(cfg: ArchConfig | dict | str, head: HeadConfig | None = None) -> Twins | TwinsSegmentation:
+def timing_model(cfg: ArchConfig | dict | str, head: DenseHead | None = None) -> Twins | TwinsSegmentation: ...
+def timing_model(cfg: ArchConfig | dict | str, head: DenseHead | None = None) -> Twins | TwinsSegmentation:
     """The network for timing only (`build_model(cfg, head=head)`): built on the meta device
     (no truncated-normal initialisation, which is slow for the large models on a CPU),
     then given real CPU storage filled with small uniform noise, which runs exactly the same

@@ -11,9 +11,10 @@ residual adds, padding, average pooling, the final mean).
 fvcore traces with torch.jit: shapes, and so the padding the model decides from them, are
 recorded for the traced input only. Every call traces anew at its own resolution.
 
-With a head, `count_flops` counts a `TwinsSegmentation` (backbone + Semantic FPN) the same way,
-with fvcore's own handles for what the head adds (eval BatchNorm 2 per element, nearest upsample
-1 and bilinear upsample 4 per output element; ReLU and dropout 0), as `head_cost.py` does.
+With a head, `count_flops` counts a `TwinsSegmentation` (backbone + Semantic FPN or UperNet) the
+same way, with fvcore's own handles for what the heads add (eval BatchNorm 2 per element, nearest
+upsample 1 and bilinear upsample 4 per output element, adaptive average pool 1 per input element;
+ReLU, dropout and concatenation 0), as `head_cost.py` does.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from ..config import ArchConfig
 from ..models.cost_model import FlopReport
 from ..models.head_config import head_config
 from ..models.head_cost import HeadLike, flop_report
-from ..models.segmentation import TwinsSegmentation
+from ..models.segmentation import TwinsSegmentation, UPerHead
 from ..models.twins import GlobalSubSampleAttn, LocallyGroupedAttn, Twins, build_model
 from ..sizes import Resolution, as_size
 
@@ -135,6 +136,10 @@ def _dense_category(model: TwinsSegmentation, module: str, op: str) -> tuple[str
     top = parts[0]
     if top == "backbone" and len(parts) > 1:
         return "backbone", _category(model.backbone, module[len("backbone."):], op)
+    if top == "decode_head" and isinstance(model.decode_head, UPerHead) and len(parts) >= 2:
+        found = _upernet_category(parts[1], parts[-1], op)
+        if found is not None:
+            return found
     if top == "neck":
         if len(parts) == 1 and op == "upsample_nearest2d":  # FPN.forward: the top-down pass
             return "neck", "top_down"
@@ -161,6 +166,31 @@ def _dense_category(model: TwinsSegmentation, module: str, op: str) -> tuple[str
                        "update twins_nas/profile/flops.py and twins_nas/models/head_cost.py together")
 
 
+_UPERNET_NECK = {"psp_modules": "ppm_conv", "bottleneck": "bottleneck", "lateral_convs": "lateral",
+                 "fpn_convs": "fpn_conv"}  # UPerHead's ConvModules in the neck -> the category of their conv
+
+
+def _upernet_category(child: str, leaf: str, op: str) -> tuple[str, str] | None:
+    """(part, category) of `op` run inside `decode_head.<child>....<leaf>` of an UPerHead
+    (see `head_cost.upernet_flops`); None for what `_dense_category` knows already (conv_seg)."""
+    if child == "psp_modules" and op == "adaptive_avg_pool2d":
+        return "neck", "ppm_pool"
+    if child == "psp_modules" and leaf == "psp_modules" and op == "upsample_bilinear2d":  # PPM.forward
+        return "neck", "ppm_upsample"
+    if child == "top_down" and op == "upsample_bilinear2d":
+        return "neck", "top_down"
+    if child == "fuse_resize" and op == "upsample_bilinear2d":
+        return "head", "upsample"
+    part = "neck" if child in _UPERNET_NECK else "head" if child == "fpn_bottleneck" else None
+    if part is None:
+        return None
+    if leaf == "bn" and op == "batch_norm":
+        return part, "norm"
+    if leaf == "conv" and op == "conv":
+        return part, _UPERNET_NECK.get(child, "conv")
+    return None
+
+
 def _twins_part(model: Twins, module: str, op: str) -> tuple[str, str]:
     """(part, category) of `op` run directly inside `module` of a classifier `Twins`: one
     network, so the part is the backbone (`flop_report` merges the classifier's parts)."""
@@ -182,7 +212,7 @@ def count_flops(cfg_or_model: ArchConfig | nn.Module | dict | str, resolution: R
                 head: HeadLike = None) -> FlopReport:
     """Multiply-adds of one inference forward pass on CPU, traced by fvcore, split as
     `FlopReport` splits them (`head_cost.flop_report`). Accepts a config (ArchConfig, dict,
-    preset name or JSON path), built with `head` (a name, dict or HeadConfig; None: the
+    preset name or JSON path), built with `head` (a name, dict, HeadConfig or UperNetConfig; None: the
     classifier the config has), or a built `Twins` / `TwinsSegmentation` (`head` None or its
     own); `resolution` is an int (square) or (H, W)."""
     head = head_config(head)

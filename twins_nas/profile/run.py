@@ -18,7 +18,7 @@ import torch
 
 from ..config import ArchConfig
 from ..errors import ConfigError
-from ..models import HEADS, HeadConfig, head_config
+from ..models import HEADS, DenseHead, head_config
 from ..models.window_optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS, check_rule
 from ..presets import PRESETS, get_preset, global_reference
 from ..sizes import Resolution, Size, format_size, parse_size
@@ -105,7 +105,7 @@ def _sizes(sizes: Iterable[Resolution] | None) -> list[Size]:
     return out
 
 
-def _head(head: HeadConfig | str | None, num_classes: int | None) -> HeadConfig | None:
+def _head(head: DenseHead | str | None, num_classes: int | None) -> DenseHead | None:
     if num_classes is not None and head is None:
         raise ConfigError(f"num_classes={num_classes}: give `head` too (the classes of a segmentation head), "
                           f"one of {', '.join(HEADS)}")
@@ -118,7 +118,7 @@ def run_profile(
     spec: MeasureSpec | None = None,
     *,
     out_dir: str | Path | None = None,
-    head: HeadConfig | str | None = None,
+    head: DenseHead | str | None = None,
     num_classes: int | None = None,
     latency: bool = True,
     memory: bool | None = None,
@@ -137,7 +137,7 @@ def run_profile(
 
     * `spec`: how each cell is timed (default `SWEEP_SPEC`: device auto, fp32, batch 1, the
       threads as set; see `profile_sweep`);
-    * `head` (a name of `HEADS` or a HeadConfig) and `num_classes`: profile the dense model;
+    * `head` (a name of `HEADS`, a HeadConfig or an UperNetConfig) and `num_classes`: profile the dense model;
     * `latency` / `memory` (default: `latency`): forward passes at all; without them the
       profile is closed form and takes about a second;
     * `budget_s`: seconds for all forward passes (cells that would not fit get an estimated

@@ -1,7 +1,7 @@
 """The resolution sweep behind `twins-nas profile`: cost, latency and memory of several
 architectures at several input sizes, as one pandas DataFrame (one row per model x size).
 
-Sizes are ints (n x n) or (H, W) pairs. With a segmentation `head` (`HeadConfig`), every
+Sizes are ints (n x n) or (H, W) pairs. With a segmentation `head` (`HeadConfig`, `UperNetConfig`), every
 model is the dense one (`build_model(cfg, head=head)`): backbone, neck and head are counted
 apart (`backbone_*`, `neck_*`, `head_*` columns) and the measured forward is the whole model.
 
@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 
 from ..config import ArchConfig
-from ..models import HeadConfig
+from ..models import DenseHead
 from ..models.cost_model import CATEGORIES
 from ..models.head_config import head_fields
 from ..models.head_cost import analytic_flops, analytic_params, param_parts
@@ -83,7 +83,7 @@ def sizes_of(sizes: Iterable[Resolution]) -> list:
 
 
 def analytic_row(name: str, cfg: ArchConfig, resolution: Resolution, batch: int = 1,
-                 head: HeadConfig | None = None) -> dict:
+                 head: DenseHead | None = None) -> dict:
     """The closed-form columns of one cell. `resolution` is the input size's side for a square
     and √(HW) otherwise (so the growth laws in r hold); `size` is 'HxW'."""
     H, W = as_size(resolution)
@@ -162,7 +162,7 @@ class _Planner:
 
 def _measure(configs: Mapping[str, ArchConfig], resolutions: list, gmacs: dict, spec: MeasureSpec, latency: bool,
              memory: bool, budget_s: float | None, single_pass_s: float, progress: Progress | None, done0: int,
-             total: int, head: HeadConfig | None = None) -> dict:
+             total: int, head: DenseHead | None = None) -> dict:
     """Forward-pass measurements of every cell that fits the budget: {(model, res): columns}.
     Models are built with `timing_model`, as the search builds the models it times."""
     dev = resolve_device(spec.device)
@@ -236,7 +236,7 @@ def profile_sweep(
     budget_s: float | None = None,
     single_pass_s: float = 1.0,
     progress: Progress | None = None,
-    head: HeadConfig | None = None,
+    head: DenseHead | None = None,
     retarget: bool = True,
     min_keys: int = DEFAULT_MIN_KEYS,
     max_aspect: float | None = DEFAULT_MAX_ASPECT,

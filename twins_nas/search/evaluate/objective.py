@@ -57,7 +57,7 @@ import optuna
 import torch
 
 from ...config import ArchConfig
-from ...models import HeadConfig
+from ...models import DenseHead
 from ...models.head_cost import analytic_flops, analytic_params
 from ...profile.latency import LatencyReport, measure_latency
 from ...profile.memory import available_bytes, measure_peak_memory, min_forward_bytes
@@ -90,7 +90,7 @@ def needs_proxy_data(space: SearchSpace) -> bool:
     return bool(needed_metrics(space) & set(DATA_METRICS))
 
 
-def cheap_metrics(cfg: ArchConfig, resolution: int | Size, head: HeadConfig | None = None) -> dict[str, float]:
+def cheap_metrics(cfg: ArchConfig, resolution: int | Size, head: DenseHead | None = None) -> dict[str, float]:
     """The closed-form metrics: parameters (count and millions) and GMACs at `resolution`
     (n or (H, W)); with a dense `head`, of the whole dense model (backbone, neck and head)."""
     params, gmacs = analytic_params(cfg, head=head), analytic_flops(cfg, resolution, head=head).gmacs

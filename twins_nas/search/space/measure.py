@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, m
 
 from ...errors import ConfigError
 from ...hardware import DEVICE_NAMES, DTYPE_NAMES, check_device_name, check_dtype_name
-from ...models.head_config import HEADS, HeadConfig
+from ...models.head_config import HEADS, DenseHead, HeadConfig
 from ...models.head_config import head_config as as_head_config
 from ...profile.backends import BACKENDS, DEFAULT_BACKEND, MeasureSpec
 from ...sizes import SizeField
@@ -26,7 +26,7 @@ class MeasureSettings(BaseModel):
       measured and its GMACs counted; written ``512x1024``, ``[512, 1024]`` or one number for a
       square. Unset (null): the space's ``resolution``;
     * `head`: measure the backbone with a dense-prediction head instead of the classifier, one
-      of `HEADS` (``semantic-fpn``); unset: the classifier model;
+      of `HEADS` (``semantic-fpn``, ``upernet``); unset: the classifier model;
     * `num_classes`: classes of that head (>= 1; default `HEAD_CLASSES` = 150 when `head` is
       set; only with `head`);
     * `backend`: the timing backend that runs the timed passes, a name of
@@ -73,7 +73,7 @@ class MeasureSettings(BaseModel):
         return self
 
     @property
-    def head_config(self) -> HeadConfig | None:
+    def head_config(self) -> DenseHead | None:
         """The measured head as `build_model(cfg, head=...)` takes it; None: the classifier."""
         return as_head_config(self.head, self.num_classes)
 
