@@ -146,7 +146,7 @@ class PPM(nn.ModuleList):
                                        ConvModule(in_channels, channels, 1, norm=True, act=True))
                          for s in pool_scales)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [resize(ppm(x), x.shape[2:]) for ppm in self]  # each (B, channels, h, w)
 
 
@@ -232,7 +232,8 @@ class TwinsSegmentation(nn.Module):
             nn.init.zeros_(m.bias)
 
     def _init_head(self, m: nn.Module) -> None:  # mmcv ConvModule (Kaiming, fan_out), conv_seg N(0, 0.01)
-        if m is self.decode_head.conv_seg or (self.auxiliary_head is not None and m is self.auxiliary_head.conv_seg):
+        if isinstance(m, nn.Conv2d) and (m is self.decode_head.conv_seg or (
+                self.auxiliary_head is not None and m is self.auxiliary_head.conv_seg)):
             nn.init.normal_(m.weight, std=0.01)
             assert m.bias is not None  # conv_seg has a bias
             nn.init.zeros_(m.bias)
