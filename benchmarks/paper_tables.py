@@ -7,7 +7,7 @@ lands within 2 %.
 Closed form only (no model is built): the whole script runs in about a second. Table 1 is
 ImageNet at 224 (convention `twins-nas`), Table 2 ADE20K at 512x512: Semantic FPN (`mmcv`) and
 UperNet (`fvcore-official`); UperNet rows need the `upernet` head and print
-"n/a (head not available)" without it. See `twins_nas.profile.conventions` and docs/cost-model.md.
+"n/a (head not available)" when a build lacks it. See `twins_nas.profile.conventions` and docs/cost-model.md.
 """
 from __future__ import annotations
 
