@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="turns of timing the original and the retargeted model")
     ap.add_argument("--skip-profile", action="store_true", help="keep the profile already in --out")
     ap.add_argument("--retarget-only", action="store_true", help="step 2 alone: the retarget table")
+    ap.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets to retarget")
     ap.add_argument("--max-params-growth", type=float, default=DEFAULT_MAX_PARAMS_GROWTH,
                     help="retarget's parameter budget (inf: none)")
     args = ap.parse_args()
@@ -71,7 +72,7 @@ def main() -> None:
     head = head_config("semantic-fpn")
     rows = []
     (out / "retargeted").mkdir(parents=True, exist_ok=True)
-    for name in PRESETS:
+    for name in args.presets.split(","):
         cfg = get_preset(name)
         res = retarget(cfg, TARGET, max_params_growth=growth)
         new = res.config
