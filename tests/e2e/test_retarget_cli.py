@@ -23,7 +23,7 @@ def run(*args: str):
 
 def test_retarget_svt_s_to_1024_writes_a_config_that_loads_builds_and_runs(tmp_path):
     out = tmp_path / "svt.json"
-    res = run("twins-svt-s", "--size", "1024x1024", "--no-latency", "--out", str(out))
+    res = run("twins-svt-s", "--size", "1024x1024", "--no-latency", "--out", str(out), "--max-params-growth", "inf")
     assert res.exit_code == 0, res.output
     new = load_config(str(out))
     old = get_preset("twins-svt-s")
@@ -70,6 +70,10 @@ def test_latency_is_timed_per_stage(tmp_path):
     (["--size", "512", "--min-keys", "0"], "--min-keys"),
     (["--size", "512", "--max-aspect", "0.5"], "--max-aspect"),
     (["--size", "512", "--budget", "0"], "--budget"),
+    (["--size", "512", "--max-params-growth", "0"], "--max-params-growth"),
+    (["--size", "512", "--max-params-growth", "-1"], "--max-params-growth"),
+    (["--size", "512", "--max-params-growth", "nan"], "--max-params-growth"),
+    (["--size", "1024", "--max-params-growth", "0.5"], "smallest growth achievable"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
     res = run("twins-svt-s", *args, "-o", str(tmp_path / "x.json"))
@@ -78,3 +82,31 @@ def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
     assert len(lines) == 1 and needle in lines[0], res.output
     assert "Traceback" not in res.output
     assert not (tmp_path / "x.json").exists()
+
+
+def _numel(cfg) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_model(cfg).parameters())
+
+
+def test_default_budget_keeps_the_params_and_says_why_per_stage(tmp_path):
+    out = tmp_path / "svt.json"
+    res = run("twins-svt-s", "--size", "1024x1024", "--no-latency", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    old, new = get_preset("twins-svt-s"), load_config(str(out))
+    assert _numel(new) <= 1.1 * _numel(old)
+    assert analytic_flops(new, 1024).attention < 0.2 * analytic_flops(old, 1024).attention
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["max_params_growth"] == 1.1
+    assert meta["params"] == [_numel(old), _numel(new)]
+    for i, st in enumerate(meta["stages"]):  # the JSON says, per stage, what changed and why
+        assert st["subsample"] == [old.stages[i].subsample, new.stages[i].subsample]
+        assert st["reason"]
+        assert f"stage {i + 1}: {st['reason']}" in " ".join(res.stdout.split())
+    switched = [i for i, (a, b) in enumerate(zip(old.stages, new.stages)) if a.subsample != b.subsample]
+    assert switched  # conv at the optimal k would triple the parameters
+    for i in switched:
+        assert meta["weights"][i] in ("replaced", "new") and "would add" in meta["stages"][i]["reason"]
+    assert "--max-params-growth" in res.stdout
+    model = build_model(new)
+    model.load_state_dict(adapt_state_dict(build_model(old).state_dict(), old, new), strict=True)

@@ -28,6 +28,7 @@ FLAGS: dict[str, str] = {
     # show, retarget
     "size": "--size", "resolution": "--resolution", "index": "--index", "proxy": "--proxy",
     "min_keys": "--min-keys", "max_aspect": "--max-aspect", "keep_weights": "--keep-weights", "budget": "--budget",
+    "max_params_growth": "--max-params-growth",
     "out": "--out",
     # profile (sizes and budget_s: see cli/profile.py)
     "head": "--head", "num_classes": "--num-classes", "batch": "--batch", "dtype": "--dtype",

@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..models.param_budget import DEFAULT_MAX_PARAMS_GROWTH
 from ..models.retarget import RetargetReport, StageTimer, retarget_config
 from ..models.window_optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS
 from ..sizes import format_pair, format_size
@@ -27,12 +28,14 @@ def _timer(device: str) -> StageTimer:
 def _print_report(rep: RetargetReport) -> None:
     t = Table(title=f"{rep.name} retargeted to {format_size(rep.size)} (min keys {rep.min_keys}, "
                     f"aspect <= {rep.max_aspect:g})")
-    for col in ("stage", "map", "window", "k", "GSA keys", "weights", "GMACs", "latency ms"):
-        t.add_column(col, justify="left" if col in ("weights",) else "right")
+    for col in ("stage", "map", "window", "k", "sub-sampler", "GSA keys", "weights", "GMACs", "latency ms"):
+        t.add_column(col, justify="left" if col in ("weights", "sub-sampler") else "right")
     for s in rep.stages:
         lat = "-" if s.ms is None else f"{s.ms[0]:.1f} -> {s.ms[1]:.1f}"
         t.add_row(str(s.stage), f"{s.map[0]}x{s.map[1]}", _change(*map(format_pair, s.window)),
-                  _change(*map(format_pair, s.k)), _change(*(str(k or "-") for k in s.gsa_keys)),
+                  _change(*map(format_pair, s.k)),
+                  _change(*s.choice.subsample) if s.k[0] is not None else "-",
+                  _change(*(str(k or "-") for k in s.gsa_keys)),
                   s.weights, f"{s.macs[0] / 1e9:.2f} -> {s.macs[1] / 1e9:.2f}", lat)
     console.print(t)
     before, after = rep.flops
@@ -40,9 +43,13 @@ def _print_report(rep: RetargetReport) -> None:
     attn_cut = 100 * (1 - after.attention / before.attention) if before.attention else 0.0
     console.print(f"model GMACs: {before.gmacs:.2f} -> [bold]{after.gmacs:.2f}[/] ({-cut:+.1f} %);  attention "
                   f"matmuls: {before.attention / 1e9:.2f} -> [bold]{after.attention / 1e9:.2f}[/] ({-attn_cut:+.1f} %)")
+    for s in rep.stages:
+        if s.k[0] is not None:
+            console.print(f"stage {s.stage}: {s.choice.reason}", highlight=False)
     pb, pa = rep.params
-    console.print(f"params: {pb / 1e6:.2f} -> [bold]{pa / 1e6:.2f}[/] M" + (
-        "" if pa == pb else " (a conv sub-sampler's kernel grows with k1*k2; its MACs do not)"))
+    budget = ("no budget" if rep.max_params_growth is None else
+              f"budget x{rep.max_params_growth:g} = {rep.max_params_growth * pb / 1e6:.2f} M, --max-params-growth")
+    console.print(f"params: {pb / 1e6:.2f} -> [bold]{pa / 1e6:.2f}[/] M ({100 * (pa / pb - 1):+.1f} %; {budget})")
     if rep.times is not None:
         tb, ta = rep.times
         console.print(f"backbone latency ({tb.device}, median of {tb.repeats} / {ta.repeats} passes): "
@@ -73,6 +80,10 @@ def retarget(
     keep_weights: bool = typer.Option(False, "--keep-weights",
                                       help="Change k only where a checkpoint still loads as it is (windows always "
                                            "change)."),
+    max_params_growth: float = typer.Option(DEFAULT_MAX_PARAMS_GROWTH, "--max-params-growth", metavar="G",
+                                            help="Parameters after <= G x before (inf: no budget). Where a conv "
+                                                 "sub-sampler at the optimal k would break it, the stage sub-samples "
+                                                 "with dwconv or avgpool (or keeps its k)."),
     index: int = typer.Option(None, "--index", help="Entry to take when the JSON holds several configs."),
     latency: bool = typer.Option(True, "--latency/--no-latency",
                                  help="Time every stage before and after on this machine (default on)."),
@@ -82,9 +93,11 @@ def retarget(
                                     help="Where to write the new config (default: <name>@<H>x<W>.json here)."),
 ) -> None:
     """Set every stage's LSA window and GSA ratio k to their cost optimum at one input size (the
-    cheapest choice that keeps --min-keys keys per query), other fields unchanged. Prints per
-    stage the choice, which checkpoint tensors still fit, the GMACs and the measured latency
-    before and after, and writes the new config as JSON."""
+    cheapest choice that keeps --min-keys keys per query), the parameters kept within
+    --max-params-growth by switching a stage's conv sub-sampler to dwconv or avgpool where
+    needed, other fields unchanged. Prints per stage the choice and why, which checkpoint
+    tensors still fit, the GMACs and the measured latency before and after, and writes the new
+    config as JSON."""
     _print_report(retarget_config(name_or_json, size, min_keys, max_aspect, keep_weights, index=index,
                                   timer=_timer(device) if latency else None, budget=budget, out=out,
-                                  status=console.status))
+                                  status=console.status, max_params_growth=max_params_growth))

@@ -1,5 +1,8 @@
 """Retarget an architecture to a deployment size: every stage's LSA window and GSA ratio k set
-to its cost optimum there (`optimum.stage_optima`), every other field unchanged.
+to its cost optimum there (`optimum.stage_optima`), within a parameter budget
+(`param_budget.fit_budget`: where a conv sub-sampler at that k would grow the parameters past
+`max_params_growth` x the original's, the stage sub-samples with dwconv or avgpool, or keeps
+its k), every other field unchanged.
 
 Windows carry no parameters, so a new window never affects a checkpoint. k does when the
 sub-sampler has weights: GSA's `sr` conv (conv: (C, C, k1, k2); dwconv: depthwise
@@ -15,7 +18,10 @@ case applies per stage:
 * ``new``: a sub-sampler appears; `adapt_state_dict` starts it as a mean over each cell
   (conv: identity / (k1·k2); dwconv: 1 / (k1·k2), pointwise identity) and its LayerNorm at
   weight 1, bias 0;
-* ``dropped``: the sub-sampler disappears (k > 1 -> 1); its tensors are left out.
+* ``dropped``: the sub-sampler disappears (k > 1 -> 1); its tensors are left out;
+* ``replaced``: the sub-sampling function changes (the parameter budget): the old
+  sub-sampler's tensors are left out, the new one starts as for ``new``, and the LayerNorm
+  after it keeps its weights.
 
 `retarget(..., keep_weights=True)` changes k only where the checkpoint stays as-is.
 """
@@ -31,6 +37,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..config import ArchConfig, ConfigError, StageConfig, load_config
 from ..sizes import Resolution, Size, as_size, format_size, parse_size
 from .cost_model import FlopReport, analytic_flops, analytic_params, stage_macs
+from .param_budget import DEFAULT_MAX_PARAMS_GROWTH, BudgetFit, StageChoice, check_growth, fit_budget
 from .window_optimum import (
     DEFAULT_MAX_ASPECT,
     DEFAULT_MIN_KEYS,
@@ -44,26 +51,31 @@ from .window_optimum import (
 if TYPE_CHECKING:
     import torch
 
-WEIGHT_CASES = ("as-is", "resampled", "new", "dropped")
+WEIGHT_CASES = ("as-is", "resampled", "new", "dropped", "replaced")
 
 
 def weight_change(old: StageConfig, new: StageConfig) -> str:
-    """How a checkpoint of a stage `old` fits the stage `new` (same but for window / k)."""
-    if "G" not in old.block_types or old.sr_pair == new.sr_pair:
-        return "as-is"
+    """How a checkpoint of a stage `old` fits the stage `new` (same but for window, k and the
+    sub-sampling function)."""
     was, now = old.sr_pair != (1, 1), new.sr_pair != (1, 1)
+    if "G" not in old.block_types or (old.sr_pair == new.sr_pair and (old.subsample == new.subsample or not was)):
+        return "as-is"
     if was and now:
+        if old.subsample != new.subsample:
+            return "replaced"
         return "as-is" if old.subsample == "avgpool" else "resampled"
     return "new" if now else "dropped"
 
 
 @dataclass(frozen=True)
 class Retargeted:
-    """The retargeted config, the per-stage optima it came from and the weight case per stage."""
+    """The retargeted config, the per-stage optima it came from, the weight case per stage and
+    what the parameter budget kept per stage (`budget`)."""
 
     config: ArchConfig
     optima: list[StageOptimum]
     weights: list[str]
+    budget: BudgetFit
 
     @property
     def loads_as_is(self) -> bool:
@@ -72,27 +84,34 @@ class Retargeted:
 
 def retarget(cfg: ArchConfig, resolution: Resolution, min_keys: int = DEFAULT_MIN_KEYS,
              max_aspect: float | None = DEFAULT_MAX_ASPECT, keep_weights: bool = False,
-             name: str | None = None) -> Retargeted:
+             name: str | None = None,
+             max_params_growth: float | None = DEFAULT_MAX_PARAMS_GROWTH) -> Retargeted:
     """`cfg` with every stage's window (stages with LSA blocks) and k (stages with GSA blocks)
-    set to the cost optimum at `resolution` under the minimum-keys rule. With `keep_weights`,
-    k changes only where a checkpoint of `cfg` still loads as-is. The name becomes
-    `<name>@<H>x<W>` unless `name` is given."""
+    set to the cost optimum at `resolution` under the minimum-keys rule, the parameters kept
+    within `max_params_growth` x those of `cfg` (None: no budget) by the rule of
+    `param_budget`. With `keep_weights`, k and the sub-sampling function change only where a
+    checkpoint of `cfg` still loads as-is. The name becomes `<name>@<H>x<W>` unless `name` is
+    given."""
     H, W = as_size(resolution)
     optima = stage_optima(cfg, (H, W), min_keys, max_aspect)
-    stages, cases = [], []
+    targets = []
     for s, o in zip(cfg.stages, optima):
         changes: dict = {}
         if o.best_window is not None:
             changes["window"] = list(o.best_window)
         if o.best_k is not None:
             changes["sr_ratio"] = as_field(o.best_k)
-        new = StageConfig(**{**s.model_dump(mode="json"), **changes})
-        if keep_weights and weight_change(s, new) != "as-is":
-            new = StageConfig(**{**new.model_dump(mode="json"), "sr_ratio": s.model_dump(mode="json")["sr_ratio"]})
-        stages.append(new.model_dump(mode="json"))
-        cases.append(weight_change(s, new))
+        targets.append(StageConfig(**{**s.model_dump(mode="json"), **changes}))
+    fit = fit_budget(cfg, targets, (H, W), max_params_growth,
+                     allowed=(lambda old, new: weight_change(old, new) == "as-is") if keep_weights else _any)
+    stages = [s.model_dump(mode="json") for s in fit.stages]
+    cases = [weight_change(s, new) for s, new in zip(cfg.stages, fit.stages)]
     new_cfg = cfg.replace(stages=stages, name=name if name is not None else f"{cfg.name or 'model'}@{H}x{W}")
-    return Retargeted(config=new_cfg, optima=optima, weights=cases)
+    return Retargeted(config=new_cfg, optima=optima, weights=cases, budget=fit)
+
+
+def _any(old: StageConfig, new: StageConfig) -> bool:
+    return True
 
 
 # ---- retargeting a config file, with its costs before and after --------------------------------
@@ -118,7 +137,8 @@ StageTimer = Callable[[ArchConfig, Size, float], StageTimes]
 @dataclass(frozen=True)
 class StageChange:
     """One stage before -> after: its map, LSA window, GSA ratio k and GSA keys per query (None:
-    no such block), how a checkpoint's tensors fit, its MACs and measured ms (None: not timed)."""
+    no such block), how a checkpoint's tensors fit, its sub-sampling function and why the
+    parameter budget kept it (`choice`), its MACs and measured ms (None: not timed)."""
 
     stage: int
     map: Size
@@ -126,6 +146,7 @@ class StageChange:
     k: tuple[Size | None, Size | None]
     gsa_keys: tuple[int | None, int | None]
     weights: str
+    choice: StageChoice
     macs: tuple[int, int]
     ms: tuple[float, float] | None
 
@@ -133,8 +154,9 @@ class StageChange:
 @dataclass(frozen=True)
 class RetargetReport:
     """A config retargeted to a size (`retarget_config`): the original (`name` as messages show it),
-    the result, the rule it used, per-stage changes, model MACs and params before and after, the
-    measured times (None: not timed) and the JSON it was written to."""
+    the result, the rule it used, the parameter budget (`max_params_growth`, None: none),
+    per-stage changes, model MACs and params before and after, the measured times (None: not
+    timed) and the JSON it was written to."""
 
     name: str
     original: ArchConfig
@@ -143,6 +165,7 @@ class RetargetReport:
     min_keys: int
     max_aspect: float | None
     keep_weights: bool
+    max_params_growth: float | None
     stages: list[StageChange]
     flops: tuple[FlopReport, FlopReport]
     params: tuple[int, int]
@@ -156,7 +179,9 @@ class RetargetReport:
     def meta(self) -> dict:
         """The `meta` entry of the written JSON."""
         return dict(retargeted_from=self.name, size=list(self.size), min_keys=self.min_keys,
-                    max_aspect=self.max_aspect, keep_weights=self.keep_weights, weights=self.result.weights)
+                    max_aspect=self.max_aspect, keep_weights=self.keep_weights, weights=self.result.weights,
+                    max_params_growth=self.max_params_growth, params=list(self.params),
+                    stages=[s.choice.to_dict() for s in self.stages])
 
 
 def default_path(cfg: ArchConfig) -> Path:
@@ -169,19 +194,22 @@ def retarget_config(source: str, size: Resolution | str, min_keys: int = DEFAULT
                     max_aspect: float | None = DEFAULT_MAX_ASPECT, keep_weights: bool = False,
                     index: int | None = None, timer: StageTimer | None = None, budget: float = 20.0,
                     out: str | Path | None = None,
-                    status: Callable[[str], contextlib.AbstractContextManager] | None = None) -> RetargetReport:
-    """Retarget a preset or config JSON (`source`, entry `index`) to `size` (n, (H, W) or 'HxW'),
-    see `retarget`; count MACs and params before and after, time every stage of both models with
-    `timer` (`budget` seconds each) when given, and write the new config with its `meta` to `out`
-    (default `default_path`). `status(text)` is a context shown while a model is timed."""
+                    status: Callable[[str], contextlib.AbstractContextManager] | None = None,
+                    max_params_growth: float | None = DEFAULT_MAX_PARAMS_GROWTH) -> RetargetReport:
+    """Retarget a preset or config JSON (`source`, entry `index`) to `size` (n, (H, W) or 'HxW')
+    within the parameter budget `max_params_growth` (None or inf: none), see `retarget`; count
+    MACs and params before and after, time every stage of both models with `timer` (`budget`
+    seconds each) when given, and write the new config with its `meta` to `out` (default
+    `default_path`). `status(text)` is a context shown while a model is timed."""
     hw = parse_size(size, field="size")
     check_rule(min_keys, max_aspect)
+    growth = check_growth(max_params_growth)
     if not budget > 0:
         raise ConfigError(f"budget {budget:g}: must be more than 0 seconds", field="budget")
     cfg = load_config(source, index=index)
     cfg.stage_sizes(hw)  # one line when too small
     name = cfg.name or source
-    res = retarget(cfg, hw, min_keys, max_aspect, keep_weights)
+    res = retarget(cfg, hw, min_keys, max_aspect, keep_weights, max_params_growth=growth)
     new = res.config
     times = None
     if timer is not None:
@@ -197,10 +225,11 @@ def retarget_config(source: str, size: Resolution | str, min_keys: int = DEFAULT
         keys_new = None if k_new is None else int(gsa_keys((o.map_h, o.map_w), *k_new))
         stages.append(StageChange(stage=i + 1, map=(o.map_h, o.map_w), window=(o.window, win_new), k=(o.k, k_new),
                                   gsa_keys=(o.gsa_keys, keys_new), weights=res.weights[i],
+                                  choice=res.budget.choices[i],
                                   macs=(o.stage_macs, macs_after[i]),
                                   ms=None if times is None else (times[0].stage_ms[i], times[1].stage_ms[i])))
     report = RetargetReport(name=name, original=cfg, result=res, size=hw, min_keys=min_keys, max_aspect=max_aspect,
-                            keep_weights=keep_weights, stages=stages,
+                            keep_weights=keep_weights, max_params_growth=growth, stages=stages,
                             flops=(analytic_flops(cfg, hw), analytic_flops(new, hw)),
                             params=(analytic_params(cfg), analytic_params(new)), times=times,
                             path=Path(out) if out is not None else default_path(new))
@@ -216,8 +245,9 @@ _SR_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)blocks\.(?P<stage>\d+)\.(?P<block>\
 def adapt_state_dict(state_dict: dict[str, torch.Tensor], old: ArchConfig, new: ArchConfig,
                      prefix: str = "") -> dict[str, torch.Tensor]:
     """A state dict of a model of `old` made to load strictly into the same model built from
-    `new` (`retarget`'s output: only windows and k differ). Sub-sampling kernels are resized,
-    new sub-samplers start as a cell mean, removed ones are left out (see the module doc).
+    `new` (`retarget`'s output: only windows, k and sub-sampling functions differ). Sub-sampling
+    kernels are resized, new or replaced sub-samplers start as a cell mean, removed ones are
+    left out (see the module doc).
     `prefix` is what precedes `blocks.` in the keys (e.g. 'backbone.' for a segmentation
     model's state dict)."""
     import torch  # heavy import: see README
@@ -233,13 +263,14 @@ def adapt_state_dict(state_dict: dict[str, torch.Tensor], old: ArchConfig, new: 
             continue
         i = int(m["stage"])
         case = weight_change(old.stages[i], new.stages[i])
-        if case == "dropped":
+        if case == "dropped" or (case == "replaced" and m["part"] == "sr"):
             continue
         if case == "resampled" and m["part"] == "sr" and t.dim() == 4 and tuple(t.shape[-2:]) != (1, 1):
             t = resample_patch_embed(t.float(), list(new.stages[i].sr_pair), verbose=False).to(t.dtype)
         out[key] = t
     for i, (o, n) in enumerate(zip(old.stages, new.stages)):
-        if weight_change(o, n) != "new":
+        case = weight_change(o, n)
+        if case not in ("new", "replaced"):
             continue
         C, (k1, k2) = n.embed_dim, n.sr_pair
         for j, kind in enumerate(n.block_types):
@@ -254,6 +285,7 @@ def adapt_state_dict(state_dict: dict[str, torch.Tensor], old: ArchConfig, new: 
                 out[base + "sr.dw.weight"] = torch.full((C, 1, k1, k2), 1.0 / (k1 * k2))
                 out[base + "sr.pw.weight"] = eye[:, :, None, None].clone()
                 out[base + "sr.pw.bias"] = torch.zeros(C)
-            out[base + "norm.weight"] = torch.ones(C)
-            out[base + "norm.bias"] = torch.zeros(C)
+            if case == "new":  # a replaced sub-sampler's LayerNorm keeps its weights
+                out[base + "norm.weight"] = torch.ones(C)
+                out[base + "norm.bias"] = torch.zeros(C)
     return out
