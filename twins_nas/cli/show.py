@@ -5,8 +5,9 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from ..models import HEADS
 from ..sizes import MIN_RESOLUTION, format_pair, format_size
-from ..summary import Description, describe
+from ..summary import DenseCost, Description, describe
 from .app import app
 from .common import console, fail, user_errors
 
@@ -34,6 +35,16 @@ def _print_proxy(desc: Description, space_file: str, overrides: list[str], as_js
                   f"(windows/side = ceil(map / window), keys/side = ceil(map / k))")
 
 
+def _print_dense(dense: DenseCost, size: str) -> None:
+    """The dense model's params and GMACs, each as its total and its parts."""
+    params = " + ".join(f"{part} {n / 1e6:.3f} M" for part, n in dense.params.items())
+    gmacs = " + ".join(f"{part} {g:.3f}" for part, g in dense.gmacs.items())
+    console.print(f"dense model ({dense.head} head, {dense.num_classes} classes) @ {size}:", highlight=False)
+    console.print(f"  params: [bold]{dense.total_params / 1e6:.2f} M[/] ({dense.total_params:,}) = {params}",
+                  highlight=False)
+    console.print(f"  GMACs: [bold]{dense.total_gmacs:.3f}[/] = {gmacs}", highlight=False)
+
+
 @app.command(short_help="Show an architecture per stage, with its params and GMACs at an input size.")
 @user_errors
 def show(
@@ -51,12 +62,17 @@ def show(
                                           "per stage as full size -> proxy (at the space's resolution)."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
                                         help="Override a key of the --proxy space, e.g. proxy.resolution=64."),
+    head: str | None = typer.Option(None, "--head", metavar="NAME",
+                                    help=f"Also the dense model: the backbone plus this segmentation head "
+                                         f"({', '.join(HEADS)}, 150 classes), its params and GMACs split into "
+                                         f"backbone, neck and head."),
     as_json: bool = typer.Option(False, "--json", help="Write the config JSON to stdout (with --proxy: the "
                                                        "proxy's), nothing else."),
 ) -> None:
     """Show an architecture: per-stage map size, width, heads, blocks, windows, sub-sampling, params,
-    and its GMACs at an input size (--resolution N for N x N, or --size HxW)."""
-    desc = describe(name_or_json, size=size, resolution=resolution, index=index)
+    and its GMACs at an input size (--resolution N for N x N, or --size HxW); with --head, the
+    dense model's params and GMACs too, per part."""
+    desc = describe(name_or_json, size=size, resolution=resolution, index=index, head=head)
     if overrides and proxy is None:
         fail("--set overrides keys of the --proxy space: give --proxy SPACE.yaml too")
     if proxy is not None:
@@ -75,3 +91,5 @@ def show(
     console.print(t)
     console.print(f"total params: [bold]{info.params / 1e6:.2f} M[/] ({info.params:,})   "
                   f"GMACs @ {format_size(info.size)}: [bold]{info.gmacs:.3f}[/]")
+    if info.dense is not None:
+        _print_dense(info.dense, format_size(info.size))

@@ -125,7 +125,8 @@ def head_config(head: None | str | dict | DenseHead, num_classes: int | None = N
         return None
     if isinstance(head, str):
         if head not in HEADS:
-            raise ConfigError(f"head={show_value(head)}: unknown head; choose one of: {', '.join(HEADS)}")
+            raise ConfigError(f"head={show_value(head)}: unknown head; choose one of: {', '.join(HEADS)}",
+                              field="head")
         data: dict[str, Any] = {"type": head}
     elif isinstance(head, (HeadConfig, UperNetConfig)):
         if num_classes is None:
