@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..models import HEADS
 from ..models.param_budget import DEFAULT_MAX_PARAMS_GROWTH
 from ..models.retarget import RetargetReport, StageTimer, retarget_config
 from ..models.window_optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS
@@ -50,6 +51,11 @@ def _print_report(rep: RetargetReport) -> None:
     budget = ("no budget" if rep.max_params_growth is None else
               f"budget x{rep.max_params_growth:g} = {rep.max_params_growth * pb / 1e6:.2f} M, --max-params-growth")
     console.print(f"params: {pb / 1e6:.2f} -> [bold]{pa / 1e6:.2f}[/] M ({100 * (pa / pb - 1):+.1f} %; {budget})")
+    if rep.head is not None and rep.dense_flops is not None and rep.dense_params is not None:
+        (fb, fa), (db, da) = rep.dense_flops, rep.dense_params
+        console.print(f"dense model ({rep.head.type} head, {rep.head.num_classes} classes): GMACs {fb.gmacs:.2f} -> "
+                      f"[bold]{fa.gmacs:.2f}[/] ({100 * (fa.total / fb.total - 1):+.1f} %);  params "
+                      f"{db / 1e6:.2f} -> [bold]{da / 1e6:.2f}[/] M ({100 * (da / db - 1):+.1f} %)", highlight=False)
     if rep.times is not None:
         tb, ta = rep.times
         console.print(f"backbone latency ({tb.device}, median of {tb.repeats} / {ta.repeats} passes): "
@@ -81,10 +87,15 @@ def retarget(
                                       help="Change k only where a checkpoint still loads as it is (windows always "
                                            "change)."),
     max_params_growth: float = typer.Option(DEFAULT_MAX_PARAMS_GROWTH, "--max-params-growth", metavar="G",
-                                            help="Parameters after <= G x before (inf: no budget). Where a conv "
-                                                 "sub-sampler at the optimal k would break it, the stage sub-samples "
-                                                 "with dwconv or avgpool (or keeps its k)."),
+                                            help="Parameters after <= G x before (inf: no budget), counted on "
+                                                 "the classifier model of the config, with or without --head. "
+                                                 "Where a conv sub-sampler at the optimal k would break it, the "
+                                                 "stage sub-samples with dwconv or avgpool (or keeps its k)."),
     index: int = typer.Option(None, "--index", help="Entry to take when the JSON holds several configs."),
+    head: str | None = typer.Option(None, "--head", metavar="NAME",
+                                    help=f"Also count the dense model before and after: the backbone plus this "
+                                         f"segmentation head ({', '.join(HEADS)}, 150 classes), its GMACs and "
+                                         f"params printed and written to the JSON's meta."),
     latency: bool = typer.Option(True, "--latency/--no-latency",
                                  help="Time every stage before and after on this machine (default on)."),
     budget: float = typer.Option(20.0, "--budget", help="Seconds of timing for each of the two models."),
@@ -96,8 +107,8 @@ def retarget(
     cheapest choice that keeps --min-keys keys per query), the parameters kept within
     --max-params-growth by switching a stage's conv sub-sampler to dwconv or avgpool where
     needed, other fields unchanged. Prints per stage the choice and why, which checkpoint
-    tensors still fit, the GMACs and the measured latency before and after, and writes the new
-    config as JSON."""
+    tensors still fit, the GMACs and the measured latency before and after (with --head, the
+    dense model's GMACs and params too), and writes the new config as JSON."""
     _print_report(retarget_config(name_or_json, size, min_keys, max_aspect, keep_weights, index=index,
                                   timer=_timer(device) if latency else None, budget=budget, out=out,
-                                  status=console.status, max_params_growth=max_params_growth))
+                                  status=console.status, max_params_growth=max_params_growth, head=head))

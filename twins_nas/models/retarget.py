@@ -24,6 +24,9 @@ case applies per stage:
   after it keeps its weights.
 
 `retarget(..., keep_weights=True)` changes k only where the checkpoint stays as-is.
+
+`retarget_config(..., head=...)` also counts the dense model (the backbone under that head)
+before and after; the parameter budget stays measured on the classifier model of the config.
 """
 from __future__ import annotations
 
@@ -36,7 +39,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..config import ArchConfig, ConfigError, StageConfig, load_config
 from ..sizes import Resolution, Size, as_size, format_size, parse_size
+from . import head_cost
 from .cost_model import FlopReport, analytic_flops, analytic_params, stage_macs
+from .head_config import DenseHead, head_config
 from .param_budget import DEFAULT_MAX_PARAMS_GROWTH, BudgetFit, StageChoice, check_growth, fit_budget
 from .window_optimum import (
     DEFAULT_MAX_ASPECT,
@@ -156,7 +161,9 @@ class RetargetReport:
     """A config retargeted to a size (`retarget_config`): the original (`name` as messages show it),
     the result, the rule it used, the parameter budget (`max_params_growth`, None: none),
     per-stage changes, model MACs and params before and after, the measured times (None: not
-    timed) and the JSON it was written to."""
+    timed) and the JSON it was written to; with a dense `head`, that dense model's MACs
+    (`dense_flops`, split into backbone, neck and head in `parts`) and params before and after
+    (None without a head)."""
 
     name: str
     original: ArchConfig
@@ -171,17 +178,25 @@ class RetargetReport:
     params: tuple[int, int]
     times: tuple[StageTimes, StageTimes] | None
     path: Path
+    head: DenseHead | None = None
+    dense_flops: tuple[FlopReport, FlopReport] | None = None
+    dense_params: tuple[int, int] | None = None
 
     @property
     def config(self) -> ArchConfig:
         return self.result.config
 
     def meta(self) -> dict:
-        """The `meta` entry of the written JSON."""
-        return dict(retargeted_from=self.name, size=list(self.size), min_keys=self.min_keys,
+        """The `meta` entry of the written JSON; with a head, `dense`: the head, its classes and
+        the dense model's MACs and params before and after."""
+        meta = dict(retargeted_from=self.name, size=list(self.size), min_keys=self.min_keys,
                     max_aspect=self.max_aspect, keep_weights=self.keep_weights, weights=self.result.weights,
                     max_params_growth=self.max_params_growth, params=list(self.params),
                     stages=[s.choice.to_dict() for s in self.stages])
+        if self.head is not None and self.dense_flops is not None and self.dense_params is not None:
+            meta["dense"] = dict(head=self.head.type, num_classes=self.head.num_classes,
+                                 macs=[f.total for f in self.dense_flops], params=list(self.dense_params))
+        return meta
 
 
 def default_path(cfg: ArchConfig) -> Path:
@@ -195,13 +210,17 @@ def retarget_config(source: str, size: Resolution | str, min_keys: int = DEFAULT
                     index: int | None = None, timer: StageTimer | None = None, budget: float = 20.0,
                     out: str | Path | None = None,
                     status: Callable[[str], contextlib.AbstractContextManager] | None = None,
-                    max_params_growth: float | None = DEFAULT_MAX_PARAMS_GROWTH) -> RetargetReport:
+                    max_params_growth: float | None = DEFAULT_MAX_PARAMS_GROWTH,
+                    head: head_cost.HeadLike = None) -> RetargetReport:
     """Retarget a preset or config JSON (`source`, entry `index`) to `size` (n, (H, W) or 'HxW')
-    within the parameter budget `max_params_growth` (None or inf: none), see `retarget`; count
-    MACs and params before and after, time every stage of both models with `timer` (`budget`
-    seconds each) when given, and write the new config with its `meta` to `out` (default
-    `default_path`). `status(text)` is a context shown while a model is timed."""
+    within the parameter budget `max_params_growth` (None or inf: none; measured on the config's
+    classifier model, with or without `head`), see `retarget`; count MACs and params before and
+    after, time every stage of both models with `timer` (`budget` seconds each) when given, and
+    write the new config with its `meta` to `out` (default `default_path`). With `head` (a name
+    of `HEADS`, a dict or a head config), also the dense model's MACs and params before and
+    after. `status(text)` is a context shown while a model is timed."""
     hw = parse_size(size, field="size")
+    hc = head_config(head)
     check_rule(min_keys, max_aspect)
     growth = check_growth(max_params_growth)
     if not budget > 0:
@@ -232,7 +251,11 @@ def retarget_config(source: str, size: Resolution | str, min_keys: int = DEFAULT
                             keep_weights=keep_weights, max_params_growth=growth, stages=stages,
                             flops=(analytic_flops(cfg, hw), analytic_flops(new, hw)),
                             params=(analytic_params(cfg), analytic_params(new)), times=times,
-                            path=Path(out) if out is not None else default_path(new))
+                            path=Path(out) if out is not None else default_path(new), head=hc,
+                            dense_flops=None if hc is None else (head_cost.analytic_flops(cfg, hw, head=hc),
+                                                                 head_cost.analytic_flops(new, hw, head=hc)),
+                            dense_params=None if hc is None else (head_cost.analytic_params(cfg, head=hc),
+                                                                  head_cost.analytic_params(new, head=hc)))
     new.to_json(report.path, meta=report.meta())
     return report
 
