@@ -3,6 +3,7 @@ paper), JSON input, and bad input as exit code 2 with one line and no traceback.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,74 @@ def test_show_proxy_bad_input_is_one_line(args, says):
     res = run("twins-svt-s", *args)
     assert res.exit_code == 2 and says in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1, res.output
+
+
+# ---- --head: the dense model's params and GMACs, per part ---------------------------------------
+
+def _tiny(tmp_path: Path) -> tuple[ArchConfig, str]:
+    cfg = ArchConfig(name="tiny", stages=[
+        dict(patch_size=4, embed_dim=16, depth=2, num_heads=2, mlp_ratio=2, window=(3, 3), sr_ratio=2, pattern="LG"),
+        dict(patch_size=2, embed_dim=24, depth=1, num_heads=2, mlp_ratio=2, sr_ratio=2, subsample="dwconv"),
+        dict(patch_size=2, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2, sr_ratio=1)])
+    cfg.to_json(tmp_path / "tiny.json")
+    return cfg, str(tmp_path / "tiny.json")
+
+
+def _counted(cfg: ArchConfig, head: str, size: tuple[int, int]):
+    """The dense model built and counted: its parameters (all, the backbone's) and fvcore's MACs."""
+    from twins_nas.models.segmentation import TwinsSegmentation
+    from twins_nas.profile import count_flops
+    model = build_model(cfg, head=head)
+    assert isinstance(model, TwinsSegmentation) and model.head_cfg.type == head
+    params = sum(p.numel() for p in model.parameters())
+    backbone = sum(p.numel() for p in model.backbone.parameters())
+    return params, backbone, count_flops(model, size)
+
+
+_PARAMS = re.compile(r"params: ([\d.]+) M \(([\d,]+)\) = backbone ([\d.]+) M \+ neck ([\d.]+) M \+ head ([\d.]+) M")
+_GMACS = re.compile(r"GMACs: ([\d.]+) = backbone ([\d.]+) \+ neck ([\d.]+) \+ head ([\d.]+)")
+
+
+@pytest.mark.parametrize("head", ["upernet", "semantic-fpn"])
+def test_show_head_prints_the_dense_models_params_and_gmacs_as_built_and_traced(tmp_path, head):
+    cfg, path = _tiny(tmp_path)
+    res = run(path, "--size", "128x192", "--head", head)
+    assert res.exit_code == 0, res.output
+    params, backbone, flops = _counted(cfg, head, (128, 192))
+    assert f"dense model ({head} head, 150 classes) @ 128x192:" in res.stdout
+    p = _PARAMS.search(res.stdout)
+    g = _GMACS.search(res.stdout)
+    assert p and g, res.stdout
+    assert int(p[2].replace(",", "")) == params
+    assert float(p[3]) == round(backbone / 1e6, 3)
+    assert float(p[3]) + float(p[4]) + float(p[5]) == pytest.approx(params / 1e6, abs=2e-3)
+    assert float(g[1]) == round(flops.total / 1e9, 3)
+    assert [float(x) for x in g.groups()[1:]] == [round(sum(flops.parts[k].values()) / 1e9, 3)
+                                                   for k in ("backbone", "neck", "head")]
+    assert flops.total > 0.05e9  # three decimals of GMACs tell a wrong count apart
+    # the backbone table above it is the classifier's, as without --head
+    plain = run(path, "--size", "128x192")
+    assert res.stdout.startswith(plain.stdout)
+
+
+@pytest.mark.parametrize("head", ["upernet", "semantic-fpn"])
+def test_describe_with_a_head_has_the_dense_cost_exactly(tmp_path, head):
+    from twins_nas.summary import describe
+    cfg, path = _tiny(tmp_path)
+    dense = describe(path, size="96x160", head=head).summary.dense
+    params, backbone, flops = _counted(cfg, head, (96, 160))
+    assert dense is not None and (dense.head, dense.num_classes) == (head, 150)
+    assert dense.total_params == params and dense.params["backbone"] == backbone
+    assert set(dense.gmacs) == {"backbone", "neck", "head"}
+    for part, g in dense.gmacs.items():
+        assert round(g * 1e9) == sum(flops.parts[part].values())
+    assert describe(path, size="96x160").summary.dense is None
+
+
+@pytest.mark.parametrize("head", ["nope", "fpn", "UperNet"])
+def test_show_unknown_head_is_exit_2_one_line(head):
+    res = run("twins-svt-s", "--head", head)
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --head") and "semantic-fpn, upernet" in lines[0], res.output
+    assert "Traceback" not in res.output
