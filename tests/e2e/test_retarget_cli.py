@@ -74,6 +74,8 @@ def test_latency_is_timed_per_stage(tmp_path):
     (["--size", "512", "--max-params-growth", "-1"], "--max-params-growth"),
     (["--size", "512", "--max-params-growth", "nan"], "--max-params-growth"),
     (["--size", "1024", "--max-params-growth", "0.5"], "smallest growth achievable"),
+    (["--size", "512", "--head", "nope"], "--head"),
+    (["--size", "512", "--head", "fpn"], "semantic-fpn, upernet"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
     res = run("twins-svt-s", *args, "-o", str(tmp_path / "x.json"))
@@ -110,3 +112,45 @@ def test_default_budget_keeps_the_params_and_says_why_per_stage(tmp_path):
     assert "--max-params-growth" in res.stdout
     model = build_model(new)
     model.load_state_dict(adapt_state_dict(build_model(old).state_dict(), old, new), strict=True)
+
+
+# ---- --head: the dense model before and after ------------------------------------------------
+
+def _tiny(tmp_path) -> str:
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(dict(name="tiny", stages=[
+        dict(patch_size=4, embed_dim=16, depth=2, num_heads=2, mlp_ratio=2.0, window=[3, 3], sr_ratio=2, pattern="LG"),
+        dict(patch_size=2, embed_dim=24, depth=2, num_heads=2, mlp_ratio=2.0, window=[3, 3], sr_ratio=2,
+             pattern="LG"),
+        dict(patch_size=2, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0, sr_ratio=1, pattern="G")])))
+    return str(path)
+
+
+@pytest.mark.parametrize("head", ["upernet", "semantic-fpn"])
+def test_head_adds_the_dense_models_gmacs_and_params_as_built_and_traced(tmp_path, head):
+    from twins_nas.models.segmentation import TwinsSegmentation
+    from twins_nas.profile import count_flops
+    src, out = _tiny(tmp_path), tmp_path / "t.json"
+    res = run(src, "--size", "128x192", "--min-keys", "9", "--no-latency", "--head", head, "-o", str(out))
+    assert res.exit_code == 0, res.output
+    old, new = load_config(src), load_config(str(out))
+    assert old.stages != new.stages  # the retargeted backbone differs: before and after are two counts
+    macs, params = [], []
+    for cfg in (old, new):
+        model = build_model(cfg, head=head)
+        assert isinstance(model, TwinsSegmentation)
+        params.append(sum(p.numel() for p in model.parameters()))
+        macs.append(count_flops(model, (128, 192)).total)
+    assert macs[0] != macs[1]
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["dense"] == dict(head=head, num_classes=150, macs=macs, params=params)
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("dense model"))
+    assert line.startswith(f"dense model ({head} head, 150 classes): GMACs {macs[0] / 1e9:.2f} -> "
+                           f"{macs[1] / 1e9:.2f} ")
+    assert f"params {params[0] / 1e6:.2f} -> {params[1] / 1e6:.2f} M" in line
+    # the parameter budget is the classifier model's, with or without the head
+    assert meta["params"] == [_numel(old), _numel(new)]
+    plain = run(src, "--size", "128x192", "--min-keys", "9", "--no-latency", "-o", str(tmp_path / "p.json"))
+    assert plain.exit_code == 0 and "dense model" not in plain.stdout
+    assert "dense" not in json.loads((tmp_path / "p.json").read_text())["meta"]
+    assert plain.stdout.replace("p.json", "t.json") == res.stdout.replace(line + "\n", "")
