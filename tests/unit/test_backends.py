@@ -234,7 +234,7 @@ def test_run_profile_writes_the_report_and_returns_it(tmp_path):
 
 @pytest.mark.parametrize("kwargs, start", [
     (dict(num_classes=3), "num_classes=3: give `head` too"),
-    (dict(head="upernet"), 'head="upernet"'),
+    (dict(head="pspnet"), 'head="pspnet"'),
     (dict(min_keys=0), "min_keys=0"),
     (dict(budget_s=-1), "budget_s=-1"),
     (dict(sizes=["51x"]), "sizes='51x'"),
