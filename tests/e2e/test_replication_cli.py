@@ -100,7 +100,7 @@ def test_raised_count_adds_replicates_on_resume_and_a_dead_claim_is_taken_over(t
 
 def test_two_workers_share_the_replicates(tmp_path):
     out = tmp_path / "out"
-    r = search(space_file(tmp_path), out, 6, "--workers", "2")
+    r = search(space_file(tmp_path), out, 4, "--workers", "2")
     assert r.exit_code == 0, r.output
     study = load(out, "study.journal")
-    check_report(out, study, 6)
+    check_report(out, study, 4)

@@ -48,7 +48,8 @@ def test_analytic_matches_fvcore(cfg, head, h, w):
     assert closed.total == traced.total
 
 
-@pytest.mark.parametrize("size", [(512, 512), (517, 333), (64, 2048)])
+@pytest.mark.parametrize("size", [pytest.param((512, 512), marks=pytest.mark.slow), (517, 333),
+                                  pytest.param((64, 2048), marks=pytest.mark.slow)])  # the property test covers shapes
 def test_preset_at_non_divisible_sizes(size):
     cfg = get_preset("twins-pcpvt-s")
     closed = analytic_flops(cfg, size, head="upernet")
