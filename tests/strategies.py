@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 from hypothesis import strategies as st
 
@@ -163,3 +164,19 @@ class Unsupported(logging.Handler):
     def emit(self, record):
         if "nsupported" in record.getMessage():
             self.messages.append(record.getMessage())
+
+
+def tiny_space_file(tmp_path) -> Path:
+    """`TINY_SPACE` written to ``tmp_path / "tiny.yaml"``."""
+    p = Path(tmp_path) / "tiny.yaml"
+    p.write_text(TINY_SPACE)
+    return p
+
+
+def load_study_file(out, file: str = "study.db", name: str = "tiny"):
+    """The study `name` stored in ``out / file`` (a journal file when it ends in .journal, else SQLite)."""
+    import optuna  # heavy import: see README
+    path = Path(out) / file
+    storage = (optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+               if file.endswith(".journal") else f"sqlite:///{path}")
+    return optuna.load_study(study_name=name, storage=storage)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-from strategies import TINY_SPACE
+from strategies import load_study_file as load
+from strategies import tiny_space_file as space_file
 from typer.testing import CliRunner
 
 from twins_nas.cli import app
@@ -26,19 +27,6 @@ FAST = ["--timing-budget", "0.02", "--threads", "1", "--no-png", "--device", "cp
 def search(space: Path, out: Path, trials: int, *extra: str):
     return runner.invoke(app, ["search", "--space", str(space), "--out", str(out), "--trials", str(trials),
                                *REPLICATES, *FAST, *extra])
-
-
-def load(out: Path, file: str = "study.db") -> optuna.Study:
-    path = out / file
-    storage = (optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-               if file.endswith(".journal") else f"sqlite:///{path}")
-    return optuna.load_study(study_name="tiny", storage=storage)
-
-
-def space_file(tmp_path: Path) -> Path:
-    p = tmp_path / "tiny.yaml"
-    p.write_text(TINY_SPACE)
-    return p
 
 
 def check_report(out: Path, study: optuna.Study, n: int) -> None:

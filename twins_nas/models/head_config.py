@@ -66,33 +66,36 @@ def _special(e: Mapping[str, Any], loc: tuple, rule: str) -> str | None:
     return None
 
 
-class HeadConfig(BaseModel):
-    """A Semantic FPN head (mmseg's `FPN` neck + `FPNHead`, BN, dropout 0.1)."""
+class _DenseHeadBase(BaseModel):
+    """What every dense head config shares: one-line errors naming ``head.FIELD`` and the
+    valid fields, frozen and strict about unknown keys, and `to_dict`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise ConfigError(one_line(err, _valid_fields(type(self)), _special, prefix="head")) from None
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+class HeadConfig(_DenseHeadBase):
+    """A Semantic FPN head (mmseg's `FPN` neck + `FPNHead`, BN, dropout 0.1)."""
 
     type: Literal["semantic-fpn"] = "semantic-fpn"
     num_classes: PositiveInt = 150  # ADE20K
     neck_channels: PositiveInt = 256  # FPN out_channels
     channels: PositiveInt = 128  # FPNHead channels
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as err:
-            raise ConfigError(one_line(err, _valid_fields(HeadConfig), _special, prefix="head")) from None
 
-    def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
-
-
-class UperNetConfig(BaseModel):
+class UperNetConfig(_DenseHeadBase):
     """An UperNet head: mmseg's `UPerHead` as the Twins configs set it (`upernet_*.py`:
     channels 512, pool_scales (1, 2, 3, 6), BN, dropout 0.1) and, with `aux`, the auxiliary
     `FCNHead` (channels 256, one 3x3 ConvModule, dropout 0.1) on the stage before the last
     (stage 3 of four), which mmseg trains with and does not run at inference."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["upernet"] = "upernet"
     num_classes: PositiveInt = 150  # ADE20K
@@ -100,15 +103,6 @@ class UperNetConfig(BaseModel):
     pool_scales: tuple[PositiveInt, ...] = Field(default=(1, 2, 3, 6), min_length=1)  # PPM output sides
     aux: StrictBool = False  # build the auxiliary FCNHead too
     aux_channels: PositiveInt = 256  # FCNHead channels
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as err:
-            raise ConfigError(one_line(err, _valid_fields(UperNetConfig), _special, prefix="head")) from None
-
-    def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
 
 
 DenseHead = HeadConfig | UperNetConfig  # a dense head, told apart by its `type`
