@@ -34,14 +34,12 @@ from dataclasses import dataclass, field
 from ..config import ArchConfig
 from ..errors import ConfigError
 from ..models.cost_model import FlopReport, classifier_params
-from ..models.head_config import HeadConfig, head_config
-from ..models.head_cost import HeadLike, analytic_flops, analytic_params
+from ..models.head_config import HeadConfig, UperNetConfig, head_config
+from ..models.head_cost import HeadLike, analytic_flops, analytic_params, upernet_params
 from ..sizes import Resolution, Size, as_size
 
 CONVENTIONS = ("twins-nas", "mmcv", "fvcore-official")
 IMAGENET_CLASSES = 1000  # the official backbones keep their ImageNet classifier in the dense model
-AUX_CHANNELS = 256  # mmseg's auxiliary FCNHead in the Twins UperNet configs (upernet_r50.py)
-AUX_STAGE = 2  # its in_index: the third stage's map
 FVCORE_NORM = 5  # fvcore: an affine LayerNorm, per element
 MMCV_NORM = 2  # mmcv: an affine norm layer, per element
 
@@ -134,13 +132,6 @@ def fpn_mmcv_pieces(hc: HeadConfig, report: FlopReport, sizes: list[Size], batch
             "ReLU 1 per element": bn // 2, "SyncBN not hooked": -bn, "interpolations not hooked": -interp}
 
 
-def aux_fcn_params(cfg: ArchConfig, num_classes: int, channels: int = AUX_CHANNELS) -> int:
-    """Parameters of mmseg's auxiliary FCNHead on the third stage's map (one 3x3 ConvModule
-    without bias + BN weight and bias, then `conv_seg` 1x1 with bias)."""
-    c_in = cfg.embed_dims[min(AUX_STAGE, len(cfg.stages) - 1)]
-    return channels * c_in * 9 + 2 * channels + channels * num_classes + num_classes
-
-
 def paper_count(cfg: ArchConfig, size: Resolution, head: HeadLike = None, convention: str = "twins-nas",
                 batch: int = 1) -> PaperCount:
     """Parameters and multiply-adds of `build_model(cfg, head=head)` on a `size` input, counted
@@ -159,9 +150,8 @@ def paper_count(cfg: ArchConfig, size: Resolution, head: HeadLike = None, conven
         params["unused ImageNet classifier"] = classifier_params(cfg.replace(num_classes=IMAGENET_CLASSES))
         if has_stage_norms(cfg):
             params["stage norms"] = 2 * sum(cfg.embed_dims)
-        if hc.type == "upernet" and not getattr(hc, "aux", False):
-            params["auxiliary FCN head"] = aux_fcn_params(cfg, hc.num_classes, getattr(hc, "aux_channels",
-                                                                                       AUX_CHANNELS))
+        if isinstance(hc, UperNetConfig) and not hc.aux:  # mmseg keeps its auxiliary FCNHead
+            params["auxiliary FCN head"] = upernet_params(hc.model_copy(update={"aux": True}), cfg)["aux"]
         macs["LSA q/k/v on the padded map"] = padded_lsa_qkv_macs(cfg, size, batch)
     norm_per_element = FVCORE_NORM if convention == "fvcore-official" else MMCV_NORM
     if hc is not None:
