@@ -1,14 +1,18 @@
 """Latency, peak memory and the sweep's time budget, on the CPU (fast: tiny networks)."""
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 
 import pytest
 import torch
+import torch.nn as nn
 
 from twins_nas.config import ArchConfig
 from twins_nas.models import build_model
-from twins_nas.profile.latency import LatencyReport, measure_latency, resolve_device
+from twins_nas.profile.backends import BACKENDS, MeasureSpec
+from twins_nas.profile.latency import LatencyReport, measure_latency, resolve_device, time_forward
 from twins_nas.profile.memory import measure_peak_memory_many
 from twins_nas.profile.sweep import default_resolutions, profile_sweep
 
@@ -50,7 +54,46 @@ def test_cpu_latency_is_sane():
     assert (rep.batch, rep.resolution, rep.dtype) == (2, 64, "fp32")
     assert 3 <= rep.repeats <= 10
     assert 0 < rep.median_ms < 10_000 and 0 <= rep.iqr_ms < 10 * rep.median_ms
-    assert rep.throughput == pytest.approx(rep.batch * 1000 / rep.median_ms)
+    # the default figure is the lowest round median: never above the median of all passes
+    assert rep.statistic == "best-round" and 0 < rep.latency_ms <= rep.median_ms
+    assert rep.throughput == pytest.approx(rep.batch * 1000 / rep.latency_ms)
+    assert rep.spread >= 0 and rep.runtime == "eager" and rep.prepare_s >= 0
+
+
+class ScriptedBackend:
+    """Each timed call sleeps the next duration of a script: known pass times."""
+
+    name = "scripted"
+
+    def __init__(self, script_ms: list[float]) -> None:
+        self.script = list(script_ms)
+
+    @contextlib.contextmanager
+    def prepare(self, model, example, spec):
+        yield lambda x: time.sleep(self.script.pop(0) / 1e3 if self.script else 0.0)
+
+    def synchronize(self, device) -> None:
+        pass
+
+
+@pytest.mark.parametrize("statistic, expected_ms", [("best-round", 20.0), ("median", 40.0), ("min", 10.0)])
+def test_statistic_and_spread_from_known_pass_times(statistic, expected_ms, monkeypatch):
+    # two rounds of three passes: medians 20 and 40 ms -> spread 1.0; fastest pass 10 ms
+    script = [10, 20, 30, 40, 40, 50]
+    monkeypatch.setitem(BACKENDS, "scripted", ScriptedBackend(script))
+    spec = MeasureSpec(device="cpu", warmup=0, min_repeats=6, max_repeats=6, rounds=2, budget_s=60,
+                       backend="scripted", statistic=statistic)
+    t = time_forward(nn.Identity(), torch.zeros(1), spec)
+    assert [len(r) for r in t.rounds] == [3, 3]
+    assert t.latency_ms == pytest.approx(expected_ms, rel=0.2)
+    assert t.spread == pytest.approx(1.0, rel=0.2)
+
+
+def test_rounds_and_statistic_are_validated():
+    with pytest.raises(ValueError, match="statistic="):
+        MeasureSpec(statistic="mean")
+    with pytest.raises(ValueError, match="rounds="):
+        MeasureSpec(rounds=0)
 
 
 def test_latency_from_a_config_and_bad_arguments():

@@ -33,6 +33,8 @@ from ..models import DenseHead, Twins, TwinsSegmentation, build_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # keys: hardware.DTYPE_NAMES
 DEFAULT_BACKEND = "eager"
+STATISTICS = ("best-round", "median", "min")  # what a timing reports (see `MeasureSpec.statistic`)
+DEFAULT_STATISTIC = "best-round"
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,13 @@ class MeasureSpec:
     * `budget_s`: seconds of timing after which no more passes start (once `min_repeats` are done);
     * `target_rel_iqr`: passes also stop once IQR / median is at most this;
     * `channels_last`: NHWC input and conv weights; None: on CUDA only;
-    * `backend`: the name of the `TimingBackend` that runs the passes (see `BACKENDS`).
+    * `backend`: the name of the `TimingBackend` that runs the passes (see `BACKENDS`);
+    * `rounds`: the timed passes come in at least this many rounds (passes stop only after
+      them, or once `budget_s` is spent), with a short pause between rounds, so the figure does
+      not rest on one stretch of time a neighbour's load can slow down;
+    * `statistic`: the figure reported, one of `STATISTICS`: ``best-round`` (the lowest of the
+      rounds' medians: a round slowed down by other load does not count), ``median`` (of
+      every timed pass) or ``min`` (the fastest pass).
 
     Bad values raise a one-line `ConfigError` naming the field."""
 
@@ -63,6 +71,8 @@ class MeasureSpec:
     target_rel_iqr: float = 0.05
     channels_last: bool | None = None
     backend: str = DEFAULT_BACKEND
+    rounds: int = 5
+    statistic: str = DEFAULT_STATISTIC
 
     def __post_init__(self) -> None:
         if isinstance(self.device, torch.device):
@@ -73,7 +83,9 @@ class MeasureSpec:
             raise ConfigError(str(e)) from None
         if self.dtype not in DTYPE_NAMES:
             raise ConfigError(f"dtype={self.dtype!r}: choose one of {', '.join(DTYPE_NAMES)}")
-        for name, lo in (("batch", 1), ("threads", 1), ("warmup", 0), ("min_repeats", 1)):
+        if self.statistic not in STATISTICS:
+            raise ConfigError(f"statistic={self.statistic!r}: choose one of {', '.join(STATISTICS)}")
+        for name, lo in (("batch", 1), ("threads", 1), ("warmup", 0), ("min_repeats", 1), ("rounds", 1)):
             value = getattr(self, name)
             if value is None and name == "threads":
                 continue

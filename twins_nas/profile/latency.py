@@ -1,12 +1,19 @@
 """Inference latency and throughput of one network at one input size.
 
 `measure_latency` times the forward pass as a `MeasureSpec` says (see `backends`): warm-up
-passes first (lazy kernel selection, allocator growth), then timed passes until the relative
-inter-quartile range of the timings is below a target or a time budget is spent. The passes
-run through the spec's `TimingBackend`; the default (``eager``) runs the module in eval mode
-under `torch.inference_mode`, bf16/fp16 under autocast. On CUDA every pass is timed with CUDA
-events (synchronised) and the model and input use the channels-last memory format by default;
-on CPU passes are timed with `time.perf_counter` in fp32 unless bf16/fp16 autocast is asked for.
+passes first (lazy kernel selection, allocator growth), then timed passes in interleaved
+rounds (a short pause between rounds) until at least `spec.rounds` rounds are done and the
+relative inter-quartile range of the timings is below a target, or a time budget is spent.
+The figure reported is `spec.statistic` of the passes: by default the lowest of the rounds'
+medians, since load from other processes only ever adds time and comes and goes over
+seconds; every timing also reports its across-round spread (largest / smallest round median
+- 1). The passes run through the spec's `TimingBackend`; the default (``eager``) runs the
+module in eval mode under `torch.inference_mode`, bf16/fp16 under autocast. On CUDA every
+pass is timed with CUDA events (synchronised) and the model and input use the channels-last
+memory format by default; on CPU passes are timed with `time.perf_counter` in fp32 unless
+bf16/fp16 autocast is asked for. What the backend does before its first timed pass (an
+export, a compilation, its correctness check) is timed apart (`prepare_s`), never counted in
+the latency.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from ..hardware import DEVICE_NAMES, check_device_name, check_dtype_name
 from ..models import build_model
 from ..sizes import Resolution, Size, as_size, compact_size, format_size
 from .backends import (
+    DEFAULT_BACKEND,
     DTYPES,
     MeasureSpec,
     autocast_context,  # noqa: F401  (memory.py and benchmarks import it from here)
@@ -60,9 +68,9 @@ class LatencyReport:
     the size as given: an int n for a square n x n input, (H, W) otherwise; `size` is always
     (H, W). Any output of the forward (logits, a segmentation map) is timed alike."""
 
-    median_ms: float
+    median_ms: float  # median of every timed pass
     iqr_ms: float  # inter-quartile range of the timed passes (0 when fewer than 2 passes)
-    throughput: float  # images per second = batch / median
+    throughput: float  # images per second = batch / latency_ms
     repeats: int  # timed passes (warm-up passes excluded)
     device: str  # e.g. 'cpu (2 threads)' or 'NVIDIA H100 80GB HBM3'
     threads: int  # torch intra-op threads
@@ -70,10 +78,18 @@ class LatencyReport:
     batch: int
     resolution: Resolution
     size: Size | None = None  # (H, W); filled from `resolution` when not given
+    latency_ms: float | None = None  # the reported figure (`statistic`); None: `median_ms`
+    statistic: str = "median"  # how `latency_ms` was taken from the passes (`backends.STATISTICS`)
+    rounds: int = 1  # rounds the timed passes came in
+    spread: float = 0.0  # across-round spread: largest / smallest round median - 1 (0 for one round)
+    runtime: str = DEFAULT_BACKEND  # the `TimingBackend` that ran the passes
+    prepare_s: float = 0.0  # seconds the backend took before the first pass (export, compile, check)
 
     def __post_init__(self) -> None:
         self.resolution = size_key(self.resolution)
         self.size = as_size(self.resolution if self.size is None else self.size)
+        if self.latency_ms is None:
+            self.latency_ms = self.median_ms
 
     @property
     def size_str(self) -> str:
@@ -211,28 +227,94 @@ def measure_latency(
                  min_repeats=min_repeats, max_repeats=max_repeats, budget_s=budget_s, target_rel_iqr=target_rel_iqr)
     spec = replace(spec or MeasureSpec(), **{k: v for k, v in given.items() if v is not None})
     dev = resolve_device(spec.device)
-    backend = get_backend(spec.backend)
     h, w = as_size(resolution)
     model = model_or_cfg if isinstance(model_or_cfg, nn.Module) else timing_model(model_or_cfg)
-    fmt = spec.memory_format(dev)
-    timer = Timer(dev, backend.synchronize)
-    times: list[float] = []
     with torch_threads(spec.threads):
-        x = torch.randn(spec.batch, in_chans_of(model), h, w, device=dev).to(memory_format=fmt)
-        with backend.prepare(model, x, spec) as run:
-            for _ in range(spec.warmup):
-                run(x)
-            timer.sync()
-            t_start = time.perf_counter()
-            while len(times) < spec.max_repeats:
-                times.append(timer(lambda: run(x)))
-                if len(times) >= spec.min_repeats:
-                    med, iqr = quantiles(times)
-                    if iqr <= spec.target_rel_iqr * med or time.perf_counter() - t_start >= spec.budget_s:
-                        break
-        threads = torch.get_num_threads()
-        label = device_label(dev)
-    med, iqr = quantiles(times)
-    return LatencyReport(median_ms=med, iqr_ms=iqr, throughput=spec.batch * 1e3 / med, repeats=len(times),
-                         device=label, threads=threads, dtype=spec.dtype, batch=spec.batch,
-                         resolution=size_key((h, w)), size=(h, w))
+        x = torch.randn(spec.batch, in_chans_of(model), h, w, device=dev).to(memory_format=spec.memory_format(dev))
+        t = time_forward(model, x, spec)
+    return LatencyReport(median_ms=t.median_ms, iqr_ms=t.iqr_ms, throughput=spec.batch * 1e3 / t.latency_ms,
+                         repeats=t.repeats, device=t.device, threads=t.threads, dtype=spec.dtype, batch=spec.batch,
+                         resolution=size_key((h, w)), size=(h, w), latency_ms=t.latency_ms, statistic=spec.statistic,
+                         rounds=len(t.rounds), spread=t.spread, runtime=spec.backend, prepare_s=t.prepare_s)
+
+
+@dataclass
+class Timing:
+    """The timed passes of one forward (`time_forward`), in rounds, and what is read from them."""
+
+    rounds: list[list[float]]  # milliseconds of every timed pass, round by round
+    statistic: str
+    prepare_s: float
+    device: str
+    threads: int
+
+    @property
+    def passes(self) -> list[float]:
+        return [t for r in self.rounds for t in r]
+
+    @property
+    def repeats(self) -> int:
+        return len(self.passes)
+
+    @property
+    def median_ms(self) -> float:
+        return quantiles(self.passes)[0]
+
+    @property
+    def iqr_ms(self) -> float:
+        return quantiles(self.passes)[1]
+
+    @property
+    def round_medians(self) -> list[float]:
+        return [statistics.median(r) for r in self.rounds]
+
+    @property
+    def latency_ms(self) -> float:
+        """The reported figure: `statistic` of the passes (see `backends.STATISTICS`)."""
+        if self.statistic == "best-round":
+            return min(self.round_medians)
+        if self.statistic == "min":
+            return min(self.passes)
+        return self.median_ms
+
+    @property
+    def spread(self) -> float:
+        """Largest / smallest round median - 1 (0 for a single round)."""
+        meds = self.round_medians
+        return max(meds) / min(meds) - 1 if len(meds) > 1 and min(meds) > 0 else 0.0
+
+
+ROUND_PAUSE_S = 0.02  # idle time between rounds: a burst of other load can pass
+ROUND_PASSES = 3  # timed passes per round, at least (a round's median needs a few)
+
+
+def time_forward(model: nn.Module, example: torch.Tensor, spec: MeasureSpec) -> Timing:
+    """Time `model(example)` as `spec` says (warm-up, rounds, repeats, budget; the spec's batch
+    and size are not read: `example` is the input, of any shape, on the measured device).
+    `measure_latency` is this on a (batch, C, H, W) image input; a latency table times its
+    building blocks with it. Threads are as the caller set them."""
+    dev = example.device
+    backend = get_backend(spec.backend)
+    timer = Timer(dev, backend.synchronize)
+    rounds: list[list[float]] = []
+    per_round = max(ROUND_PASSES, -(-spec.min_repeats // spec.rounds))  # ceil: min_repeats passes over the rounds
+    t_prepare = time.perf_counter()
+    with backend.prepare(model, example, spec) as run:
+        prepare_s = time.perf_counter() - t_prepare
+        for _ in range(spec.warmup):
+            run(example)
+        timer.sync()
+        t_start, done = time.perf_counter(), 0
+        while done < spec.max_repeats:
+            if rounds:
+                time.sleep(ROUND_PAUSE_S)
+            rounds.append([timer(lambda: run(example)) for _ in range(min(per_round, spec.max_repeats - done))])
+            done += len(rounds[-1])
+            if done >= spec.min_repeats:
+                if time.perf_counter() - t_start >= spec.budget_s:
+                    break
+                med, iqr = quantiles([t for r in rounds for t in r])
+                if len(rounds) >= spec.rounds and iqr <= spec.target_rel_iqr * med:
+                    break
+    return Timing(rounds=rounds, statistic=spec.statistic, prepare_s=prepare_s, device=device_label(dev),
+                  threads=torch.get_num_threads())

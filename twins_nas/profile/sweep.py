@@ -106,7 +106,7 @@ SWEEP_SPEC = MeasureSpec(batch=1, warmup=1, min_repeats=3, max_repeats=30, budge
 """How the sweep times a cell by default: 1 image, 1 warm-up pass (the memory pass when memory
 is measured), 3 to 30 timed passes within 0.5 s."""
 
-MEASURED_COLUMNS = ("latency_ms", "latency_iqr_ms", "latency_repeats", "throughput", "latency_est_ms",
+MEASURED_COLUMNS = ("latency_ms", "latency_iqr_ms", "latency_spread", "latency_repeats", "throughput", "latency_est_ms",
                     "peak_mem_mb", "device", "threads", "dtype")
 
 
@@ -205,8 +205,9 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list, gmacs: dict, 
             if single and memory:  # a seconds-long forward: its one timed pass is measured
                 row["peak_mem_mb"] = ((torch.cuda.max_memory_allocated(dev) - base) / 2 ** 20 if cuda
                                       else cast(PeakRSS, peak).mb)
-            row.update(latency_ms=rep.median_ms, latency_iqr_ms=rep.iqr_ms if rep.repeats > 1 else math.nan,
-                       latency_repeats=rep.repeats, throughput=rep.throughput)
+            row.update(latency_ms=rep.latency_ms, latency_iqr_ms=rep.iqr_ms if rep.repeats > 1 else math.nan,
+                       latency_spread=rep.spread if rep.rounds > 1 else math.nan, latency_repeats=rep.repeats,
+                       throughput=rep.throughput)
             plan.observe(name, g, rep.median_ms / 1e3)
         else:
             plan.observe(name, g, time.perf_counter() - t0)

@@ -142,7 +142,7 @@ def measure_presets(space: SearchSpace, device: str, budget: MeasureBudget) -> d
             row: dict[str, float | str] = dict(measured_metrics(cfg, space))
             if timed:
                 rep = time_model(cfg, space, device, budget)
-                row.update(throughput=rep.throughput, latency_ms=rep.median_ms)
+                row.update(throughput=rep.throughput, latency_ms=rep.latency_ms)
         except Exception as e:  # noqa: BLE001 (e.g. out of memory for the large ones on a small GPU)
             row = {"error": error_line(e)}
         out[name] = row

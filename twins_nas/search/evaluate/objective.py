@@ -270,8 +270,8 @@ class Evaluator:
                     t = time.perf_counter()
                     rep = time_model(model, space, self.device, self.budget)
                     sec["profile"] += time.perf_counter() - t
-                    metrics.update(throughput=float(rep.throughput), latency_ms=float(rep.median_ms),
-                                   latency_iqr_ms=float(rep.iqr_ms))
+                    metrics.update(throughput=float(rep.throughput), latency_ms=float(rep.latency_ms),
+                                   latency_iqr_ms=float(rep.iqr_ms), latency_spread=float(rep.spread))
                     trial.set_user_attr("metrics", metrics)
                     broken = self._broken(metrics)
                 if not broken and "peak_mem_mb" in self.needed:
