@@ -147,6 +147,7 @@ def test_trials_csv_has_every_trial_and_the_time_breakdown(e2e):
                 "param.s0.depth", "worker", "depths"):
         assert col in df.columns, col
     assert (df["seconds_train"] > 0).all() and (df["seconds_profile"] > 0).all()
+    assert set(df["runtime"]) == {"eager"} and set(df["latency_source"]) == {"measured"}  # timed, not predicted
     assert df["picked"].sum() == 1 and df.loc[df["picked"], "on_front"].all()
     assert (df["seconds_total"] >= df[["seconds_build", "seconds_profile", "seconds_train",
                                        "seconds_eval"]].sum(axis=1) * 0.99).all()

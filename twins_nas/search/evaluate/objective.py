@@ -41,7 +41,9 @@ its finished peers at the same epoch (at least 8 of them) raises ``optuna.TrialP
 Everything a trial learns goes to its user attributes as soon as it is known (a trial that
 fails half-way keeps what it measured): ``config`` (the full ArchConfig dict), ``metrics``,
 ``seconds`` (build / profile / train / eval / total, and ``zero_cost`` when a zero-cost
-score is named), ``epoch_accuracies``, ``violations``, ``status``, ``proxy_seed``, and
+score is named), ``speed`` (the ``runtime`` that gave throughput and latency and their
+``source``: ``measured`` or ``predicted``), ``epoch_accuracies``, ``violations``, ``status``,
+``proxy_seed``, and
 ``fail_reason`` / ``prune_reason`` (written by the caller).
 """
 from __future__ import annotations
@@ -272,6 +274,7 @@ class Evaluator:
                     sec["profile"] += time.perf_counter() - t
                     metrics.update(throughput=float(rep.throughput), latency_ms=float(rep.latency_ms),
                                    latency_iqr_ms=float(rep.iqr_ms), latency_spread=float(rep.spread))
+                    trial.set_user_attr("speed", {"runtime": rep.runtime, "source": "measured"})
                     trial.set_user_attr("metrics", metrics)
                     broken = self._broken(metrics)
                 if not broken and "peak_mem_mb" in self.needed:

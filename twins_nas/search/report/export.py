@@ -7,7 +7,8 @@
 * ``pareto.json``: ``{"schema_version", "meta", "configs": [...]}``, every Pareto-optimal
   architecture (best first in the first objective), each with its own ``meta`` (trial,
   metrics, knee / picked flags); `ArchConfig.from_json(path, index=i)` reads entry i;
-* ``trials.csv``: one row per trial: number, state, status, metrics, constraint violations,
+* ``trials.csv``: one row per trial: number, state, status, metrics, the runtime that timed it
+  and whether its speed was measured or predicted (``runtime``, ``latency_source``), constraint violations,
   seconds spent building / profiling / training / evaluating, per-epoch accuracies, worker,
   reason of a failure, the sampled parameters and the architecture in short (and the seconds
   spent on zero-cost scores, where the space names one);
@@ -175,6 +176,8 @@ def trials_frame(study: optuna.Study, archs: Sequence[Architecture] = (),
         }
         row.update({c: m.get(c) for c in metric_cols})
         row["params"] = m.get("params")
+        speed = ua.get("speed") or {}
+        row["runtime"], row["latency_source"] = speed.get("runtime"), speed.get("source")
         if rung_cols:
             row.update({c: m.get(c) for c in rung_cols[:-1]})
             row["seconds_promotion"] = promotion_seconds(records.get(t.number)) or None
@@ -196,7 +199,8 @@ def trials_frame(study: optuna.Study, archs: Sequence[Architecture] = (),
         row.update({f"param.{p}": t.params.get(p) for p in param_cols})
         rows.append(row)
     cols = (["number", "state", "status", "feasible", "on_front", "knee", "picked", "architecture", "replicates"] +
-            metric_cols + rung_cols + stat_cols + ["params", "violations"] + [f"seconds_{k}" for k in seconds] +
+            metric_cols + rung_cols + stat_cols + ["params", "runtime", "latency_source", "violations"] +
+            [f"seconds_{k}" for k in seconds] +
             ["epoch_accuracies", "proxy_seed", "depths", "embed_dims", "patterns", "datetime_start",
              "datetime_complete", "worker", "reason"] + [f"param.{p}" for p in param_cols])
     df = pd.DataFrame(rows, columns=cols)
