@@ -1,6 +1,7 @@
 """Profiling: FLOPs (fvcore, attention included), the closed-form cost model, latency,
 throughput and peak memory (timed as a `MeasureSpec` says, through a `TimingBackend`: eager
-PyTorch, `torch.compile` or onnxruntime), ONNX export, the resolution sweep and `run_profile`, which is `twins-nas profile`."""
+PyTorch, `torch.compile` or onnxruntime), ONNX export, the resolution sweep and `run_profile`,
+which is `twins-nas profile`."""
 from ..models.cost_model import FlopReport, analytic_gmacs  # noqa: F401
 from ..models.head_cost import analytic_flops, analytic_params  # noqa: F401  (head=None: the classifier)
 from .backends import BACKENDS, EagerBackend, MeasureSpec, TimingBackend, get_backend, register_backend  # noqa: F401
