@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -32,6 +33,7 @@ from ..errors import ConfigError
 from ..models import DenseHead, build_model
 from ..models.cpu_fast_paths import fast_paths
 from ..sizes import Size, parse_size
+from .latency import in_chans_of
 from .output_check import as_tensors, check_outputs, reason
 
 DEFAULT_OPSET = 17
@@ -93,7 +95,7 @@ def export_graph(model: nn.Module, example: torch.Tensor, target: str | Path | i
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     try:
         with _quiet(), torch.no_grad():
-            torch.onnx.export(model, (example,), target if isinstance(target, io.BytesIO) else str(target),
+            torch.onnx.export(model, (example,), cast(Any, target if isinstance(target, io.BytesIO) else str(target)),
                               dynamo=False, opset_version=check_opset(opset), input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], dynamic_axes=axes, do_constant_folding=True)
     except ConfigError:
@@ -201,8 +203,7 @@ def export_onnx(cfg_or_model: ArchConfig | dict | str | nn.Module, size: int | s
         model = build_model(cfg, seed=0, head=head)
     was_training = model.training
     model.eval()
-    in_chans = getattr(getattr(model, "cfg", None), "in_chans", None) or \
-        getattr(getattr(getattr(model, "backbone", None), "cfg", None), "in_chans", 3)
+    in_chans = in_chans_of(model)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, in_chans, *hw, generator=gen)
     try:
