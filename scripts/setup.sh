@@ -46,6 +46,6 @@ fi
 
 PIP=("$PY" -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" "torch==2.14.1" "torchvision==0.29.1"
-"${PIP[@]}" -e ".[test,postgres,dashboard]"
+"${PIP[@]}" -e ".[test,postgres,dashboard,onnx]"
 echo "twins-nas installed in $("$PY" -c 'import sys; print(sys.prefix)'): run .venv/bin/twins-nas," \
      "or 'source .venv/bin/activate' first" >&2

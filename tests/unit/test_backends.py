@@ -105,12 +105,12 @@ def test_the_spec_threads_apply_while_measuring_only():
 
 
 def test_an_unknown_backend_is_one_line_naming_the_valid_ones(counting):
-    for call in (lambda: get_backend("onnxruntime"),
-                 lambda: measure_latency(small_cfg(), 32, spec=MeasureSpec(device="cpu", backend="onnxruntime"))):
+    for call in (lambda: get_backend("tensorrt"),
+                 lambda: measure_latency(small_cfg(), 32, spec=MeasureSpec(device="cpu", backend="tensorrt"))):
         with pytest.raises(ConfigError) as err:
             call()
         msg = str(err.value)
-        assert "\n" not in msg and msg.startswith("backend='onnxruntime'")
+        assert "\n" not in msg and msg.startswith("backend='tensorrt'")
         assert "eager" in msg and "counting" in msg
 
 
@@ -176,16 +176,18 @@ def test_the_backend_key_leaves_existing_spaces_hashing_as_before(counting):
     assert load_space("search_spaces/svt.yaml").hash == \
         "2ee8fb1629787780f27e6ac5f7037b094f95a29d1a4b4c53bce5d107b442b047"
     plain = space_with(dict(batch_size=2))
-    assert "backend" not in plain.model_dump(mode="json")["measure"]
+    assert {"backend", "runtime"}.isdisjoint(plain.model_dump(mode="json")["measure"])
     assert space_with(dict(batch_size=2, backend="eager")).hash == plain.hash  # the default, named
-    other = space_with(dict(batch_size=2, backend="counting"))
-    assert other.model_dump(mode="json")["measure"]["backend"] == "counting" and other.hash != plain.hash
+    assert space_with(dict(batch_size=2, runtime="eager")).hash == plain.hash
+    other = space_with(dict(batch_size=2, backend="counting"))  # the other name of runtime
+    assert other.model_dump(mode="json")["measure"]["runtime"] == "counting" and other.hash != plain.hash
+    assert space_with(dict(batch_size=2, runtime="counting")).hash == other.hash
 
 
 def test_an_unknown_backend_in_a_space_is_one_line():
     with pytest.raises(ConfigError) as err:
         space_with(dict(batch_size=2, backend="tensorrt"))
-    assert "\n" not in str(err.value) and "measure.backend='tensorrt'" in str(err.value) and "eager" in str(err.value)
+    assert "\n" not in str(err.value) and "measure.runtime='tensorrt'" in str(err.value) and "eager" in str(err.value)
     assert MeasureSettings().spec().backend == "eager"
 
 

@@ -14,6 +14,7 @@ from .common import err_console, one_line
 from . import show  # noqa: F401, I001  # isort: skip
 from . import profile  # noqa: F401  # isort: skip
 from . import retarget  # noqa: F401  # isort: skip
+from . import export_onnx  # noqa: F401  # isort: skip
 from . import search  # noqa: F401  # isort: skip
 from . import fidelity  # noqa: F401  # isort: skip
 from . import dashboard  # noqa: F401  # isort: skip

@@ -29,9 +29,11 @@ FLAGS: dict[str, str] = {
     "size": "--size", "resolution": "--resolution", "index": "--index", "proxy": "--proxy",
     "min_keys": "--min-keys", "max_aspect": "--max-aspect", "keep_weights": "--keep-weights", "budget": "--budget",
     "max_params_growth": "--max-params-growth",
+    # export-onnx
+    "opset": "--opset",
     "out": "--out",
     # profile (sizes and budget_s: see cli/profile.py)
-    "head": "--head", "num_classes": "--num-classes", "batch": "--batch", "dtype": "--dtype",
+    "head": "--head", "num_classes": "--num-classes", "batch": "--batch", "dtype": "--dtype", "runtime": "--runtime",
     # search, export
     "space": "--space", "overrides": "--set", "trials": "--trials", "study_name": "--study-name",
     "storage": "--storage", "out_dir": "--out", "device": "--device", "seed": "--seed", "workers": "--workers",

@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..models import HEADS
 from ..models.window_optimum import DEFAULT_MAX_ASPECT, DEFAULT_MIN_KEYS
 from ..profile.run import profile_models, run_profile
+from ..profile.runtimes import RUNTIMES
 from ..profile.sweep import SWEEP_SPEC, default_resolutions, sizes_of
 from ..sizes import format_size, parse_size
 from .app import app
@@ -129,6 +130,9 @@ def profile(
     batch: int = typer.Option(1, "--batch", "-b", help="Images per forward pass."),
     device: str = typer.Option("auto", "--device", help="auto (a GPU when there is one), cpu, cuda, cuda:N."),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32, bf16 or fp16 (autocast) for the timed passes."),
+    runtime: str = typer.Option("eager", "--runtime", metavar="NAME",
+                                help=f"What runs the timed passes: {', '.join(RUNTIMES)} (compiling or exporting "
+                                     f"happens before them, once per model and size). Written to profile.csv."),
     latency: bool = typer.Option(True, "--latency/--no-latency",
                                  help="Time forward passes. --no-latency: analytic costs only, in seconds."),
     memory: bool | None = typer.Option(None, "--memory/--no-memory",
@@ -169,7 +173,7 @@ def profile(
         bar.update(task, completed=done, total=total, description=text)
 
     try:
-        spec = replace(SWEEP_SPEC, device=device, dtype=dtype, batch=batch, threads=threads)
+        spec = replace(SWEEP_SPEC, device=device, dtype=dtype, batch=batch, threads=threads, backend=runtime)
         result = run_profile(profile_models(preset, config), res, spec, out_dir=out, head=head,
                              num_classes=num_classes, latency=latency, memory=memory, budget_s=budget or None,
                              fvcore=fvcore, png=png, panels=panels, min_keys=min_keys, max_aspect=max_aspect,

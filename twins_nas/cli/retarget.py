@@ -19,11 +19,14 @@ def _change(a: str, b: str) -> str:
     return a if a == b else f"{a} -> [bold]{b}[/]"
 
 
-def _timer(device: str) -> StageTimer:
-    """Every stage timed on `device` (checked now: a bad one is a one-line error before any work)."""
+def _timer(device: str, runtime: str) -> StageTimer:
+    """Every stage timed on `device` by `runtime` (both checked now: a bad one is a one-line
+    error before any work)."""
+    from ..profile.runtimes import check_runtime  # heavy import: see README
     from ..profile.stage_time import stage_latency
-    dev = str(device_of(device))
-    return lambda cfg, size, budget_s: stage_latency(cfg, size, dev, budget_s=budget_s)
+    dev = device_of(device)
+    check_runtime(runtime, dev)
+    return lambda cfg, size, budget_s: stage_latency(cfg, size, str(dev), budget_s=budget_s, runtime=runtime)
 
 
 def _print_report(rep: RetargetReport) -> None:
@@ -100,6 +103,9 @@ def retarget(
                                  help="Time every stage before and after on this machine (default on)."),
     budget: float = typer.Option(20.0, "--budget", help="Seconds of timing for each of the two models."),
     device: str = typer.Option("auto", "--device", help="auto (a GPU when there is one), cpu, cuda, cuda:N."),
+    runtime: str = typer.Option("eager", "--runtime", metavar="NAME",
+                                help="What runs the timed stages: eager, compile or onnxruntime (then each stage is "
+                                     "compiled or exported on its own before it is timed)."),
     out: Path | None = typer.Option(None, "--out", "-o", metavar="FILE.json",
                                     help="Where to write the new config (default: <name>@<H>x<W>.json here)."),
 ) -> None:
@@ -110,5 +116,5 @@ def retarget(
     tensors still fit, the GMACs and the measured latency before and after (with --head, the
     dense model's GMACs and params too), and writes the new config as JSON."""
     _print_report(retarget_config(name_or_json, size, min_keys, max_aspect, keep_weights, index=index,
-                                  timer=_timer(device) if latency else None, budget=budget, out=out,
+                                  timer=_timer(device, runtime) if latency else None, budget=budget, out=out,
                                   status=console.status, max_params_growth=max_params_growth, head=head))

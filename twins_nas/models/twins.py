@@ -299,17 +299,22 @@ class Twins(nn.Module):
     def no_weight_decay(self) -> set:
         return {"pos_block." + n for n, _ in self.pos_block.named_parameters()} if self.pos_block is not None else set()
 
+    def forward_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Stage `i`: the previous map (B, C_{i-1}, H, W) (the image for stage 0) -> its map
+        (B, C_i, H_i, W_i): patch embedding, blocks, and the PEG after the first block."""
+        B = x.shape[0]
+        x, size = self.patch_embeds[i](x)
+        for j, blk in enumerate(cast(nn.ModuleList, self.blocks[i])):
+            x = blk(x, size)
+            if j == 0 and self.pos_block is not None:
+                x = self.pos_block[i](x, size)
+        return x.transpose(1, 2).view(B, -1, *size)  # (B, C, H, W), a view of the tokens
+
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The map of every stage, (B, C_i, H_i, W_i), before the final norm."""
         feats = []
-        B = x.shape[0]
-        for i, (embed, blocks) in enumerate(zip(self.patch_embeds, self.blocks)):
-            x, size = embed(x)
-            for j, blk in enumerate(cast(nn.ModuleList, blocks)):
-                x = blk(x, size)
-                if j == 0 and self.pos_block is not None:
-                    x = self.pos_block[i](x, size)
-            x = x.transpose(1, 2).view(B, -1, *size)  # (B, C, H, W), a view of the tokens
+        for i in range(len(self.patch_embeds)):
+            x = self.forward_stage(i, x)
             feats.append(x)
         return feats
 

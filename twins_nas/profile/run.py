@@ -24,6 +24,7 @@ from ..presets import PRESETS, get_preset, global_reference
 from ..sizes import Resolution, Size, format_size, parse_size
 from .backends import MeasureSpec, torch_threads
 from .latency import resolve_device
+from .runtimes import check_runtime
 from .sweep import SWEEP_SPEC, Progress, default_resolutions, profile_sweep, sizes_of
 
 DEFAULT_BUDGET_S = 60.0  # seconds of forward passes of a whole profile
@@ -136,7 +137,8 @@ def run_profile(
     write the report to `out_dir` (default `default_out_dir(sizes)`).
 
     * `spec`: how each cell is timed (default `SWEEP_SPEC`: device auto, fp32, batch 1, the
-      threads as set; see `profile_sweep`);
+      threads as set, eager PyTorch; its `backend` is the runtime, see `runtimes`, named in
+      the `runtime` column; see `profile_sweep`);
     * `head` (a name of `HEADS`, a HeadConfig or an UperNetConfig) and `num_classes`: profile the dense model;
     * `latency` / `memory` (default: `latency`): forward passes at all; without them the
       profile is closed form and takes about a second;
@@ -167,6 +169,7 @@ def run_profile(
     except ValueError as e:
         raise ConfigError(str(e)) from None
     spec = replace(spec, device=str(dev))
+    check_runtime(spec.backend, dev if latency else None)  # unknown, or not installed: one line before any work
     models = profile_models() if models is None else dict(models)
     if not models:
         raise ConfigError("models: no models given")

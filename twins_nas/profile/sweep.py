@@ -8,7 +8,8 @@ apart (`backbone_*`, `neck_*`, `head_*` columns) and the measured forward is the
 Analytic columns (closed-form cost model, exact, milliseconds for the whole sweep): params,
 GMACs in total and per category, the attention share of the GMACs, and what retargeting the
 windows and k to each size would save (`retarget_*`, see `models.optimum`). Measured columns
-(forward passes): latency / throughput (`measure_latency`) and the peak memory of the forward.
+(forward passes): latency / throughput (`measure_latency`, run by the spec's runtime, named in
+`runtime`) and the peak memory of the (eager) forward.
 
 Measuring everything at large sizes on a CPU takes minutes (the global-attention reference
 at 1024 alone is ~2 TMACs), so the measured part runs under an optional time budget. Every
@@ -107,7 +108,8 @@ SWEEP_SPEC = MeasureSpec(batch=1, warmup=1, min_repeats=3, max_repeats=30, budge
 is measured), 3 to 30 timed passes within 0.5 s."""
 
 MEASURED_COLUMNS = ("latency_ms", "latency_iqr_ms", "latency_spread", "latency_repeats", "throughput", "latency_est_ms",
-                    "peak_mem_mb", "device", "threads", "dtype")
+                    "peak_mem_mb", "device", "threads", "dtype", "runtime")
+_LABELS = ("device", "dtype", "runtime")  # text columns: None where nothing was measured
 
 
 @dataclass
@@ -182,7 +184,7 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list, gmacs: dict, 
             break
         todo.remove((name, r))
         g = gmacs[(name, r)]
-        row: dict = dict(device=label, threads=threads, dtype=dtype)
+        row: dict = dict(device=label, threads=threads, dtype=dtype, runtime=spec.backend)
         if name not in models:
             models[name] = timing_model(configs[name], head).eval().to(dev, memory_format=fmt)  # type: ignore[call-overload]
             if dev.type == "cpu" and memory:
@@ -218,7 +220,7 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list, gmacs: dict, 
         if not any(n == name for n, _ in todo):
             del models[name]
     for name, r in sorted(todo, key=lambda c: (list(configs).index(c[0]), c[1][0] * c[1][1], c[1])):  # did not fit
-        out[(name, r)] = dict(device=label, threads=threads, dtype=dtype,
+        out[(name, r)] = dict(device=label, threads=threads, dtype=dtype, runtime=spec.backend,
                               latency_est_ms=plan.forward_s(name, gmacs[(name, r)]) * 1e3)
         done += 1
         if progress:
@@ -295,7 +297,7 @@ def profile_sweep(
     for row in rows:
         m = meas.get((row["model"], (row["height"], row["width"])), {})
         for c in MEASURED_COLUMNS:
-            row[c] = m.get(c, math.nan if c not in ("device", "dtype") else None)
+            row[c] = m.get(c, math.nan if c not in _LABELS else None)
     df = pd.DataFrame(rows)
     if fvcore:  # next to the analytic count
         cols = list(df.columns)

@@ -138,7 +138,7 @@ def time_model(model_or_cfg: ArchConfig | torch.nn.Module, space: SearchSpace, d
                budget: MeasureBudget) -> LatencyReport:
     """Time the full-size network (a config is built with `timing_model`, with the space's
     `measure.head`) at the space's `measure_size` (H x W), `measure.batch_size` and
-    `measure.dtype` on `device`, within `budget`, with `measure.backend` (`MeasureSettings.spec`)."""
+    `measure.dtype` on `device`, within `budget`, run by `measure.runtime` (`MeasureSettings.spec`)."""
     model = (timing_model(model_or_cfg, space.measure.head_config) if isinstance(model_or_cfg, ArchConfig)
              else model_or_cfg)
     return measure_latency(model, space.measure_size, spec=space.measure.spec(budget, device))

@@ -3,11 +3,13 @@ and how hard it is timed (`MeasureBudget`). Plain data: the timing code reads it
 YAML schema of a space."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_serializer, model_validator
 
-from ...errors import ConfigError
+from ...errors import ConfigError, RenamedWarning
 from ...hardware import DEVICE_NAMES, DTYPE_NAMES, check_device_name, check_dtype_name
 from ...models.head_config import HEADS, DenseHead, HeadConfig
 from ...models.head_config import head_config as as_head_config
@@ -15,7 +17,7 @@ from ...profile.backends import BACKENDS, DEFAULT_BACKEND, MeasureSpec
 from ...sizes import SizeField
 
 HEAD_CLASSES = HeadConfig.model_fields["num_classes"].default  # a measured head's classes when not given (ADE20K's)
-_OPTIONAL = ("head", "num_classes", "size", "backend")  # left out of a dump while unset (see `_dump`)
+_OPTIONAL = ("head", "num_classes", "size", "runtime")  # left out of a dump while unset (see `_dump`)
 
 
 class MeasureSettings(BaseModel):
@@ -29,10 +31,11 @@ class MeasureSettings(BaseModel):
       of `HEADS` (``semantic-fpn``, ``upernet``); unset: the classifier model;
     * `num_classes`: classes of that head (>= 1; default `HEAD_CLASSES` = 150 when `head` is
       set; only with `head`);
-    * `backend`: the timing backend that runs the timed passes, a name of
-      `profile.backends.BACKENDS`; unset: ``eager`` (the module itself).
+    * `runtime`: what runs the timed passes, a name of `profile.backends.BACKENDS`: ``eager``
+      (the module itself; also when unset), ``compile`` (`torch.compile`) or ``onnxruntime``
+      (the model exported to ONNX; see `profile.runtimes`). ``backend`` is read as ``runtime``.
 
-    `head`, `num_classes`, `size` and `backend` are left out of the dumped settings while
+    `head`, `num_classes`, `size` and `runtime` are left out of the dumped settings while
     unset, so a space that does not use them hashes (and is stored by a study) as it did before
     they existed. `spec` is the `MeasureSpec` the timed passes run with."""
 
@@ -46,14 +49,28 @@ class MeasureSettings(BaseModel):
     head: str | None = Field(default=None, description="null (the classifier) or " + " | ".join(HEADS))
     num_classes: StrictInt | None = Field(default=None, ge=1,
                                              description=f"classes of the head (default {HEAD_CLASSES})")
-    backend: str | None = Field(default=None, description=f"timing backend (null: {DEFAULT_BACKEND})")
+    runtime: str | None = Field(default=None, description=f"what runs the timed passes: {' | '.join(BACKENDS)} "
+                                                          f"(null: {DEFAULT_BACKEND})")
 
-    @field_validator("backend")
+    @model_validator(mode="before")
     @classmethod
-    def _backend(cls, v: str | None) -> str | None:
+    def _backend_is_runtime(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "backend" not in data:
+            return data
+        data = dict(data)
+        if "runtime" in data:
+            raise ValueError("backend and runtime: the same setting twice (backend is another name of runtime); "
+                             "keep runtime")
+        warnings.warn("measure.backend is called measure.runtime; backend still reads the same", RenamedWarning,
+                      stacklevel=2)
+        data["runtime"] = data.pop("backend")
+        return data
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, v: str | None) -> str | None:
         if v is not None and v not in BACKENDS:
-            raise ValueError(f"={v!r}: valid timing backends are {', '.join(BACKENDS)} (or null for "
-                             f"{DEFAULT_BACKEND})")
+            raise ValueError(f"={v!r}: valid runtimes are {', '.join(BACKENDS)} (or null for {DEFAULT_BACKEND})")
         return None if v == DEFAULT_BACKEND else v  # the default, named: hashes as unset
 
     @field_validator("head")
@@ -78,13 +95,13 @@ class MeasureSettings(BaseModel):
         return as_head_config(self.head, self.num_classes)
 
     def spec(self, budget: MeasureBudget | None = None, device: str | None = None) -> MeasureSpec:
-        """The `MeasureSpec` of the timed passes: this section's batch, dtype and backend,
+        """The `MeasureSpec` of the timed passes: this section's batch, dtype and runtime,
         `device` (the run's; default this section's) and how hard `budget` (default
         `MeasureBudget()`) says. Threads are left as the run set them."""
         b = budget or MeasureBudget()
         return MeasureSpec(device=self.device if device is None else device, dtype=self.dtype,
                            batch=self.batch_size, warmup=b.warmup, min_repeats=b.min_repeats,
-                           max_repeats=b.max_repeats, budget_s=b.budget_s, backend=self.backend or DEFAULT_BACKEND)
+                           max_repeats=b.max_repeats, budget_s=b.budget_s, backend=self.runtime or DEFAULT_BACKEND)
 
     @model_serializer(mode="wrap")
     def _dump(self, handler):
