@@ -80,7 +80,7 @@ def main() -> None:
     from twins_nas.presets import PRESETS
 
     configs = ([] if args.no_presets else list(PRESETS)) + [f"random:{i}" for i in range(1, args.random + 1)]
-    print(f"| config | batch | " + " | ".join(f"{w} ms (spread)" for w in WAYS) + " |")
+    print("| config | batch | " + " | ".join(f"{w} ms (spread)" for w in WAYS) + " |")
     print("|---|---|" + "---|" * len(WAYS))
     spreads: dict[str, list[float]] = {w: [] for w in WAYS}
     for batch in (int(b) for b in args.batch.split(",")):

@@ -9,7 +9,9 @@ Analytic columns (closed-form cost model, exact, milliseconds for the whole swee
 GMACs in total and per category, the attention share of the GMACs, and what retargeting the
 windows and k to each size would save (`retarget_*`, see `models.optimum`). Measured columns
 (forward passes): latency / throughput (`measure_latency`, run by the spec's runtime, named in
-`runtime`) and the peak memory of the (eager) forward.
+`runtime`; `latency_spread` its across-round spread; `prepare_s` the seconds the runtime took
+before its first timed pass: export, compilation, correctness check, never in the latency)
+and the peak memory of the (eager) forward.
 
 Measuring everything at large sizes on a CPU takes minutes (the global-attention reference
 at 1024 alone is ~2 TMACs), so the measured part runs under an optional time budget. Every
@@ -108,7 +110,7 @@ SWEEP_SPEC = MeasureSpec(batch=1, warmup=1, min_repeats=3, max_repeats=30, budge
 is measured), 3 to 30 timed passes within 0.5 s."""
 
 MEASURED_COLUMNS = ("latency_ms", "latency_iqr_ms", "latency_spread", "latency_repeats", "throughput", "latency_est_ms",
-                    "peak_mem_mb", "device", "threads", "dtype", "runtime")
+                    "peak_mem_mb", "prepare_s", "device", "threads", "dtype", "runtime")
 _LABELS = ("device", "dtype", "runtime")  # text columns: None where nothing was measured
 
 
@@ -209,7 +211,7 @@ def _measure(configs: Mapping[str, ArchConfig], resolutions: list, gmacs: dict, 
                                       else cast(PeakRSS, peak).mb)
             row.update(latency_ms=rep.latency_ms, latency_iqr_ms=rep.iqr_ms if rep.repeats > 1 else math.nan,
                        latency_spread=rep.spread if rep.rounds > 1 else math.nan, latency_repeats=rep.repeats,
-                       throughput=rep.throughput)
+                       throughput=rep.throughput, prepare_s=rep.prepare_s)
             plan.observe(name, g, rep.median_ms / 1e3)
         else:
             plan.observe(name, g, time.perf_counter() - t0)
