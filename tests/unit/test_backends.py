@@ -33,7 +33,7 @@ from twins_nas.search.space.measure import MeasureBudget, MeasureSettings
 from twins_nas.search.space.space import load_space, space_from_dict
 
 TIMING_COLUMNS = {"latency_ms", "latency_iqr_ms", "latency_spread", "latency_repeats", "throughput", "latency_est_ms",
-                  "peak_mem_mb"}
+                  "prepare_s", "peak_mem_mb"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # every test on one torch thread (tests/conftest.py)
