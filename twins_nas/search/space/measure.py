@@ -15,7 +15,7 @@ from ...profile.backends import BACKENDS, DEFAULT_BACKEND, MeasureSpec
 from ...sizes import SizeField
 
 HEAD_CLASSES = HeadConfig.model_fields["num_classes"].default  # a measured head's classes when not given (ADE20K's)
-_OPTIONAL = ("head", "num_classes", "size", "backend")  # left out of a dump while unset (see `_dump`)
+_OPTIONAL = ("head", "num_classes", "size", "backend", "predictor")  # left out of a dump while unset (see `_dump`)
 
 
 class MeasureSettings(BaseModel):
@@ -30,9 +30,12 @@ class MeasureSettings(BaseModel):
     * `num_classes`: classes of that head (>= 1; default `HEAD_CLASSES` = 150 when `head` is
       set; only with `head`);
     * `backend`: the timing backend that runs the timed passes, a name of
-      `profile.backends.BACKENDS`; unset: ``eager`` (the module itself).
+      `profile.backends.BACKENDS`; unset: ``eager`` (the module itself);
+    * `predictor`: a latency table (JSON, `twins-nas latency-table`) that predicts the timed
+      metrics instead of timing each model; a relative path is read from the space file's
+      folder (`SearchSpace.predictor_path`). Unset: every model is timed.
 
-    `head`, `num_classes`, `size` and `backend` are left out of the dumped settings while
+    `head`, `num_classes`, `size`, `backend` and `predictor` are left out of the dumped settings while
     unset, so a space that does not use them hashes (and is stored by a study) as it did before
     they existed. `spec` is the `MeasureSpec` the timed passes run with."""
 
@@ -47,6 +50,8 @@ class MeasureSettings(BaseModel):
     num_classes: StrictInt | None = Field(default=None, ge=1,
                                              description=f"classes of the head (default {HEAD_CLASSES})")
     backend: str | None = Field(default=None, description=f"timing backend (null: {DEFAULT_BACKEND})")
+    predictor: str | None = Field(default=None, min_length=1,
+                                  description="latency table (JSON) predicting the timed metrics; null: time them")
 
     @field_validator("backend")
     @classmethod
