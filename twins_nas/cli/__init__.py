@@ -15,6 +15,7 @@ from . import show  # noqa: F401, I001  # isort: skip
 from . import profile  # noqa: F401  # isort: skip
 from . import retarget  # noqa: F401  # isort: skip
 from . import search  # noqa: F401  # isort: skip
+from . import latency  # noqa: F401  # isort: skip
 from . import fidelity  # noqa: F401  # isort: skip
 from . import dashboard  # noqa: F401  # isort: skip
 

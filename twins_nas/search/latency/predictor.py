@@ -45,9 +45,11 @@ class LatencyPredictor:
     def _where(self, size: int | Size | None, batch: int | None,
                head: DenseHead | str | None) -> tuple[Size, int, DenseHead | None]:
         t = self.table
-        s = t.size if size is None else as_size(size)
-        b = t.batch if batch is None else batch
-        h = t.head if head is None else head_config(head)
+        return self._check(t.size if size is None else as_size(size), t.batch if batch is None else batch,
+                           t.head if head is None else head_config(head))
+
+    def _check(self, s: Size, b: int, h: DenseHead | None) -> tuple[Size, int, DenseHead | None]:
+        t = self.table
         if s != t.size:
             raise ConfigError(f"latency table {self.path} was measured at {format_size(t.size)} px, not "
                               f"{format_size(s)}: build a table at that size", field="size")
@@ -70,7 +72,9 @@ class LatencyPredictor:
     def blocks_ms(self, cfg: ArchConfig, size: int | Size | None = None, batch: int | None = None,
                   head: DenseHead | str | None = None) -> float:
         """The sum of `cfg`'s block latencies (ms), before the whole-model fit."""
-        s, b, h = self._where(size, batch, head)
+        return self._sum(cfg, *self._where(size, batch, head))
+
+    def _sum(self, cfg: ArchConfig, s: Size, b: int, h: DenseHead | None) -> float:
         blocks = self.table.blocks
         total = 0.0
         for key in model_blocks(cfg, s, b, h):
@@ -85,6 +89,10 @@ class LatencyPredictor:
         """Predicted latency (ms) of one forward pass of `cfg` on a batch; size, batch and head
         default to the table's (any other is a one-line ConfigError)."""
         return max(0.0, self.table.fit(self.blocks_ms(cfg, size, batch, head)))
+
+    def predict_at(self, cfg: ArchConfig, size: int | Size, batch: int, head: DenseHead | None) -> float:
+        """`predict` with every setting given: `head` None is the classifier (not the table's head)."""
+        return max(0.0, self.table.fit(self._sum(cfg, *self._check(as_size(size), batch, head))))
 
     def throughput(self, cfg: ArchConfig) -> float:
         """Predicted images per second at the table's batch."""

@@ -143,8 +143,8 @@ class _Strict(BaseModel):
 class StageSpace(_Strict):
     """Choices for one stage. Each field is a scalar (fixed) or a non-empty list (a choice);
     after validation every field is stored as its list of choices. Give `head_dim` (heads =
-    embed_dim // head_dim, at least 1; see `heads_of`) or `num_heads`, not both. `subsample` here overrides the model-wide
-    choice for this stage (and is then suggested per stage as `s{i}.subsample`)."""
+    embed_dim // head_dim, at least 1; see `heads_of`) or `num_heads`, not both. `subsample`
+    here overrides the model-wide choice for this stage (and is then suggested per stage as `s{i}.subsample`)."""
 
     patch_size: list[StrictInt] = Field(description="patch-embedding stride of the stage")
     depth: list[StrictInt] = Field(description="number of blocks")
