@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..sizes import format_size
 from .app import app
-from .common import console, user_errors
+from .common import console, fail, user_errors
 
 
 @app.command("latency-table", short_help="Time every block a space can produce here: a latency table that "
@@ -30,6 +30,9 @@ def latency_table(
     calibration: int = typer.Option(8, "--calibration", metavar="N",
                                     help="Whole models timed to fit what a model adds beyond its blocks "
                                          "(the smallest, the largest and random ones); 0: none."),
+    budget: float = typer.Option(0.4, "--budget", metavar="SECONDS",
+                                 help="Timing per block, at most, once its 3 rounds are done (whole models get "
+                                      "4x, up to 1.5 s): the build takes about blocks x this."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random calibration models."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
                                         help="Override a field of the space file (repeatable), e.g. "
@@ -43,8 +46,10 @@ def latency_table(
     from ..search.latency.build import TABLE_SPEC, build_latency_table
     from ..search.space.space import load_space
     t0 = time.perf_counter()
+    if not budget > 0:
+        fail(f"--budget {budget:g}: must be a positive number of seconds")
     sp = load_space(space, overrides)
-    spec = replace(TABLE_SPEC, device=device or sp.measure.device, threads=threads,
+    spec = replace(TABLE_SPEC, device=device or sp.measure.device, threads=threads, budget_s=budget,
                    backend=runtime or sp.measure.backend or TABLE_SPEC.backend)
     n = len(space_blocks(sp))
     console.print(f"[bold]latency table[/] of {sp.name}: {n} blocks at {format_size(sp.measure_size)} px, "

@@ -41,7 +41,7 @@ Progress = Callable[[int, int, str], None]
 
 # how hard one block is timed (device, dtype, threads and runtime come from the caller)
 TABLE_SPEC = MeasureSpec(warmup=1, min_repeats=6, max_repeats=30, budget_s=0.4, rounds=3)
-CALIBRATION_BUDGET_S = 1.5  # seconds of timing per calibration model, at least
+CALIBRATION_BUDGET_S = 1.5  # seconds of timing per calibration model, at most (4x a block's budget below it)
 DEFAULT_CALIBRATION = 8
 _DRAWS = 200  # random configs drawn to find the space's smallest and largest by GMACs
 
@@ -127,7 +127,8 @@ def build_latency_table(space: SearchSpace, spec: MeasureSpec = TABLE_SPEC, out_
                 progress(done, total, key.id)
             blocks[key.id] = time_block(key, spec, dev)
             done += 1
-        whole = replace(spec, budget_s=max(spec.budget_s, CALIBRATION_BUDGET_S), rounds=max(spec.rounds, 3))
+        whole = replace(spec, budget_s=max(spec.budget_s, min(CALIBRATION_BUDGET_S, 4 * spec.budget_s)),
+                        rounds=max(spec.rounds, 3))
         for cfg in configs:
             if progress:
                 progress(done, total, f"whole model {len(rows) + 1}/{len(configs)}")
