@@ -18,7 +18,7 @@ import importlib.metadata
 import platform
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -99,12 +99,14 @@ def time_block(key: BlockKey, spec: MeasureSpec, device: torch.device) -> BlockT
 
 def build_latency_table(space: SearchSpace, spec: MeasureSpec = TABLE_SPEC, out_path: str | Path | None = None,
                         calibration: int = DEFAULT_CALIBRATION, progress: Progress | None = None,
-                        seed: int = 0) -> LatencyTable:
+                        seed: int = 0, extra: Sequence[ArchConfig] = ()) -> LatencyTable:
     """Time every block of `space` (at its measured size, ``measure.batch_size`` and
     ``measure.head``) as `spec` says (device, dtype, threads, runtime and effort; its batch is
     the space's), then `calibration` whole models, fit the whole-model overhead and write the
     table to `out_path` (atomically) when given. `progress(done, total, text)` is called as
-    blocks and models are done. A bad device or runtime: one-line ConfigError, before any timing."""
+    blocks and models are done; the blocks of the `extra` configs (e.g. the published models,
+    which a space need not contain) are timed too. A bad device or runtime: one-line
+    ConfigError, before any timing."""
     t0 = time.perf_counter()
     get_backend(spec.backend)
     try:
@@ -115,7 +117,8 @@ def build_latency_table(space: SearchSpace, spec: MeasureSpec = TABLE_SPEC, out_
         raise ConfigError(f"calibration={calibration}: must be a whole number >= 0", field="calibration")
     spec = replace(spec, device=str(dev), batch=space.measure.batch_size, dtype=space.measure.dtype)
     head, size = space.measure.head_config, space.measure_size
-    keys = sorted(space_blocks(space), key=lambda k: k.id)
+    keys = sorted(space_blocks(space).union(*(model_blocks(c, size, spec.batch, head) for c in extra)),
+                  key=lambda k: k.id)
     configs = calibration_configs(space, calibration, seed)
     total, done = len(keys) + len(configs), 0
     blocks: dict[str, BlockTime] = {}
