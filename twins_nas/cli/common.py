@@ -42,6 +42,8 @@ FLAGS: dict[str, str] = {
     # fidelity
     "reference": "--reference", "archs": "--archs", "pairs": "--pairs", "seeds": "--seeds", "seeded": "--seeded",
     "stop_after": "--stop-after",
+    # latency-table
+    "calibration": "--calibration", "predictor": "--predictor",
     # dashboard
     "study_dir": "--study-dir", "host": "--host", "port": "--port",
 }

@@ -150,6 +150,10 @@ def profile(
                                           help="Also one PNG per panel (default: unless --no-latency)."),
     out: Path | None = typer.Option(None, "--out", "-o",
                                        help="Output folder (default: reports/profile-<largest size>/)."),
+    predictor: Path | None = typer.Option(None, "--predictor", metavar="TABLE.json",
+                                             help="Predict latency and throughput from a latency table "
+                                                  "(twins-nas latency-table) instead of timing; its size, batch "
+                                                  "and head must be the profile's."),
 ) -> None:
     """Profile architectures over input sizes: params, GMACs (per category; with --head per part),
     attention share, latency / throughput and peak forward memory, and how far each stage's
@@ -173,11 +177,16 @@ def profile(
         bar.update(task, completed=done, total=total, description=text)
 
     try:
+        predict = None
+        if predictor is not None:
+            from ..search.latency.predictor import LatencyPredictor  # heavy import: see README
+            predict = LatencyPredictor.load(predictor).predict_at
         spec = replace(SWEEP_SPEC, device=device, dtype=dtype, batch=batch, threads=threads, backend=runtime)
         result = run_profile(profile_models(preset, config), res, spec, out_dir=out, head=head,
                              num_classes=num_classes, latency=latency, memory=memory, budget_s=budget or None,
                              fvcore=fvcore, png=png, panels=panels, min_keys=min_keys, max_aspect=max_aspect,
-                             progress=progress, on_note=lambda n: console.print(f"[yellow]note:[/] {with_flags(n)}"))
+                             progress=progress, on_note=lambda n: console.print(f"[yellow]note:[/] {with_flags(n)}"),
+                             predict=predict)
     except ConfigError as e:
         fail(with_flags(e.render(profile_flag)))
     finally:

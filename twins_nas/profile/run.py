@@ -8,6 +8,7 @@ Bad input raises a one-line `ConfigError` whose message starts with the field's 
 backticks (`head`), so a front end can spell them its own way."""
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -26,6 +27,10 @@ from .backends import MeasureSpec, torch_threads
 from .latency import resolve_device
 from .runtimes import check_runtime
 from .sweep import SWEEP_SPEC, Progress, default_resolutions, profile_sweep, sizes_of
+
+Predict = Callable[[ArchConfig, Size, int, DenseHead | None], float]
+"""A latency predictor as `run_profile` calls it: (config, (H, W), batch, head or None for the
+classifier) -> ms per forward pass; a one-line ConfigError for what it cannot answer."""
 
 DEFAULT_BUDGET_S = 60.0  # seconds of forward passes of a whole profile
 DEFAULT_MAX_SIZE = 1024  # the largest size of the default sweep (224 ... 1024)
@@ -131,6 +136,7 @@ def run_profile(
     max_aspect: float | None = DEFAULT_MAX_ASPECT,
     progress: Progress | None = None,
     on_note: Callable[[str], None] | None = None,
+    predict: Predict | None = None,
 ) -> ProfileResult:
     """Profile `models` (name -> config; default `profile_models()`: the six presets and the
     global-attention reference) at `sizes` (ints n x n or (H, W); default 224 ... 1024) and
@@ -149,7 +155,11 @@ def run_profile(
       per panel of complexity.html;
     * `min_keys`, `max_aspect`: the rule of the window / k optimality table;
     * `progress(done, total, text)`: called as the cells are done, and once before the report
-      is written; `on_note(text)`: called before any forward pass with `machine_note`.
+      is written; `on_note(text)`: called before any forward pass with `machine_note`;
+    * `predict`: a latency predictor (see `Predict`, e.g. a latency table's
+      `LatencyPredictor.predict_at`): the latency and throughput columns are its predictions
+      and no pass is timed for them. The ``latency_source`` column says ``predicted`` then,
+      ``measured`` otherwise.
 
     Everything is checked before anything is measured or written; bad input raises a
     one-line ConfigError naming the field (see the module doc)."""
@@ -176,12 +186,16 @@ def run_profile(
     for cfg in models.values():
         for r in res:
             cfg.stage_sizes(r)  # one line if a size is too small for a model
+    predicted = {}
+    if predict is not None:  # every cell answered (or one line) before anything is measured
+        predicted = {(name, r): predict(cfg, r, spec.batch, head_cfg) for name, cfg in models.items() for r in res}
     out = Path(out_dir) if out_dir is not None else default_out_dir(res)
     png = latency if png is None else png
     panels = latency if panels is None else panels
 
     with torch_threads(spec.threads):
-        note = busy_note(torch.get_num_threads()) if (latency or memory) and dev.type == "cpu" else None
+        note = busy_note(torch.get_num_threads()) if ((latency and predict is None) or memory) and dev.type == "cpu" \
+            else None
         if note and on_note:
             on_note(note)
         from .plots import complexity_figure, write_report  # heavy import (plotly): see README
@@ -193,8 +207,13 @@ def run_profile(
             if progress:
                 progress(done, total, text)
 
-        df = profile_sweep(models, res, spec, latency=latency, memory=memory, fvcore=fvcore, budget_s=budget_s,
-                           progress=step, head=head_cfg, min_keys=min_keys, max_aspect=max_aspect)
+        df = profile_sweep(models, res, spec, latency=latency and predict is None, memory=memory, fvcore=fvcore,
+                           budget_s=budget_s, progress=step, head=head_cfg, min_keys=min_keys, max_aspect=max_aspect)
+        if predict is not None:
+            ms = [predicted[(m, (h, w))] for m, h, w in zip(df["model"], df["height"], df["width"])]
+            df["latency_ms"] = ms
+            df["throughput"] = [spec.batch * 1e3 / t if t > 0 else math.inf for t in ms]
+        df["latency_source"] = "predicted" if predict is not None else "measured"
         if progress:
             progress(last[0], last[1], "writing the report")
         report = write_report(df, complexity_figure(df), out, png=png, panels=panels)

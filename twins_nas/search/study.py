@@ -37,6 +37,7 @@ from ..presets import PRESETS, get_preset
 from ..sizes import format_size
 from .evaluate.objective import measured_metrics, needed_metrics, needs_proxy_data, time_model
 from .evaluate.status import StopReason
+from .latency.predictor import space_predictor
 from .proxy.data import load_proxy_data
 from .report.export import Picked, export_study
 from .run.provenance import library_versions, resolve_search_device
@@ -198,6 +199,7 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
     ``stopped="storage"`` (no counts, no report: the same call afterwards continues). Raises
     ConfigError for bad input (one line). `progress` and `status`: see the module docstring."""
     quiet_optuna()
+    space_predictor(space)  # a latency table that does not cover the space: one line, before any trial
     deadline = time.time() + settings.timeout if settings.timeout else None
     device, device_label = resolve_search_device(settings.device)
     threads = settings.threads or max(1, cpu_cores() // settings.workers)

@@ -8,7 +8,9 @@ Metrics (names as in the space file; see `twins_nas.search.space.metrics`):
 * ``throughput`` (images/s) and ``latency_ms`` (median forward pass of a batch): the
   full-size model built and timed at the measured size, ``measure.batch_size``,
   ``measure.dtype`` and the search device; measured when an objective or constraint names
-  either;
+  either. With ``measure.predictor`` (a latency table) they are predicted from the table
+  instead, no model built for them (`twins_nas.search.latency`), and the trial's user
+  attribute ``latency_source`` says ``predicted``;
 * ``peak_mem_mb``: peak inference memory beyond the weights at the measured size (costly on
   CPU: a fresh process); measured only when named;
 * ``naswot`` / ``synflow``: training-free scores of the full-size network built with the
@@ -65,6 +67,7 @@ from ...profile.latency import LatencyReport, measure_latency
 from ...profile.memory import available_bytes, measure_peak_memory, min_forward_bytes
 from ...profile.stage_time import timing_model
 from ...sizes import Size, format_size
+from ..latency.predictor import PREDICTED, LatencyPredictor, space_predictor
 from ..proxy.data import ProxyData
 from ..proxy.train import train_proxy
 from ..space.measure import MeasureBudget
@@ -177,6 +180,8 @@ class Evaluator:
     def __post_init__(self) -> None:
         self.needed = needed_metrics(self.space)
         self.zero_cost = [m for m in ZERO_COST_METRICS if m in self.needed]
+        self.predictor: LatencyPredictor | None = (space_predictor(self.space) if self.needed & set(TIMED_METRICS)
+                                                   else None)
         self._images: torch.Tensor | None = None
         data_metrics = sorted(self.needed & set(DATA_METRICS))
         if data_metrics and self.data is None:
@@ -261,14 +266,23 @@ class Evaluator:
         trial.set_user_attr("metrics", metrics)
 
         broken = self._broken(metrics)
+        if not broken and self.predictor is not None:
+            t = time.perf_counter()
+            ms = self.predictor.predict(cfg)
+            sec["profile"] += time.perf_counter() - t
+            metrics.update(throughput=space.measure.batch_size * 1e3 / ms if ms > 0 else math.inf, latency_ms=ms)
+            trial.set_user_attr("latency_source", PREDICTED)
+            trial.set_user_attr("metrics", metrics)
+            broken = self._broken(metrics)
+        timed = self.needed & set(TIMED_METRICS) if self.predictor is None else set()
         model = None
         try:
-            if not broken and self.needed & set(TIMED_METRICS + MEMORY_METRICS):
+            if not broken and (timed or self.needed & set(MEMORY_METRICS)):
                 check_fits(cfg, space.measure_size, space.measure.batch_size, self.device)
                 t = time.perf_counter()
                 model = timing_model(cfg, space.measure.head_config)
                 sec["build"] += time.perf_counter() - t
-                if self.needed & set(TIMED_METRICS):
+                if timed:
                     t = time.perf_counter()
                     rep = time_model(model, space, self.device, self.budget)
                     sec["profile"] += time.perf_counter() - t

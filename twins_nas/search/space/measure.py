@@ -17,7 +17,7 @@ from ...profile.backends import BACKENDS, DEFAULT_BACKEND, MeasureSpec
 from ...sizes import SizeField
 
 HEAD_CLASSES = HeadConfig.model_fields["num_classes"].default  # a measured head's classes when not given (ADE20K's)
-_OPTIONAL = ("head", "num_classes", "size", "runtime")  # left out of a dump while unset (see `_dump`)
+_OPTIONAL = ("head", "num_classes", "size", "runtime", "predictor")  # left out of a dump while unset (see `_dump`)
 
 
 class MeasureSettings(BaseModel):
@@ -33,9 +33,12 @@ class MeasureSettings(BaseModel):
       set; only with `head`);
     * `runtime`: what runs the timed passes, a name of `profile.backends.BACKENDS`: ``eager``
       (the module itself; also when unset), ``compile`` (`torch.compile`) or ``onnxruntime``
-      (the model exported to ONNX; see `profile.runtimes`). ``backend`` is read as ``runtime``.
+      (the model exported to ONNX; see `profile.runtimes`). ``backend`` is read as ``runtime``;
+    * `predictor`: a latency table (JSON, `twins-nas latency-table`) that predicts the timed
+      metrics instead of timing each model; a relative path is read from the space file's
+      folder (`SearchSpace.predictor_path`). Unset: every model is timed.
 
-    `head`, `num_classes`, `size` and `runtime` are left out of the dumped settings while
+    `head`, `num_classes`, `size`, `runtime` and `predictor` are left out of the dumped settings while
     unset, so a space that does not use them hashes (and is stored by a study) as it did before
     they existed. `spec` is the `MeasureSpec` the timed passes run with."""
 
@@ -51,6 +54,8 @@ class MeasureSettings(BaseModel):
                                              description=f"classes of the head (default {HEAD_CLASSES})")
     runtime: str | None = Field(default=None, description=f"what runs the timed passes: {' | '.join(BACKENDS)} "
                                                           f"(null: {DEFAULT_BACKEND})")
+    predictor: str | None = Field(default=None, min_length=1,
+                                  description="latency table (JSON) predicting the timed metrics; null: time them")
 
     @model_validator(mode="before")
     @classmethod

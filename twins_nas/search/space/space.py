@@ -108,7 +108,7 @@ def _encode_sr(p: Pair) -> int | str:
     return p[0] if p[0] == p[1] else format_pair(p)
 
 
-def _heads(embed_dim: int, head_dim: int) -> int:
+def heads_of(embed_dim: int, head_dim: int) -> int:
     """Heads for a `head_dim` choice: embed_dim // head_dim, at least 1. A head_dim that does
     not divide embed_dim gives wider heads (48 with head_dim 32: one head of 48), valid as long
     as the head count divides embed_dim (100 with head_dim 32 is not: 3 heads)."""
@@ -143,8 +143,8 @@ class _Strict(BaseModel):
 class StageSpace(_Strict):
     """Choices for one stage. Each field is a scalar (fixed) or a non-empty list (a choice);
     after validation every field is stored as its list of choices. Give `head_dim` (heads =
-    embed_dim // head_dim, at least 1; see `_heads`) or `num_heads`, not both. `subsample` here overrides the model-wide
-    choice for this stage (and is then suggested per stage as `s{i}.subsample`)."""
+    embed_dim // head_dim, at least 1; see `heads_of`) or `num_heads`, not both. `subsample`
+    here overrides the model-wide choice for this stage (and is then suggested per stage as `s{i}.subsample`)."""
 
     patch_size: list[StrictInt] = Field(description="patch-embedding stride of the stage")
     depth: list[StrictInt] = Field(description="number of blocks")
@@ -201,9 +201,9 @@ class StageSpace(_Strict):
             out.append(f"{p}: give exactly one of head_dim (heads = embed_dim // head_dim) or num_heads")
         elif self.head_dim is not None:
             for d, h in itertools.product(self.embed_dim, self.head_dim):
-                if h > 0 and d > 0 and d % _heads(d, h):
+                if h > 0 and d > 0 and d % heads_of(d, h):
                     out.append(f"{p}.embed_dim={d}: not divisible by head_dim={h} (nor into "
-                               f"{_heads(d, h)} equal heads); use a multiple of {h}")
+                               f"{heads_of(d, h)} equal heads); use a multiple of {h}")
         else:
             assert self.num_heads is not None  # exactly one of head_dim / num_heads (checked above)
             for d, h in itertools.product(self.embed_dim, self.num_heads):
@@ -316,6 +316,17 @@ class SearchSpace(_Strict):
         counted: ``measure.size``, or the space's resolution when unset."""
         return self.measure.size if self.measure.size is not None else self.input_size
 
+    @property
+    def predictor_path(self) -> Path | None:
+        """The latency table ``measure.predictor`` names, a relative path taken from the space
+        file's folder (from the working directory for a space built in code); None when unset."""
+        if self.measure.predictor is None:
+            return None
+        path = Path(self.measure.predictor).expanduser()
+        if path.is_absolute() or self._source == "<memory>":
+            return path
+        return Path(self._source).parent / path
+
     # ---- identity ------------------------------------------------------------------------
     @property
     def source(self) -> str:
@@ -357,7 +368,7 @@ class SearchSpace(_Strict):
             depth = choose(p + "depth", st.depth)
             dim = choose(p + "embed_dim", st.embed_dim)
             if st.head_dim is not None:
-                heads = _heads(dim, choose(p + "head_dim", st.head_dim))
+                heads = heads_of(dim, choose(p + "head_dim", st.head_dim))
             else:
                 assert st.num_heads is not None  # exactly one of head_dim / num_heads (validated)
                 heads = choose(p + "num_heads", st.num_heads)
@@ -434,7 +445,7 @@ class SearchSpace(_Strict):
         def pick(name: str, choices: list) -> Any:
             w = want[name]
             if name.endswith(".head_dim"):  # any head_dim giving the same head count
-                w = next((c for c in choices if _heads(w[0], c) == w[1]), None)
+                w = next((c for c in choices if heads_of(w[0], c) == w[1]), None)
             elif name.endswith(".pattern") and w not in choices:  # same blocks, other spelling
                 depth = want[name.split(".")[0] + ".depth"]
                 w = next((c for c in choices if _kinds(c, depth) == _kinds(w, depth)), None)
@@ -464,7 +475,7 @@ class SearchSpace(_Strict):
             assert heads is not None  # exactly one of head_dim / num_heads (validated)
             for patch, depth, dim, h, mlp, pat in itertools.product(
                     st.patch_size, st.depth, st.embed_dim, heads, st.mlp_ratio, st.pattern):
-                nh = _heads(dim, h) if st.head_dim is not None else h
+                nh = heads_of(dim, h) if st.head_dim is not None else h
                 kinds = _kinds(pat, depth)
                 windows = st.window if "L" in kinds and st.window is not None else [None]
                 srs = st.sr_ratio if "G" in kinds else [None]

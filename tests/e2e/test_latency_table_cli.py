@@ -1,0 +1,146 @@
+"""`twins-nas latency-table`, `profile --predictor` and a search with `measure.predictor`:
+what they write, and one-line errors (exit 2) for a table that cannot answer."""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tests.strategies import TINY_SPACE, load_study_file
+from twins_nas.cli import app
+from twins_nas.search.latency import space_blocks
+from twins_nas.search.space.space import load_space
+
+runner = CliRunner()
+SMALL = (TINY_SPACE.replace("depth: [1, 2], embed_dim: [16, 32]", "depth: [1, 2], embed_dim: 16")
+         .replace("mlp_ratio: [2, 4]", "mlp_ratio: 2")
+         .replace("objectives: {accuracy: maximize, throughput: maximize}",
+                  "objectives: {params_m: minimize, throughput: maximize}")
+         .replace("constraints: {params_m: {max: 5}}\n", ""))
+BUILD = ["--device", "cpu", "--threads", "1", "--calibration", "2", "--budget", "0.03"]
+
+
+def one_line_error(r) -> str:
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("latency")
+    (tmp / "small.yaml").write_text(SMALL)
+    n = torch.get_num_threads()
+    r = runner.invoke(app, ["latency-table", "--space", str(tmp / "small.yaml"), "--out", str(tmp / "t.json"), *BUILD])
+    torch.set_num_threads(n)
+    assert r.exit_code == 0, r.output
+    return tmp
+
+
+def test_the_table_holds_every_block_of_the_space(table):
+    data = json.loads((table / "t.json").read_text())
+    assert set(data["blocks"]) == {k.id for k in space_blocks(load_space(table / "small.yaml"))}
+    assert data["runtime"] == "eager" and data["device"] == "cpu" and len(data["calibration"]) == 2
+
+
+def _config(table) -> str:
+    cfg = load_space(table / "small.yaml").random_config(random.Random(2))
+    path = table / "cfg.json"
+    cfg.to_json(path)
+    return str(path)
+
+
+def test_profile_with_a_predictor_writes_predicted_latency(table, tmp_path):
+    r = runner.invoke(app, ["profile", "--config", _config(table), "--resolutions", "64", "--no-png",
+                            "--predictor", str(table / "t.json"), "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    row = pd.read_csv(tmp_path / "profile.csv").iloc[0]
+    assert row["latency_source"] == "predicted" and row["latency_ms"] > 0
+    assert row["throughput"] == pytest.approx(1e3 / row["latency_ms"])
+    r = runner.invoke(app, ["profile", "--config", _config(table), "--resolutions", "64", "--no-latency",
+                            "--out", str(tmp_path / "plain")])
+    assert r.exit_code == 0, r.output
+    assert pd.read_csv(tmp_path / "plain" / "profile.csv").iloc[0]["latency_source"] == "measured"
+
+
+def _edited(table, tmp_path, edit) -> str:
+    data = json.loads((table / "t.json").read_text())
+    edit(data)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--batch", "2"], "measured at batch 1, not 2"),
+    (["--resolutions", "96"], "measured at 64x64 px, not 96x96"),
+    (["--head", "semantic-fpn"], "with the classifier, not head semantic-fpn"),
+])
+def test_profile_refuses_what_the_table_was_not_measured_at(table, tmp_path, args, msg):
+    r = runner.invoke(app, ["profile", "--config", _config(table), "--resolutions", "64", "--no-png",
+                            "--predictor", str(table / "t.json"), "--out", str(tmp_path), *args])
+    assert msg in one_line_error(r)
+    assert not (tmp_path / "profile.csv").exists()
+
+
+def test_profile_refuses_a_truncated_table(table, tmp_path):
+    cut = tmp_path / "cut.json"
+    cut.write_text((table / "t.json").read_text()[:100])
+    r = runner.invoke(app, ["profile", "--config", _config(table), "--resolutions", "64",
+                            "--predictor", str(cut), "--out", str(tmp_path)])
+    assert "not valid JSON" in one_line_error(r)
+
+
+def _search(space_dir, out, *extra):
+    n = torch.get_num_threads()
+    r = runner.invoke(app, ["search", "--space", str(space_dir / "s.yaml"), "--trials", "2", "--out", str(out),
+                            "--device", "cpu", "--timing-budget", "0.05", "--no-png", *extra])
+    torch.set_num_threads(n)
+    return r
+
+
+def test_search_predicts_its_timed_metrics(table, tmp_path):
+    shutil.copy(table / "t.json", tmp_path / "t.json")
+    (tmp_path / "s.yaml").write_text(SMALL.replace("measure: {batch_size: 1}",
+                                                   "measure: {batch_size: 1, predictor: t.json}"))
+    from twins_nas.search.run.settings import SearchSettings
+    from twins_nas.search.study import run_search
+    space = load_space(tmp_path / "s.yaml")
+    settings = SearchSettings.for_space(space, 2, out_dir=tmp_path / "out", device="cpu", png=False, threads=1,
+                                        presets=False)  # the published models would be timed
+    n = torch.get_num_threads()
+    run_search(space, settings)
+    torch.set_num_threads(n)
+    trials = load_study_file(tmp_path / "out", name="tiny").get_trials()
+    assert len(trials) == 2
+    for t in trials:
+        assert t.user_attrs["latency_source"] == "predicted"
+        assert t.user_attrs["seconds"]["build"] == 0.0  # no model built for the timing
+
+
+def test_search_with_a_table_lacking_a_block_stops_before_any_trial(table, tmp_path):
+    victim = next(k for k in json.loads((table / "t.json").read_text())["blocks"] if k.startswith("L "))
+    _edited(table, tmp_path, lambda d: d["blocks"].pop(victim))
+    (tmp_path / "s.yaml").write_text(SMALL.replace("measure: {batch_size: 1}",
+                                                   "measure: {batch_size: 1, predictor: edited.json}"))
+    line = one_line_error(_search(tmp_path, tmp_path / "out"))
+    assert "edited.json has no L block dim=" in line and "twins-nas latency-table --space" in line
+    assert not (tmp_path / "out" / "study.db").exists()
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--runtime", "tensorrt"], "unknown timing backend"),
+    (["--budget", "0"], "--budget 0"),
+    (["--set", "measure.batch_size=0"], "measure.batch_size"),
+])
+def test_latency_table_bad_input_is_one_line(table, tmp_path, args, msg):
+    r = runner.invoke(app, ["latency-table", "--space", str(table / "small.yaml"), "--out", str(tmp_path / "x.json"),
+                            *BUILD, *args])
+    assert msg in one_line_error(r)
+    assert not (tmp_path / "x.json").exists()
