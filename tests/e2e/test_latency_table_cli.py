@@ -120,8 +120,10 @@ def test_search_predicts_its_timed_metrics(table, tmp_path):
     trials = load_study_file(tmp_path / "out", name="tiny").get_trials()
     assert len(trials) == 2
     for t in trials:
-        assert t.user_attrs["latency_source"] == "predicted"
+        assert t.user_attrs["speed"] == {"runtime": "eager", "source": "predicted"}
         assert t.user_attrs["seconds"]["build"] == 0.0  # no model built for the timing
+    df = pd.read_csv(tmp_path / "out" / "trials.csv")
+    assert set(df["latency_source"]) == {"predicted"} and set(df["runtime"]) == {"eager"}
 
 
 def test_search_with_a_table_lacking_a_block_stops_before_any_trial(table, tmp_path):
@@ -144,3 +146,18 @@ def test_latency_table_bad_input_is_one_line(table, tmp_path, args, msg):
                             *BUILD, *args])
     assert msg in one_line_error(r)
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_study_does_not_mix_measured_and_predicted_speed(table, tmp_path):
+    shutil.copy(table / "t.json", tmp_path / "t.json")
+    (tmp_path / "s.yaml").write_text(SMALL.replace("measure: {batch_size: 1}",
+                                                   "measure: {batch_size: 1, predictor: t.json}"))
+    assert _search(tmp_path, tmp_path / "out").exit_code == 0
+    line = one_line_error(_search(tmp_path, tmp_path / "out", "--trials", "3", "--set", "measure.predictor=null"))
+    assert "predicted its speed from a latency table" in line and "would measure it with runtime 'eager'" in line
+    # measured with eager, then resumed with another runtime: refused the same way
+    (tmp_path / "s.yaml").write_text(SMALL)
+    assert _search(tmp_path, tmp_path / "eager").exit_code == 0
+    resumed = _search(tmp_path, tmp_path / "eager", "--trials", "3", "--set", "measure.runtime=onnxruntime")
+    line = one_line_error(resumed)
+    assert "measured its speed with runtime 'eager'" in line and "would measure it with runtime 'onnxruntime'" in line

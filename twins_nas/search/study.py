@@ -21,11 +21,13 @@ while the published models are timed (once per study). The command line passes r
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import optuna
 
@@ -34,10 +36,11 @@ from ..config import ConfigError
 from ..errors import ArgText
 from ..hardware import cpu_cores
 from ..presets import PRESETS, get_preset
+from ..profile.backends import DEFAULT_BACKEND
 from ..sizes import format_size
 from .evaluate.objective import measured_metrics, needed_metrics, needs_proxy_data, time_model
 from .evaluate.status import StopReason
-from .latency.predictor import space_predictor
+from .latency.predictor import MEASURED, PREDICTED, latency_source, space_predictor
 from .proxy.data import load_proxy_data
 from .report.export import Picked, export_study
 from .run.provenance import library_versions, resolve_search_device
@@ -92,6 +95,7 @@ def open_study(space: SearchSpace, settings: SearchSettings, spec: str, sampler:
     if created:
         return study, True
     ua = study.user_attrs
+    _check_speed_source(where, (ua.get("measure") or {}).get("speed"), speed_source(space), space)
     if ua.get("space_hash") not in (space.hash, space.legacy_hash):
         if "geometry" not in ((ua.get("space") or {}).get("proxy") or {"geometry": 0}):
             raise ConfigError(lambda name: f"{where} trained the older proxy (windows and k clamped to its maps): "
@@ -113,6 +117,35 @@ def open_study(space: SearchSpace, settings: SearchSettings, spec: str, sampler:
     return study, False
 
 
+def speed_source(space: SearchSpace) -> dict[str, str | None]:
+    """Where a study's speed (throughput, latency) comes from: the runtime, ``measured`` or
+    ``predicted``, and for a prediction the latency table's sha256. A study never mixes two."""
+    path = space.predictor_path
+    return {"runtime": space.measure.runtime or DEFAULT_BACKEND, "source": latency_source(space),
+            "table_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest() if path is not None else None}
+
+
+def _check_speed_source(where: str, old: dict | None, new: dict, space: SearchSpace) -> None:
+    """One line when a resumed study would get its speed another way than its trials did
+    (another runtime, measured vs predicted, another latency table); studies made before the
+    record existed were timed eagerly."""
+    if not needed_metrics(space) & set(TIMED_METRICS):
+        return
+    old = old or {"runtime": DEFAULT_BACKEND, "source": MEASURED, "table_sha256": None}
+
+    def how(d: dict, verb: str) -> str:
+        if d.get("source") == PREDICTED:
+            return f"{verb[0]} from a latency table (sha256 {str(d.get('table_sha256'))[:12]})"
+        return f"{verb[1]} with runtime {d.get('runtime')!r}"
+
+    if (old.get("runtime"), old.get("source"), old.get("table_sha256")) != \
+            (new["runtime"], new["source"], new["table_sha256"]):
+        raise ConfigError(lambda name: f"{where} {how(old, ('predicted its speed', 'measured its speed'))}; this "
+                          f"run would {how(new, ('predict it', 'measure it'))} (not comparable): resume with the "
+                          f"same measure.runtime / measure.predictor, or choose another {name('study_name')} / "
+                          f"{name('out_dir')}", field="overrides")
+
+
 def _write_study_attrs(study: optuna.Study, space: SearchSpace, settings: SearchSettings, device_label: str,
                       threads: int) -> None:
     """What a new study records: its space, objectives, seed, versions and how it measures."""
@@ -125,7 +158,8 @@ def _write_study_attrs(study: optuna.Study, space: SearchSpace, settings: Search
                               batch_size=space.measure.batch_size, dtype=space.measure.dtype,
                               **({"size": list(space.measure_size)} if space.measure.size else {}),
                               **({"head": space.measure.head, "num_classes": space.measure.num_classes}
-                                 if space.measure.head else {})))
+                                 if space.measure.head else {}),
+                              speed=speed_source(space)))
     for k, v in attrs.items():
         study.set_user_attr(k, v)
     study.set_metric_names(list(space.objectives))  # Optuna's name for each objective value

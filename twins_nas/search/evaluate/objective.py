@@ -10,7 +10,7 @@ Metrics (names as in the space file; see `twins_nas.search.space.metrics`):
   ``measure.dtype`` and the search device; measured when an objective or constraint names
   either. With ``measure.predictor`` (a latency table) they are predicted from the table
   instead, no model built for them (`twins_nas.search.latency`), and the trial's user
-  attribute ``latency_source`` says ``predicted``;
+  attribute ``speed`` says ``predicted`` (and the table's runtime);
 * ``peak_mem_mb``: peak inference memory beyond the weights at the measured size (costly on
   CPU: a fresh process); measured only when named;
 * ``naswot`` / ``synflow``: training-free scores of the full-size network built with the
@@ -67,7 +67,7 @@ from ...profile.latency import LatencyReport, measure_latency
 from ...profile.memory import available_bytes, measure_peak_memory, min_forward_bytes
 from ...profile.stage_time import timing_model
 from ...sizes import Size, format_size
-from ..latency.predictor import PREDICTED, LatencyPredictor, space_predictor
+from ..latency.predictor import MEASURED, PREDICTED, LatencyPredictor, space_predictor
 from ..proxy.data import ProxyData
 from ..proxy.train import train_proxy
 from ..space.measure import MeasureBudget
@@ -271,7 +271,7 @@ class Evaluator:
             ms = self.predictor.predict(cfg)
             sec["profile"] += time.perf_counter() - t
             metrics.update(throughput=space.measure.batch_size * 1e3 / ms if ms > 0 else math.inf, latency_ms=ms)
-            trial.set_user_attr("latency_source", PREDICTED)
+            trial.set_user_attr("speed", {"runtime": self.predictor.table.runtime, "source": PREDICTED})
             trial.set_user_attr("metrics", metrics)
             broken = self._broken(metrics)
         timed = self.needed & set(TIMED_METRICS) if self.predictor is None else set()
@@ -288,7 +288,7 @@ class Evaluator:
                     sec["profile"] += time.perf_counter() - t
                     metrics.update(throughput=float(rep.throughput), latency_ms=float(rep.latency_ms),
                                    latency_iqr_ms=float(rep.iqr_ms), latency_spread=float(rep.spread))
-                    trial.set_user_attr("speed", {"runtime": rep.runtime, "source": "measured"})
+                    trial.set_user_attr("speed", {"runtime": rep.runtime, "source": MEASURED})
                     trial.set_user_attr("metrics", metrics)
                     broken = self._broken(metrics)
                 if not broken and "peak_mem_mb" in self.needed:
