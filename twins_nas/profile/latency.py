@@ -17,6 +17,7 @@ the latency.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -78,7 +79,7 @@ class LatencyReport:
     batch: int
     resolution: Resolution
     size: Size | None = None  # (H, W); filled from `resolution` when not given
-    latency_ms: float | None = None  # the reported figure (`statistic`); None: `median_ms`
+    latency_ms: float = math.nan  # the reported figure (`statistic`); NaN (not given): `median_ms`
     statistic: str = "median"  # how `latency_ms` was taken from the passes (`backends.STATISTICS`)
     rounds: int = 1  # rounds the timed passes came in
     spread: float = 0.0  # across-round spread: largest / smallest round median - 1 (0 for one round)
@@ -88,7 +89,7 @@ class LatencyReport:
     def __post_init__(self) -> None:
         self.resolution = size_key(self.resolution)
         self.size = as_size(self.resolution if self.size is None else self.size)
-        if self.latency_ms is None:
+        if math.isnan(self.latency_ms):
             self.latency_ms = self.median_ms
 
     @property

@@ -133,7 +133,7 @@ def _check_speed_source(where: str, old: dict | None, new: dict, space: SearchSp
         return
     old = old or {"runtime": DEFAULT_BACKEND, "source": MEASURED, "table_sha256": None}
 
-    def how(d: dict, verb: str) -> str:
+    def how(d: dict, verb: tuple[str, str]) -> str:
         if d.get("source") == PREDICTED:
             return f"{verb[0]} from a latency table (sha256 {str(d.get('table_sha256'))[:12]})"
         return f"{verb[1]} with runtime {d.get('runtime')!r}"
