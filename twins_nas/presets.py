@@ -5,12 +5,18 @@ from __future__ import annotations
 from .config import ArchConfig, ConfigError
 from .published import PRESETS, TIMM_NAMES
 
-__all__ = ["PRESETS", "TIMM_NAMES", "get_preset", "global_reference", "to_timm_kwargs"]
+__all__ = ["PRESETS", "TIMM_NAMES", "get_preset", "global_reference", "presets_for", "to_timm_kwargs"]
 
 
 def get_preset(name: str) -> ArchConfig:
     """A published model by name (`twins-svt-s`; `twins_svt_s` and upper case work too)."""
     return ArchConfig.preset(name)
+
+
+def presets_for(num_classes: int, in_chans: int = 3) -> dict[str, ArchConfig]:
+    """The six published models, by name, with another classifier size and input channels
+    (as a search space measures them beside its trials)."""
+    return {name: get_preset(name).replace(num_classes=num_classes, in_chans=in_chans) for name in PRESETS}
 
 
 def global_reference() -> ArchConfig:

@@ -22,7 +22,7 @@ SMALL = (TINY_SPACE.replace("depth: [1, 2], embed_dim: [16, 32]", "depth: [1, 2]
          .replace("objectives: {accuracy: maximize, throughput: maximize}",
                   "objectives: {params_m: minimize, throughput: maximize}")
          .replace("constraints: {params_m: {max: 5}}\n", ""))
-BUILD = ["--device", "cpu", "--threads", "1", "--calibration", "2", "--budget", "0.03"]
+BUILD = ["--device", "cpu", "--threads", "1", "--calibration", "2", "--budget", "0.03", "--no-presets"]
 
 
 def one_line_error(r) -> str:
@@ -161,3 +161,29 @@ def test_a_study_does_not_mix_measured_and_predicted_speed(table, tmp_path):
     resumed = _search(tmp_path, tmp_path / "eager", "--trials", "3", "--set", "measure.runtime=onnxruntime")
     line = one_line_error(resumed)
     assert "measured its speed with runtime 'eager'" in line and "would measure it with runtime 'onnxruntime'" in line
+
+
+def test_with_the_published_models_blocks_a_predicting_search_predicts_theirs_too(tmp_path):
+    from twins_nas.presets import presets_for
+    from twins_nas.search.latency import model_blocks
+    from twins_nas.search.run.settings import SearchSettings
+    from twins_nas.search.study import run_search
+    (tmp_path / "s.yaml").write_text(SMALL.replace("measure: {batch_size: 1}",
+                                                   "measure: {batch_size: 1, predictor: t.json}"))
+    space = load_space(tmp_path / "s.yaml")
+    n = torch.get_num_threads()
+    build = [a for a in BUILD if a != "--no-presets"]
+    r = runner.invoke(app, ["latency-table", "--space", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "t.json"),
+                            "--set", "measure.predictor=null", *build])
+    torch.set_num_threads(n)
+    assert r.exit_code == 0, r.output
+    blocks = set(json.loads((tmp_path / "t.json").read_text())["blocks"])
+    presets = presets_for(space.num_classes, space.in_chans)
+    for cfg in presets.values():  # every block each published model runs at the space's size and batch
+        assert {k.id for k in model_blocks(cfg, space.measure_size, 1)} <= blocks
+    settings = SearchSettings.for_space(space, 1, out_dir=tmp_path / "out", device="cpu", png=False, threads=1)
+    run_search(space, settings)
+    torch.set_num_threads(n)
+    rows = load_study_file(tmp_path / "out", name="tiny").user_attrs["presets"]
+    assert set(rows) == set(presets)
+    assert all(row["latency_source"] == "predicted" and row["throughput"] > 0 for row in rows.values()), rows

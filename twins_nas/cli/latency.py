@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..presets import presets_for
 from ..sizes import format_size
 from .app import app
 from .common import console, fail, user_errors
@@ -34,6 +35,9 @@ def latency_table(
                                  help="Timing per block, at most, once its 3 rounds are done (whole models get "
                                       "4x, up to 1.5 s): the build takes about blocks x this."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random calibration models."),
+    presets: bool = typer.Option(True, "--presets/--no-presets",
+                                 help="Also time the six published models' blocks, so a search that predicts "
+                                      "its speed from the table predicts theirs for its report too."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
                                         help="Override a field of the space file (repeatable), e.g. "
                                              "measure.batch_size=1, measure.size=512, measure.head=semantic-fpn."),
@@ -54,7 +58,7 @@ def latency_table(
     n = len(space_blocks(sp))
     console.print(f"[bold]latency table[/] of {sp.name}: {n} blocks at {format_size(sp.measure_size)} px, "
                   f"batch {sp.measure.batch_size}, {sp.measure.head or 'classifier'}, runtime {spec.backend}, "
-                  f"+ {calibration} whole models")
+                  f"+ {calibration} whole models" + (" + the published models' blocks" if presets else ""))
     bar = Progress(TextColumn("[bold]timing[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.description}"), console=console, transient=True)
     task = bar.add_task("", total=None)
@@ -64,7 +68,8 @@ def latency_table(
         bar.update(task, completed=done, total=total, description=text)
 
     try:
-        table = build_latency_table(sp, spec, out, calibration=calibration, progress=progress, seed=seed)
+        table = build_latency_table(sp, spec, out, calibration=calibration, progress=progress, seed=seed,
+                                    extra=list(presets_for(sp.num_classes, sp.in_chans).values()) if presets else [])
     finally:
         if bar.live.is_started:
             bar.stop()

@@ -35,7 +35,7 @@ from ..atomic import ensure_dir
 from ..config import ConfigError
 from ..errors import ArgText
 from ..hardware import cpu_cores
-from ..presets import PRESETS, get_preset
+from ..presets import presets_for
 from ..profile.backends import DEFAULT_BACKEND
 from ..sizes import format_size
 from .evaluate.objective import measured_metrics, needed_metrics, needs_proxy_data, time_model
@@ -168,14 +168,19 @@ def _write_study_attrs(study: optuna.Study, space: SearchSpace, settings: Search
 def measure_presets(space: SearchSpace, device: str, budget: MeasureBudget) -> dict[str, dict]:
     """The six published models as the space measures its trials (size, head, batch, dtype,
     device; the space's classifier size): params, GMACs and, when the space times models,
-    throughput."""
+    throughput: timed, or predicted from the space's latency table when it names one (a
+    published model the table lacks gets no throughput: it is never timed on this machine
+    beside predicted trials)."""
     timed = bool(needed_metrics(space) & set(TIMED_METRICS))
+    predictor = space_predictor(space) if timed else None
     out = {}
-    for name in PRESETS:
-        cfg = get_preset(name).replace(num_classes=space.num_classes, in_chans=space.in_chans)
+    for name, cfg in presets_for(space.num_classes, space.in_chans).items():
         try:
             row: dict[str, float | str] = dict(measured_metrics(cfg, space))
-            if timed:
+            if timed and predictor is not None:
+                ms = predictor.predict(cfg)
+                row.update(throughput=space.measure.batch_size * 1e3 / ms, latency_ms=ms, latency_source=PREDICTED)
+            elif timed:
                 rep = time_model(cfg, space, device, budget)
                 row.update(throughput=rep.throughput, latency_ms=rep.latency_ms)
         except Exception as e:  # noqa: BLE001 (e.g. out of memory for the large ones on a small GPU)
