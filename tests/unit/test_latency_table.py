@@ -200,7 +200,17 @@ def test_prediction_is_within_the_measured_noise(built):
 def test_fit_overhead_recovers_a_line():
     fit = fit_overhead([1.0, 2.0, 4.0], [3.5, 5.0, 8.0])
     assert (round(fit.a, 6), round(fit.b, 6), fit.method) == (1.5, 2.0, "least squares")
-    assert fit_overhead([2.0], [3.0]).b == 1.0 and fit_overhead([], []).a == 1.0
+    assert (fit_overhead([2.0], [3.0]).a, fit_overhead([2.0], [3.0]).b) == (1.5, 0.0)  # one model: its ratio
+    assert fit_overhead([], []).a == 1.0
+
+
+def test_a_fit_that_noise_bends_never_predicts_a_negative_time():
+    # blocks timed under load (sums far above the whole models): a line through these points
+    # would predict a negative time for the smallest; the median ratio is used instead
+    blocks, whole = [505.0, 4235.0, 1666.0, 1965.0, 1376.0], [277.0, 750.0, 294.0, 249.0, 3306.0]
+    fit = fit_overhead(blocks, whole)
+    assert fit.method == "median ratio" and fit.b == 0.0
+    assert fit.a == sorted(w / b for w, b in zip(whole, blocks))[2]
 
 
 def _copy(path: Path, tmp_path: Path, edit) -> Path:

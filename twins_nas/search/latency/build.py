@@ -67,15 +67,19 @@ def calibration_configs(space: SearchSpace, n: int, seed: int = 0) -> list[ArchC
 
 
 def fit_overhead(blocks_ms: list[float], measured_ms: list[float]) -> Fit:
-    """``measured = a * blocks + b`` by least squares (three or more models with different
-    sums and a positive slope); else a = 1 and b the mean difference (no models: b = 0)."""
+    """``measured = a * blocks + b``: by least squares where three or more models with
+    different sums give a positive slope and a positive prediction for every one of them;
+    otherwise (fewer models, or a fit that noise bent out of shape) the median ratio
+    measured / blocks with b = 0, which can never predict a negative time; no models: a = 1,
+    b = 0."""
     x, y = np.asarray(blocks_ms, float), np.asarray(measured_ms, float)
     if len(x) >= 3 and np.ptp(x) > 0:
         a, b = np.polyfit(x, y, 1)
-        if a > 0:
+        if a > 0 and bool(np.all(a * x + b > 0)):
             return Fit(float(a), float(b), "least squares")
-    if len(x):
-        return Fit(1.0, float(np.mean(y - x)), "offset")
+    ok = (x > 0) & (y > 0)
+    if ok.any():
+        return Fit(float(np.median(y[ok] / x[ok])), 0.0, "median ratio")
     return Fit()
 
 
