@@ -16,6 +16,7 @@ from . import profile  # noqa: F401  # isort: skip
 from . import retarget  # noqa: F401  # isort: skip
 from . import search  # noqa: F401  # isort: skip
 from . import fidelity  # noqa: F401  # isort: skip
+from . import supernet  # noqa: F401  # isort: skip
 from . import dashboard  # noqa: F401  # isort: skip
 
 

@@ -8,7 +8,8 @@ from .. import __version__
 
 HELP = ("Hardware-aware architecture search over Twins vision transformers (PCPVT / SVT): show an architecture, "
         "profile its costs over input sizes, retarget it to a deployment size, search a space, export a study's "
-        "report, measure the fidelity of cheap scorers and open a study in the dashboard.")
+        "report, measure the fidelity of cheap scorers, train a weight-sharing supernet of a space and open a study in "
+        "the dashboard.")
 
 app = typer.Typer(
     name="twins-nas",

@@ -40,6 +40,8 @@ FLAGS: dict[str, str] = {
     # fidelity
     "reference": "--reference", "archs": "--archs", "pairs": "--pairs", "seeds": "--seeds", "seeded": "--seeded",
     "stop_after": "--stop-after",
+    # supernet
+    "minutes": "--minutes", "steps": "--steps",
     # dashboard
     "study_dir": "--study-dir", "host": "--host", "port": "--port",
 }

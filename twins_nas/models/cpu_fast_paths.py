@@ -218,7 +218,7 @@ class TokenConv(nn.Module):
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.kernel_size}"
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return token_conv(x, size, self.weight, self.bias, self.kernel_size)
+        return token_conv(x, size, self.weight, self.bias, (self.kernel_size[0], self.kernel_size[1]))
 
 
 def token_conv(x: torch.Tensor, size: tuple[int, int], weight: torch.Tensor, bias: torch.Tensor | None,

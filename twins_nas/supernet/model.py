@@ -24,6 +24,8 @@ Module and weight names follow `twins.py` where one module exists in both (`patc
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -41,6 +43,12 @@ State = dict[str, Tensor]
 
 def _rows(t: Tensor | None, n: int) -> Tensor | None:
     return None if t is None else t[:n]
+
+
+def _bias(conv: nn.Conv2d) -> Tensor:
+    """A conv's bias (every conv here that is asked has one)."""
+    assert conv.bias is not None
+    return conv.bias
 
 
 class SubSampler(nn.Module):
@@ -72,7 +80,7 @@ class SubSampler(nn.Module):
                 if pad_b or pad_r:  # zeros, as a conv's own padding would add
                     x = F.pad(x, (0, pad_r, 0, pad_b))
                 x = F.conv2d(x, self.dw.weight[:C], None, stride=self.kernel, groups=C)
-                x = F.conv2d(x, self.pw.weight[:C, :C], self.pw.bias[:C])
+                x = F.conv2d(x, self.pw.weight[:C, :C], _bias(self.pw)[:C])
             else:  # avgpool: a cell cut by the border averages its real tokens only
                 x = F.avg_pool2d(x, self.kernel, stride=self.kernel, ceil_mode=True)
             x = x.flatten(2).transpose(1, 2)
@@ -85,7 +93,7 @@ class SubSampler(nn.Module):
             out.update({"sr.weight": self.sr.weight[:C, :C], "sr.bias": self.sr.bias[:C]})
         elif self.function == "dwconv":
             out.update({"sr.dw.weight": self.dw.weight[:C], "sr.pw.weight": self.pw.weight[:C, :C],
-                        "sr.pw.bias": self.pw.bias[:C]})
+                        "sr.pw.bias": _bias(self.pw)[:C]})
         return out
 
 
@@ -161,7 +169,7 @@ class SuperAttention(nn.Module):
         if b is not None:
             out.update({"q.bias": b[:C], "kv.bias": b[C:]})
         if k != (1, 1):
-            out.update(self.sr[sampler_name(function, k)].export(C))
+            out.update(cast(SubSampler, self.sr[sampler_name(function, k)]).export(C))
         return out
 
 
@@ -231,13 +239,14 @@ class SuperPatchEmbed(nn.Module):
     def forward(self, x: Tensor, patch: int, C: int) -> tuple[Tensor, Size]:
         """x (B, C_in, H, W) -> tokens (B, H/p * W/p, C) and the map size (floors, as Twins)."""
         H, W = x.shape[-2] // patch, x.shape[-1] // patch
-        conv = self.proj[str(patch)]
-        x = F.conv2d(x, conv.weight[:C, :x.shape[1]], conv.bias[:C], stride=patch).flatten(2).transpose(1, 2)
+        conv = cast(nn.Conv2d, self.proj[str(patch)])
+        x = F.conv2d(x, conv.weight[:C, :x.shape[1]], _bias(conv)[:C], stride=patch).flatten(2).transpose(1, 2)
         return _norm(self.norm, x), (H, W)
 
     def export(self, patch: int, C_in: int, C: int) -> State:
-        conv = self.proj[str(patch)]
-        return {"proj.weight": conv.weight[:C, :C_in], "proj.bias": conv.bias[:C], **_norm_state(self.norm, C, "norm.")}
+        conv = cast(nn.Conv2d, self.proj[str(patch)])
+        return {"proj.weight": conv.weight[:C, :C_in], "proj.bias": _bias(conv)[:C],
+                **_norm_state(self.norm, C, "norm.")}
 
 
 class SuperPosConv(nn.Module):
@@ -250,11 +259,11 @@ class SuperPosConv(nn.Module):
     def forward(self, x: Tensor, size: Size) -> Tensor:
         B, N, C = x.shape
         feat = x.transpose(1, 2).view(B, C, *size)
-        out = F.conv2d(feat, self.proj.weight[:C], self.proj.bias[:C], 1, 1, 1, C) + feat
+        out = F.conv2d(feat, self.proj.weight[:C], _bias(self.proj)[:C], 1, 1, 1, C) + feat
         return out.flatten(2).transpose(1, 2)
 
     def export(self, C: int) -> State:
-        return {"proj.0.weight": self.proj.weight[:C], "proj.0.bias": self.proj.bias[:C]}
+        return {"proj.0.weight": self.proj.weight[:C], "proj.0.bias": _bias(self.proj)[:C]}
 
 
 class Supernet(nn.Module):
@@ -277,6 +286,15 @@ class Supernet(nn.Module):
         self.norm = nn.LayerNorm(last, eps=1e-6)
         self.head = nn.Linear(last, shape.num_classes)
         self.apply(Twins._init_weights)
+
+    def _embed(self, i: int) -> SuperPatchEmbed:
+        return cast(SuperPatchEmbed, self.patch_embeds[i])
+
+    def _block(self, i: int, j: int) -> SuperBlock:
+        return cast(SuperBlock, cast(nn.ModuleList, self.blocks[i])[j])
+
+    def _peg(self, i: int) -> SuperPosConv | None:
+        return None if self.pos_block is None else cast(SuperPosConv, self.pos_block[i])
 
     def check(self, sub: ArchConfig) -> None:
         """A one-line `ConfigError` unless `sub` (a proxy config) is a subnet of this supernet."""
@@ -310,11 +328,12 @@ class Supernet(nn.Module):
         for i, s in enumerate(sub.stages):
             if i:
                 x = x.transpose(1, 2).view(B, -1, *size)  # tokens -> (B, C, H, W)
-            x, size = self.patch_embeds[i](x, s.patch_size, s.embed_dim)
+            x, size = self._embed(i)(x, s.patch_size, s.embed_dim)
+            peg = self._peg(i)
             for j, kind in enumerate(s.block_types):
-                x = self.blocks[i][j](x, size, s, kind)
-                if j == 0 and self.pos_block is not None:
-                    x = self.pos_block[i](x, size)
+                x = self._block(i, j)(x, size, s, kind)
+                if j == 0 and peg is not None:
+                    x = peg(x, size)
         return x
 
     def forward(self, x: Tensor, sub: ArchConfig) -> Tensor:
@@ -328,11 +347,12 @@ class Supernet(nn.Module):
         prev = sub.in_chans
         for i, s in enumerate(sub.stages):
             out.update({f"patch_embeds.{i}.{k}": v
-                        for k, v in self.patch_embeds[i].export(s.patch_size, prev, s.embed_dim).items()})
+                        for k, v in self._embed(i).export(s.patch_size, prev, s.embed_dim).items()})
             for j, kind in enumerate(s.block_types):
-                out.update({f"blocks.{i}.{j}.{k}": v for k, v in self.blocks[i][j].export(s, kind).items()})
-            if self.pos_block is not None:
-                out.update({f"pos_block.{i}.{k}": v for k, v in self.pos_block[i].export(s.embed_dim).items()})
+                out.update({f"blocks.{i}.{j}.{k}": v for k, v in self._block(i, j).export(s, kind).items()})
+            peg = self._peg(i)
+            if peg is not None:
+                out.update({f"pos_block.{i}.{k}": v for k, v in peg.export(s.embed_dim).items()})
             prev = s.embed_dim
         out.update(_norm_state(self.norm, prev, "norm."))
         out.update({"head.weight": self.head.weight[:, :prev], "head.bias": self.head.bias})

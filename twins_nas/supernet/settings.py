@@ -49,7 +49,8 @@ def split_overrides(overrides: Sequence[str]) -> tuple[list[str], SupernetSettin
             continue
         key, eq, raw = o[len(PREFIX):].partition("=")
         if not eq or not key.strip():
-            raise ConfigError(f"override {o!r}: expected supernet.KEY=VALUE; keys: {', '.join(SupernetSettings.model_fields)}")
+            raise ConfigError(f"override {o!r}: expected supernet.KEY=VALUE; keys: "
+                              f"{', '.join(SupernetSettings.model_fields)}")
         try:
             values[key.strip()] = yaml.safe_load(raw)
         except yaml.YAMLError:
