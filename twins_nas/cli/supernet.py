@@ -38,13 +38,16 @@ def supernet(
     continues it. Score configs with its weights through `twins_nas.supernet.SupernetScorer`."""
     from ..search.space.space import load_space  # heavy import: see README
     from ..supernet.settings import split_overrides  # heavy import: see README
-    from ..supernet.train import train_supernet  # heavy import: see README
+    from ..supernet.train import check_run_args, existing_checkpoint, train_supernet  # heavy import: see README
 
+    check_run_args(minutes, steps)
     space_overrides, settings = split_overrides(overrides)
     sp = load_space(space, space_overrides)
-    console.print(f"[bold]supernet[/] of {sp.name} ({sp.source}, sha256 {sp.hash[:12]}): sandwich of "
-                  f"{2 + settings.random_subnets} subnets per step" + (", in-place distillation" if settings.distill
-                                                                        else "") + f", folder {out}/")
+    ckpt = existing_checkpoint(sp, out, seed, steps, settings)
+    where = f"continuing at step {ckpt.step} of {ckpt.total_steps}" if ckpt is not None else "a fresh supernet"
+    console.print(f"[bold]supernet[/] of {sp.name} ({sp.source}, sha256 {sp.hash[:12]}) in {out}/: {where}; "
+                  f"sandwich of {2 + settings.random_subnets} subnets per step"
+                  + (", in-place distillation" if settings.distill else ""))
     with Progress(TextColumn("[bold]supernet[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), TextColumn("{task.description}"), console=err_console,
                   transient=True) as bar:

@@ -21,6 +21,7 @@ thread count).
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -73,18 +74,37 @@ def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
     return -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
 
 
-def _continue_checks(ckpt: Checkpoint, path: Path, seed: int, steps: int | None, settings: SupernetSettings) -> None:
+def check_run_args(minutes: float | None = None, steps: int | None = None, stop_after: int | None = None) -> None:
+    """A one-line `ConfigError` for a run length that cannot be."""
+    if minutes is not None and not minutes > 0:
+        raise ConfigError(f"minutes={minutes}: must be > 0", field="minutes")
+    if steps is not None and steps < 1:
+        raise ConfigError(f"steps={steps}: must be at least 1", field="steps")
+    if stop_after is not None and stop_after < 1:
+        raise ConfigError(f"stop_after={stop_after}: must be at least 1", field="stop_after")
+
+
+def existing_checkpoint(space: SearchSpace, out_dir: str | Path, seed: int = 0, steps: int | None = None,
+                        settings: SupernetSettings | None = None) -> Checkpoint | None:
+    """The checkpoint a `train_supernet` call with these arguments continues (None: it starts a
+    fresh supernet). A checkpoint of another space, seed, planned length or sandwich, or an
+    unreadable one, raises a one-line `ConfigError` naming its file."""
+    path = Path(out_dir) / CHECKPOINT
+    if not path.exists():
+        return None
+    ckpt = load_checkpoint(path, space)
     if ckpt.seed != seed:
         raise ConfigError(f"seed={seed}: the supernet in {path} was started with seed {ckpt.seed}; continue it with "
                           "that seed or use another out_dir", field="seed")
     if steps is not None and steps != ckpt.total_steps:
         raise ConfigError(f"steps={steps}: the supernet in {path} is planned for {ckpt.total_steps} steps (its "
                           "schedule); continue it with that or use another out_dir", field="steps")
-    now = settings.model_dump(mode="json")
+    now = (settings or SupernetSettings()).model_dump(mode="json")
     for key, old in ckpt.settings.items():
         if now.get(key) != old and key not in ("checkpoint_every", "eval_every"):
-            raise ConfigError(f"supernet.{key}={now.get(key)}: the supernet in {path} is trained with {old}; "
-                              "keep it or use another out_dir", field="overrides")
+            raise ConfigError(f"supernet.{key}={json.dumps(now.get(key))}: the supernet in {path} is trained with "
+                              f"{json.dumps(old)}; keep that or use another out_dir")
+    return ckpt
 
 
 def train_supernet(space: SearchSpace, out_dir: str | Path, minutes: float | None = None, steps: int | None = None,
@@ -96,17 +116,10 @@ def train_supernet(space: SearchSpace, out_dir: str | Path, minutes: float | Non
     `minutes`: stop this run after about that long; `stop_after`: stop this run after that
     many steps. `progress(row, total)` is called after every step with its curve row."""
     settings = settings or SupernetSettings()
-    if minutes is not None and not minutes > 0:
-        raise ConfigError(f"minutes={minutes}: must be > 0", field="minutes")
-    if steps is not None and steps < 1:
-        raise ConfigError(f"steps={steps}: must be at least 1", field="steps")
-    if stop_after is not None and stop_after < 1:
-        raise ConfigError(f"stop_after={stop_after}: must be at least 1", field="stop_after")
+    check_run_args(minutes, steps, stop_after)
     out = Path(out_dir)
     ckpt_path, curve_path = out / CHECKPOINT, out / CURVE
-    ckpt = load_checkpoint(ckpt_path, space) if ckpt_path.exists() else None
-    if ckpt is not None:
-        _continue_checks(ckpt, ckpt_path, seed, steps, settings)
+    ckpt = existing_checkpoint(space, out, seed, steps, settings)
     proxy = space.proxy
     data = load_proxy_data(proxy, seed=seed)
     n, bs = len(data.train_x), proxy.batch_size
