@@ -67,9 +67,9 @@ def load_checkpoint(path: str | Path, space: SearchSpace) -> Checkpoint:
         raise ConfigError(f"{path}: supernet checkpoint version {raw.get('version')!r}; this twins-nas reads "
                           f"version {VERSION}")
     if raw.get("space_hash") != space.hash:
-        raise ConfigError(f"{path}: the supernet of another space ({raw.get('space_name')!r}, sha256 "
-                          f"{str(raw.get('space_hash'))[:12]}), not of {space.source} (sha256 {space.hash[:12]}; "
-                          "overrides count); use another --out")
+        other = f"{raw.get('space_name')!r}, sha256 {str(raw.get('space_hash'))[:12]}"
+        raise ConfigError(lambda name: f"{path}: the supernet of another space ({other}), not of {space.source} "
+                                       f"(sha256 {space.hash[:12]}; overrides count); use another {name('out_dir')}")
     names = {f.name for f in fields(Checkpoint)}
     try:
         return Checkpoint(**{k: v for k, v in raw.items() if k in names})

@@ -94,16 +94,19 @@ def existing_checkpoint(space: SearchSpace, out_dir: str | Path, seed: int = 0, 
         return None
     ckpt = load_checkpoint(path, space)
     if ckpt.seed != seed:
-        raise ConfigError(f"seed={seed}: the supernet in {path} was started with seed {ckpt.seed}; continue it with "
-                          "that seed or use another out_dir", field="seed")
+        raise ConfigError(lambda name: f"{name('seed')}={seed}: the supernet in {path} was started with seed "
+                                       f"{ckpt.seed}; continue it with that seed or use another {name('out_dir')}")
     if steps is not None and steps != ckpt.total_steps:
-        raise ConfigError(f"steps={steps}: the supernet in {path} is planned for {ckpt.total_steps} steps (its "
-                          "schedule); continue it with that or use another out_dir", field="steps")
+        raise ConfigError(lambda name: f"{name('steps')}={steps}: the supernet in {path} is planned for "
+                                       f"{ckpt.total_steps} steps (its schedule); continue it with that or use "
+                                       f"another {name('out_dir')}")
     now = (settings or SupernetSettings()).model_dump(mode="json")
     for key, old in ckpt.settings.items():
         if now.get(key) != old and key not in ("checkpoint_every", "eval_every"):
-            raise ConfigError(f"supernet.{key}={json.dumps(now.get(key))}: the supernet in {path} is trained with "
-                              f"{json.dumps(old)}; keep that or use another out_dir")
+            value = json.dumps(now.get(key))
+            raise ConfigError(lambda name, key=key, old=old, value=value: (
+                f"supernet.{key}={value}: the supernet in {path} is trained with {json.dumps(old)}; keep that or "
+                f"use another {name('out_dir')}"))
     return ckpt
 
 
