@@ -231,6 +231,11 @@ def test_another_space_or_a_corrupt_checkpoint_is_refused_in_one_line(tmp_path):
         with pytest.raises(ConfigError, match="the supernet of another space") as e:
             call()
         assert str(ckpt) in str(e.value) and "\n" not in str(e.value)
+    # what changes no supernet: the objectives, constraints, the proxy's own epochs, the name
+    data = yaml.safe_load(TINY_SPACE)
+    data.update(name="renamed", constraints={"gmacs": {"max": 1}}, objectives={"accuracy": "maximize"})
+    data["proxy"].update(train_samples=100, val_samples=100, batch_size=50, epochs=3, warmup_epochs=0.5)
+    assert SupernetScorer.load(tmp_path, space_from_dict(data)).steps == 1
     with pytest.raises(ConfigError, match="seed=1: the supernet .* was started with seed 0"):
         train_supernet(space, tmp_path, seed=1)
     with pytest.raises(ConfigError, match="steps=2: .* planned for 1 steps"):

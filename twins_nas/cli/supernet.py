@@ -37,6 +37,7 @@ def supernet(
     on the space's proxy task. Writes OUT/supernet.pt and OUT/curve.csv; the same command again
     continues it. Score configs with its weights through `twins_nas.supernet.SupernetScorer`."""
     from ..search.space.space import load_space  # heavy import: see README
+    from ..supernet.checkpoint import space_digest  # heavy import: see README
     from ..supernet.settings import split_overrides  # heavy import: see README
     from ..supernet.train import check_run_args, existing_checkpoint, train_supernet  # heavy import: see README
 
@@ -45,8 +46,8 @@ def supernet(
     sp = load_space(space, space_overrides)
     ckpt = existing_checkpoint(sp, out, seed, steps, settings)
     where = f"continuing at step {ckpt.step} of {ckpt.total_steps}" if ckpt is not None else "a fresh supernet"
-    console.print(f"[bold]supernet[/] of {sp.name} ({sp.source}, sha256 {sp.hash[:12]}) in {out}/: {where}; "
-                  f"sandwich of {2 + settings.random_subnets} subnets per step"
+    console.print(f"[bold]supernet[/] of {sp.name} ({sp.source}, supernet digest {space_digest(sp)[:12]}) in "
+                  f"{out}/: {where}; sandwich of {2 + settings.random_subnets} subnets per step"
                   + (", in-place distillation" if settings.distill else ""))
     with Progress(TextColumn("[bold]supernet[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), TextColumn("{task.description}"), console=err_console,

@@ -1,11 +1,14 @@
 """The supernet's checkpoint: everything a training needs to continue exactly where it
 stopped (weights, AdamW's state, the step, every random state, the epoch's image order, the
-curve so far), tied to one space by its hash. Written atomically (`twins_nas.atomic`): a kill
-leaves the previous checkpoint or the new one, never half of one."""
+curve so far), tied to the space by the digest of what its supernet depends on. Written
+atomically (`twins_nas.atomic`): a kill leaves the previous checkpoint or the new one, never
+half of one."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,11 +26,26 @@ VERSION = 1
 CURVE_COLUMNS = ("step", "lr", "loss", "loss_largest", "loss_smallest", "acc_largest", "acc_smallest", "seconds")
 
 
+# The space's keys a supernet depends on: its networks (stages, sub-sampling, input size, channels) and
+# how it is trained (the proxy's data and recipe). Objectives, constraints, measuring, halving and
+# replicates do not change it; nor do the proxy's data_root (where the images are) and epochs (the
+# proxy training's length: the supernet's is its own).
+_SUPERNET_KEYS = ("resolution", "in_chans", "stages", "subsample", "proxy")
+_PROXY_EXCLUDED = {"data_root", "epochs"}
+
+
+def space_digest(space: SearchSpace) -> str:
+    """sha256 (hex) of what the supernet of `space` depends on (see `_SUPERNET_KEYS`): two spaces
+    with one digest have one supernet."""
+    d = space.model_dump(mode="json", include=set(_SUPERNET_KEYS), exclude={"proxy": _PROXY_EXCLUDED})
+    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 @dataclass
 class Checkpoint:
     """A supernet training at the end of step `step` of `total_steps`."""
 
-    space_hash: str
+    space_digest: str      # `space_digest` of the space it was trained for
     space_name: str
     proxy: dict            # the space's proxy settings (plain data)
     settings: dict         # the SupernetSettings (plain data)
@@ -50,8 +68,8 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
 
 
 def load_checkpoint(path: str | Path, space: SearchSpace) -> Checkpoint:
-    """The checkpoint at `path`, made for `space` (its hash); a missing, unreadable or foreign
-    file, or one of another space, raises a one-line `ConfigError` naming it."""
+    """The checkpoint at `path`, made for `space` (`space_digest`); a missing, unreadable or
+    foreign file, or one of another space, raises a one-line `ConfigError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no supernet checkpoint there; train one with `twins-nas supernet --space "
@@ -66,10 +84,10 @@ def load_checkpoint(path: str | Path, space: SearchSpace) -> Checkpoint:
     if raw.get("version") != VERSION:
         raise ConfigError(f"{path}: supernet checkpoint version {raw.get('version')!r}; this twins-nas reads "
                           f"version {VERSION}")
-    if raw.get("space_hash") != space.hash:
-        other = f"{raw.get('space_name')!r}, sha256 {str(raw.get('space_hash'))[:12]}"
-        raise ConfigError(lambda name: f"{path}: the supernet of another space ({other}), not of {space.source} "
-                                       f"(sha256 {space.hash[:12]}; overrides count); use another {name('out_dir')}")
+    if raw.get("space_digest") != space_digest(space):
+        raise ConfigError(lambda name: f"{path}: the supernet of another space ({raw.get('space_name')!r}): its "
+                                       f"stages, resolution, sub-sampling or proxy differ from {space.source}'s "
+                                       f"(overrides count); use another {name('out_dir')}")
     names = {f.name for f in fields(Checkpoint)}
     try:
         return Checkpoint(**{k: v for k, v in raw.items() if k in names})

@@ -39,7 +39,7 @@ from ..search.proxy.data import load_proxy_data
 from ..search.proxy.network import proxy_of
 from ..search.proxy.train import ProxyDiverged, lr_at, param_groups
 from ..search.space.space import SearchSpace
-from .checkpoint import CHECKPOINT, CURVE, Checkpoint, load_checkpoint, save_checkpoint, write_curve
+from .checkpoint import CHECKPOINT, CURVE, Checkpoint, load_checkpoint, save_checkpoint, space_digest, write_curve
 from .choices import largest_config, smallest_config
 from .model import Supernet
 from .score import accuracy
@@ -152,7 +152,7 @@ def train_supernet(space: SearchSpace, out_dir: str | Path, minutes: float | Non
 
         def checkpoint() -> None:
             save_checkpoint(ckpt_path, Checkpoint(
-                space_hash=space.hash, space_name=space.name, proxy=proxy.model_dump(mode="json"),
+                space_digest=space_digest(space), space_name=space.name, proxy=proxy.model_dump(mode="json"),
                 settings=settings.model_dump(mode="json"), seed=seed, step=step, total_steps=total,
                 model=model.state_dict(), optimizer=opt.state_dict(),
                 rng={"torch": torch.get_rng_state(), "python": draws.getstate(), "data": order.get_state()},
