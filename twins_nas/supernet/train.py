@@ -101,12 +101,13 @@ def existing_checkpoint(space: SearchSpace, out_dir: str | Path, seed: int = 0, 
                                        f"{ckpt.total_steps} steps (its schedule); continue it with that or use "
                                        f"another {name('out_dir')}")
     now = (settings or SupernetSettings()).model_dump(mode="json")
-    for key, old in ckpt.settings.items():
-        if now.get(key) != old and key not in ("checkpoint_every", "eval_every"):
-            value = json.dumps(now.get(key))
-            raise ConfigError(lambda name, key=key, old=old, value=value: (
-                f"supernet.{key}={value}: the supernet in {path} is trained with {json.dumps(old)}; keep that or "
-                f"use another {name('out_dir')}"))
+    changed = [k for k, old in ckpt.settings.items() if now.get(k) != old and k not in ("checkpoint_every",
+                                                                                          "eval_every")]
+    if changed:
+        key = changed[0]
+        given, trained = json.dumps(now.get(key)), json.dumps(ckpt.settings[key])
+        raise ConfigError(lambda name: f"supernet.{key}={given}: the supernet in {path} is trained with {trained}; "
+                                       f"keep that or use another {name('out_dir')}")
     return ckpt
 
 
