@@ -122,6 +122,21 @@ def test_random_configs_of_every_committed_space_build_run_and_extract(path):
         _assert_extraction_matches(net, space, cfg, x)
 
 
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.stem)
+def test_the_largest_subnet_trains_every_channel_unit_and_block_and_the_smallest_is_below_it(path):
+    """The sandwich's largest subnet reaches the supernet's widest width, MLP and deepest depth in
+    every stage (so every slice of the shared weights gets a gradient each step); the smallest
+    is nowhere larger. The maxima are those of the proxy of every width choice of the space."""
+    space = load_space(path)
+    shape = supernet_shape(space)
+    largest, smallest = subnet_of(space, largest_config(space)), subnet_of(space, smallest_config(space))
+    for i, (st, big, small) in enumerate(zip(space.stages, largest.stages, smallest.stages)):
+        assert (big.embed_dim, big.mlp_hidden, big.depth) == (shape.stages[i].width, shape.stages[i].hidden,
+                                                              shape.stages[i].depth)
+        assert big.depth == max(st.depth) and small.depth == min(st.depth)
+        assert small.embed_dim <= big.embed_dim and small.mlp_hidden <= big.mlp_hidden
+
+
 def test_subnet_weights_are_the_leading_slices_shared_by_every_subnet():
     """Two subnets of one stage: the narrower one's weights are the top-left corner of the wider
     one's; an L block's qkv rows are a G block's q rows then its kv rows (shared projections)."""
