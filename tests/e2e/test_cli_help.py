@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from twins_nas.cli import app
 
-COMMANDS = ("show", "profile", "retarget", "search", "export", "fidelity", "dashboard")
+COMMANDS = ("show", "profile", "retarget", "search", "export", "fidelity", "supernet", "dashboard")
 ROW = re.compile(r"^│ (?P<name>[a-z]+) {2,}(?P<summary>\S.*?)\s*│$")       # a command and its summary
 CONTINUED = re.compile(r"^│ {3,}(?P<text>\S.*?)\s*│$")                     # a summary's wrapped remainder
 

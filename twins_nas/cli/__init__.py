@@ -18,6 +18,7 @@ from . import export_onnx  # noqa: F401  # isort: skip
 from . import search  # noqa: F401  # isort: skip
 from . import latency  # noqa: F401  # isort: skip
 from . import fidelity  # noqa: F401  # isort: skip
+from . import supernet  # noqa: F401  # isort: skip
 from . import dashboard  # noqa: F401  # isort: skip
 
 

@@ -7,8 +7,9 @@ import typer
 from .. import __version__
 
 HELP = ("Hardware-aware architecture search over Twins vision transformers (PCPVT / SVT): show an architecture, "
-        "profile its costs over input sizes, retarget it to a deployment size, export it to ONNX, search a space, "
-        "export a study's report, measure the fidelity of cheap scorers and open a study in the dashboard.")
+        "profile its costs over input sizes, retarget it to a deployment size, export it to ONNX, time a space's "
+        "blocks into a latency table, search a space, export a study's report, measure the fidelity of cheap "
+        "scorers, train a weight-sharing supernet of a space and open a study in the dashboard.")
 
 app = typer.Typer(
     name="twins-nas",

@@ -44,6 +44,8 @@ FLAGS: dict[str, str] = {
     "stop_after": "--stop-after",
     # latency-table
     "calibration": "--calibration", "predictor": "--predictor",
+    # supernet
+    "minutes": "--minutes", "steps": "--steps",
     # dashboard
     "study_dir": "--study-dir", "host": "--host", "port": "--port",
 }

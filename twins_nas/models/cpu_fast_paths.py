@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["EXPLICIT_MAX_TOKENS", "MLP_CHUNK_ELEMS", "MLP_MIN_CHUNKS", "TokenConv", "explicit_attention",
-           "fast_mlp", "fast_paths", "fast_paths_enabled", "set_fast_paths", "window_attention"]
+           "fast_mlp", "fast_paths", "fast_paths_enabled", "set_fast_paths", "token_conv", "window_attention"]
 
 ENV_VAR = "TWINS_NAS_FAST_PATHS"
 EXPLICIT_MAX_TOKENS = 64  # LSA windows of at most this many tokens attend with explicit matmuls on CPU
@@ -218,20 +218,28 @@ class TokenConv(nn.Module):
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.kernel_size}"
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        B, N, C = x.shape
-        H, W = size
-        k1, k2 = self.kernel_size
-        pad_b, pad_r = (-H) % k1, (-W) % k2
-        if not _enabled:  # plain: the conv on the (B, C, H, W) map
-            x = x.transpose(1, 2).reshape(B, C, H, W)
-            if pad_b or pad_r:
-                x = F.pad(x, (0, pad_r, 0, pad_b))
-            return F.conv2d(x, self.weight, self.bias, stride=self.kernel_size).flatten(2).transpose(1, 2)
-        x = x.reshape(B, H, W, C)
+        return token_conv(x, size, self.weight, self.bias, (self.kernel_size[0], self.kernel_size[1]))
+
+
+def token_conv(x: torch.Tensor, size: tuple[int, int], weight: torch.Tensor, bias: torch.Tensor | None,
+               kernel: tuple[int, int]) -> torch.Tensor:
+    """`TokenConv`'s computation with a given `weight` (C_out, C_in, k1, k2 = `kernel`) and `bias` (C_out):
+    x (B, N, C_in) tokens of an H x W map -> (B, ceil(H/k1)*ceil(W/k2), C_out), zero padding at
+    the bottom/right; the fast path (patchify + one GEMM) or, with the fast paths off, `F.conv2d`."""
+    B, N, C = x.shape
+    H, W = size
+    k1, k2 = kernel
+    pad_b, pad_r = (-H) % k1, (-W) % k2
+    if not _enabled:  # plain: the conv on the (B, C, H, W) map
+        x = x.transpose(1, 2).reshape(B, C, H, W)
         if pad_b or pad_r:
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        Hp, Wp = H + pad_b, W + pad_r
-        # (B, Hp, Wp, C) -> (B, Hp/k1 * Wp/k2, k1*k2*C): one row per cell, its pixels row-major, channels last
-        x = x.reshape(B, Hp // k1, k1, Wp // k2, k2, C).permute(0, 1, 3, 2, 4, 5).reshape(B, -1, k1 * k2 * C)
-        w = self.weight.permute(0, 2, 3, 1).reshape(self.out_channels, k1 * k2 * C)  # (C_out, k1*k2*C), same order
-        return F.linear(x, w, self.bias)
+            x = F.pad(x, (0, pad_r, 0, pad_b))
+        return F.conv2d(x, weight, bias, stride=kernel).flatten(2).transpose(1, 2)
+    x = x.reshape(B, H, W, C)
+    if pad_b or pad_r:
+        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+    Hp, Wp = H + pad_b, W + pad_r
+    # (B, Hp, Wp, C) -> (B, Hp/k1 * Wp/k2, k1*k2*C): one row per cell, its pixels row-major, channels last
+    x = x.reshape(B, Hp // k1, k1, Wp // k2, k2, C).permute(0, 1, 3, 2, 4, 5).reshape(B, -1, k1 * k2 * C)
+    w = weight.permute(0, 2, 3, 1).flatten(1)  # (C_out, k1*k2*C), same order
+    return F.linear(x, w, bias)

@@ -57,11 +57,23 @@ class ProxyResult:
         self.seconds = self.build_seconds + self.train_seconds + self.eval_seconds
 
 
-def _lr_at(step: int, total: int, warmup: int, lr: float) -> float:
+def lr_at(step: int, total: int, warmup: int, lr: float) -> float:
+    """The learning rate of optimizer step `step` (from 0) of `total`: linear warm-up over the
+    first `warmup` steps to `lr`, then cosine decay towards 0."""
     if step < warmup:
         return lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW's parameter groups: `weight_decay` on the weights, none on norms, biases, other
+    1-d parameters and the position convs (`pos_block.*`)."""
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or name.startswith("pos_block") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 @torch.inference_mode()
@@ -96,12 +108,7 @@ def train_proxy(cfg: ArchConfig, proxy: ProxySettings, data: ProxyData, seed: in
         torch.manual_seed(seed)
         model = Twins(pcfg)
     model.to(device)
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 or name.startswith("pos_block") else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": proxy.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=proxy.lr)
+    opt = torch.optim.AdamW(param_groups(model, proxy.weight_decay), lr=proxy.lr)
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)
     val_x, val_y = data.val_x.to(device), data.val_y.to(device)
     n, bs = len(train_x), proxy.batch_size
@@ -121,7 +128,7 @@ def train_proxy(cfg: ArchConfig, proxy: ProxySettings, data: ProxyData, seed: in
         for k in range(steps_per_epoch):
             idx = perm[k * bs:(k + 1) * bs]
             for g in opt.param_groups:
-                g["lr"] = _lr_at(step, total, warmup, proxy.lr)
+                g["lr"] = lr_at(step, total, warmup, proxy.lr)
             loss = F.cross_entropy(model(train_x[idx]), train_y[idx], label_smoothing=proxy.label_smoothing)
             loss_v = loss.item()
             if not math.isfinite(loss_v):
