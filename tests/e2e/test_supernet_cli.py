@@ -57,3 +57,38 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path):
     r = runner.invoke(app, base)
     assert r.exit_code == 2 and f"{ckpt}: not a readable supernet checkpoint" in r.output, r.output
     assert len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_search_with_a_supernet_scores_every_trial_by_its_inherited_weights(tmp_path):
+    import optuna
+    import pandas as pd
+
+    from twins_nas.config import ArchConfig
+    from twins_nas.search.space.space import load_space
+    from twins_nas.supernet import SupernetScorer
+    space, sn, out = tiny_space_file(tmp_path), tmp_path / "sn", tmp_path / "out"
+    proxy = ["--set", "proxy.train_samples=100", "--set", "proxy.val_samples=100", "--set", "proxy.batch_size=50"]
+    trained = runner.invoke(app, ["supernet", "--space", str(space), "--out", str(sn), *SMALL, "--steps", "2"])
+    assert trained.exit_code == 0, trained.output
+    search = ["search", "--space", str(space), "--out", str(out), "--device", "cpu", "--no-png", "--timing-budget",
+              "0.05", "--set", "replicates.count=1", *proxy]
+    r = runner.invoke(app, [*search, "--trials", "3", "--supernet", str(sn)])
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(out / "trials.csv")
+    done = df[df["state"] == "COMPLETE"]
+    assert len(done) == 3 and set(done["accuracy_source"].dropna()) == {"inherited"}
+    assert (done["seconds_train"].fillna(0) == 0).all()  # nothing trained
+    scorer = SupernetScorer.load(sn, load_space(space, [a for a in proxy if a != "--set"]))
+    configs = {int(row["number"]): row for _, row in done.iterrows()}
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
+    for t in study.get_trials():
+        if t.number in configs and t.user_attrs.get("status") == "ok":
+            cfg = ArchConfig.from_dict(t.user_attrs["config"])
+            assert configs[t.number]["accuracy"] == scorer.score(cfg)  # the inherited score, recomputed
+    r = runner.invoke(app, [*search, "--trials", "4"])  # the same study, now training proxies: refused
+    assert r.exit_code == 2 and "scored the inherited weights of the supernet" in r.stderr, r.output
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = runner.invoke(app, [*search, "--trials", "4", "--supernet", str(sn), "--set", "proxy.lr=0.001",
+                            "--out", str(tmp_path / "other")])
+    assert r.exit_code == 2 and "the supernet of another space" in r.stderr, r.output
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

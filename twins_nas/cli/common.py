@@ -45,7 +45,7 @@ FLAGS: dict[str, str] = {
     # latency-table
     "calibration": "--calibration", "predictor": "--predictor",
     # supernet
-    "minutes": "--minutes", "steps": "--steps",
+    "minutes": "--minutes", "steps": "--steps", "supernet": "--supernet",
     # dashboard
     "study_dir": "--study-dir", "host": "--host", "port": "--port",
 }

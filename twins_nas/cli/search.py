@@ -117,6 +117,10 @@ def search(
     timing_budget: float = typer.Option(1.0, "--timing-budget", metavar="SECONDS",
                                         help="Time spent timing each full-size model (at least 3 passes after "
                                              "1 warm-up; stops early once the timings agree within 5%)."),
+    supernet: Path | None = typer.Option(None, "--supernet", metavar="DIR",
+                                         help="A supernet of this space trained by `twins-nas supernet --out DIR`: "
+                                              "every trial's accuracy is its inherited weights' score (no proxy "
+                                              "training; no replicates)."),
 ) -> None:
     """Search a space for architectures that are both accurate (proxy training) and fast
     (measured throughput of the full-size model), under the space's constraints.
@@ -128,7 +132,7 @@ def search(
     settings = SearchSettings.for_space(sp, trials, study_name=study_name, out_dir=out, device=device,
                                         timing_budget=timing_budget, storage=storage, seed=seed, workers=workers,
                                         timeout=timeout, sampler=sampler, pick=pick, png=png, threads=threads,
-                                        heartbeat=heartbeat)
+                                        heartbeat=heartbeat, supernet=str(supernet) if supernet else None)
     if dry_run:
         _print_preview(sp, settings, preview_search(sp, settings))
         return

@@ -38,6 +38,7 @@ from ..hardware import cpu_cores
 from ..presets import presets_for
 from ..profile.backends import DEFAULT_BACKEND
 from ..sizes import format_size
+from .evaluate.accuracy_source import load_accuracy_source
 from .evaluate.objective import measured_metrics, needed_metrics, needs_proxy_data, time_model
 from .evaluate.status import StopReason
 from .latency.predictor import MEASURED, PREDICTED, latency_source, space_predictor
@@ -75,8 +76,47 @@ class SearchOutcome:
     best: Picked | None = None  # the trial in best_config.json (None: no report, or no feasible trial)
 
 
+def _with_accuracy_source(space: SearchSpace, settings: SearchSettings) -> tuple[SearchSpace, dict | None, list[str]]:
+    """With ``settings.supernet``: the space without replicates (inherited scores are
+    deterministic: a replicate would be the same number), what the study records of the
+    supernet (`accuracy_source_record`), and a note; a space whose halving trains rungs, or
+    that does not name accuracy, or a supernet of another space: one line. Without: as given."""
+    if settings.supernet is None:
+        return space, None, []
+    if "accuracy" not in needed_metrics(space):
+        raise ConfigError(lambda name: f"{name('supernet')} scores accuracy, which the space's objectives and "
+                          "constraints do not name", field="supernet")
+    if space.halving.rungs > 1:
+        raise ConfigError(lambda name: f"{name('supernet')}: halving.rungs={space.halving.rungs} trains the best "
+                          f"again at higher rungs, which inherited scores do not have; set halving.rungs=1",
+                          field="supernet")
+    scorer = load_accuracy_source("supernet", settings.supernet, space)
+    record = {"name": "supernet", "path": str(Path(settings.supernet).resolve()),
+              **(scorer.identity() if hasattr(scorer, "identity") else {})}
+    notes = []
+    if space.replicates.count > 1:
+        notes.append("replicates: none with a supernet (a config's inherited score is the same every time)")
+        space = space.model_copy(update={"replicates": space.replicates.model_copy(update={"count": 1})})
+    return space, record, notes
+
+
+def _check_accuracy_source(where: str, old: dict | None, new: dict | None) -> None:
+    """One line when a resumed study would score accuracy another way than its trials did
+    (trained proxies vs a supernet's inherited weights, or another supernet or training of it)."""
+    def how(d: dict | None, past: bool) -> str:
+        if d is None:
+            return "trained a proxy per trial" if past else "would train a proxy per trial"
+        verb = "scored" if past else "would score"
+        return f"{verb} the inherited weights of the supernet in {d.get('path')} ({d.get('steps')} steps)"
+
+    if (old is None) != (new is None) or (old or {}).get("checkpoint_sha256") != (new or {}).get("checkpoint_sha256"):
+        raise ConfigError(lambda name: f"{where} {how(old, True)}; this run {how(new, False)} (not comparable): "
+                          f"resume it as it was made, or choose another {name('study_name')} / {name('out_dir')}",
+                          field="supernet")
+
+
 def open_study(space: SearchSpace, settings: SearchSettings, spec: str, sampler: optuna.samplers.BaseSampler,
-               device_label: str, threads: int) -> tuple[optuna.Study, bool]:
+               device_label: str, threads: int, accuracy_source: dict | None = None) -> tuple[optuna.Study, bool]:
     """Create the study, or load it and check it was made for the same space and hardware.
     Returns (study, created). Under the study's lock: processes that start at the same moment
     create it once."""
@@ -91,11 +131,14 @@ def open_study(space: SearchSpace, settings: SearchSettings, spec: str, sampler:
         created = not study.user_attrs.get("space_hash")
         if created:
             _write_study_attrs(study, space, settings, device_label, threads)
+            if accuracy_source is not None:
+                study.set_user_attr("accuracy_source", accuracy_source)
     where = f"study {settings.study_name!r} in {describe_storage(spec)}"
     if created:
         return study, True
     ua = study.user_attrs
     _check_speed_source(where, (ua.get("measure") or {}).get("speed"), speed_source(space), space)
+    _check_accuracy_source(where, ua.get("accuracy_source"), accuracy_source)
     if ua.get("space_hash") not in (space.hash, space.legacy_hash):
         if "geometry" not in ((ua.get("space") or {}).get("proxy") or {"geometry": 0}):
             raise ConfigError(lambda name: f"{where} trained the older proxy (windows and k clamped to its maps): "
@@ -239,6 +282,7 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
     ConfigError for bad input (one line). `progress` and `status`: see the module docstring."""
     quiet_optuna()
     space_predictor(space)  # a latency table that does not cover the space: one line, before any trial
+    space, source, source_notes = _with_accuracy_source(space, settings)
     deadline = time.time() + settings.timeout if settings.timeout else None
     device, device_label = resolve_search_device(settings.device)
     threads = settings.threads or max(1, cpu_cores() // settings.workers)
@@ -252,9 +296,9 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
 
     seed = sampler_seed(settings.seed, 0, _existing_trials(spec, settings.study_name))
     study, created = open_study(space, settings, spec, make_sampler(settings.sampler, seed, settings.trials),
-                                device_label, threads)
+                                device_label, threads, source)
     ensure_dir(settings.out_dir)  # after the storage opened: a bad one writes nothing
-    notes = _resume_notes(study, created, spec, device, threads, settings.workers)
+    notes = source_notes + _resume_notes(study, created, spec, device, threads, settings.workers)
     dead = fail_dead_trials(study)
     if dead:
         notes.append(f"marked {len(dead)} trial(s) left running by a dead process as failed: "

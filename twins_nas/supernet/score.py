@@ -2,6 +2,7 @@
 the proxy's validation split, without training it (`SupernetScorer`)."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -65,6 +66,7 @@ class SupernetScorer:
                                   field="samples")
             keep = balanced_subset(data.val_y, samples, data.num_classes)
             self.val_x, self.val_y = data.val_x[keep], data.val_y[keep]
+        self.checkpoint: Path | None = None  # the file it was loaded from (`load`)
         self.steps = steps                # optimizer steps the supernet was trained for
         self.total_steps = total_steps    # steps its training plans
 
@@ -77,8 +79,17 @@ class SupernetScorer:
         with torch.random.fork_rng(devices=[]):  # the init is overwritten by the checkpoint
             supernet = Supernet(supernet_shape(space))
         supernet.load_state_dict(ckpt.model)
-        return cls(supernet, space, load_proxy_data(space.proxy, seed=ckpt.seed), ckpt.step, ckpt.total_steps,
-                   samples)
+        scorer = cls(supernet, space, load_proxy_data(space.proxy, seed=ckpt.seed), ckpt.step, ckpt.total_steps,
+                     samples)
+        scorer.checkpoint = Path(out_dir) / CHECKPOINT
+        return scorer
+
+    def identity(self) -> dict:
+        """What tells this supernet's scores apart from another's: its checkpoint's sha256 (a
+        continued training scores differently), steps, and the validation images scored."""
+        sha = hashlib.sha256(self.checkpoint.read_bytes()).hexdigest() if self.checkpoint is not None else None
+        return {"checkpoint_sha256": sha, "steps": self.steps, "total_steps": self.total_steps,
+                "val_samples": len(self.val_y)}
 
     @property
     def complete(self) -> bool:

@@ -18,8 +18,10 @@ Metrics (names as in the space file; see `twins_nas.search.space.metrics`):
   resized to the space's resolution H x W, the same images for every trial); computed only when
   named, after the timed ones and before training, so a constraint on them is a pre-filter
   that skips the training of a hopeless config;
-* ``accuracy``: validation top-1 of the proxy training (`train_proxy`); measured only when
-  named.
+* ``accuracy``: validation top-1 of the proxy training (`train_proxy`), or, with a `scorer`
+  (an `accuracy_source.AccuracySource`: a supernet), the score of the config's inherited
+  weights (the trial's user attribute ``accuracy_source`` says ``inherited``); measured only
+  when named.
 
 Constraints go through Optuna's ``trial.set_constraint`` (one key per bound, e.g.
 ``params_m<=30``; value = relative violation, <= 0 when satisfied; a bound whose metric was
@@ -73,6 +75,7 @@ from ..proxy.train import train_proxy
 from ..space.measure import MeasureBudget
 from ..space.metrics import CHEAP_METRICS, DATA_METRICS, MEMORY_METRICS, TIMED_METRICS, ZERO_COST_METRICS, trial_metrics
 from ..space.space import Bound, SearchSpace
+from .accuracy_source import INHERITED, AccuracySource
 from .status import TrialStatus
 from .zero_cost import NASWOT_BATCH, scoring_batch, zero_cost_scores
 
@@ -176,6 +179,7 @@ class Evaluator:
     budget: MeasureBudget = field(default_factory=MeasureBudget)
     early_stop: bool = True
     constraint_names: dict[str, str] = field(default_factory=dict)
+    scorer: AccuracySource | None = None  # scores the accuracy without training (a supernet); None: train_proxy
 
     def __post_init__(self) -> None:
         self.needed = needed_metrics(self.space)
@@ -320,7 +324,16 @@ class Evaluator:
             save_seconds()
             return self._penalised(trial, metrics)
 
-        if "accuracy" in self.needed:
+        if "accuracy" in self.needed and self.scorer is not None:
+            t = time.perf_counter()
+            try:
+                metrics["accuracy"] = float(self.scorer.score(cfg))
+            finally:
+                sec["eval"] += time.perf_counter() - t
+                save_seconds()
+            trial.set_user_attr("accuracy_source", INHERITED)
+            trial.set_user_attr("metrics", metrics)
+        elif "accuracy" in self.needed:
             seed = trial_seed(self.seed, trial.number)
             trial.set_user_attr("proxy_seed", seed)
             accs: list[float] = []

@@ -8,7 +8,9 @@
   architecture (best first in the first objective), each with its own ``meta`` (trial,
   metrics, knee / picked flags); `ArchConfig.from_json(path, index=i)` reads entry i;
 * ``trials.csv``: one row per trial: number, state, status, metrics, the runtime that timed it
-  and whether its speed was measured or predicted (``runtime``, ``latency_source``), constraint violations,
+  and whether its speed was measured or predicted (``runtime``, ``latency_source``), whether its
+  accuracy is a proxy training's (``stand-alone``) or a supernet's inherited weights'
+  (``inherited``) (``accuracy_source``), constraint violations,
   seconds spent building / profiling / training / evaluating, per-epoch accuracies, worker,
   reason of a failure, the sampled parameters and the architecture in short (and the seconds
   spent on zero-cost scores, where the space names one);
@@ -54,6 +56,7 @@ from ...atomic import atomic_path, ensure_dir, write_text
 from ...config import SCHEMA_VERSION, ArchConfig, ConfigError
 from ...errors import ArgText, Namer
 from ...figures import write_figure
+from ..evaluate.accuracy_source import STANDALONE
 from ..evaluate.status import TrialStatus
 from ..optuna_compat import storage_url
 from ..pareto import NoMatch, hypervolume_history, knee_index, pareto_mask, parse_pick, select
@@ -178,6 +181,7 @@ def trials_frame(study: optuna.Study, archs: Sequence[Architecture] = (),
         row["params"] = m.get("params")
         speed = ua.get("speed") or {}
         row["runtime"], row["latency_source"] = speed.get("runtime"), speed.get("source")
+        row["accuracy_source"] = ua.get("accuracy_source") or (STANDALONE if m.get("accuracy") is not None else None)
         if rung_cols:
             row.update({c: m.get(c) for c in rung_cols[:-1]})
             row["seconds_promotion"] = promotion_seconds(records.get(t.number)) or None
@@ -199,7 +203,8 @@ def trials_frame(study: optuna.Study, archs: Sequence[Architecture] = (),
         row.update({f"param.{p}": t.params.get(p) for p in param_cols})
         rows.append(row)
     cols = (["number", "state", "status", "feasible", "on_front", "knee", "picked", "architecture", "replicates"] +
-            metric_cols + rung_cols + stat_cols + ["params", "runtime", "latency_source", "violations"] +
+            metric_cols + rung_cols + stat_cols + ["params", "accuracy_source", "runtime", "latency_source",
+                                                          "violations"] +
             [f"seconds_{k}" for k in seconds] +
             ["epoch_accuracies", "proxy_seed", "depths", "embed_dims", "patterns", "datetime_start",
              "datetime_complete", "worker", "reason"] + [f"param.{p}" for p in param_cols])

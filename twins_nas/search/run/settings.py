@@ -34,6 +34,7 @@ class SearchSettings:
     png: bool = True
     threads: int | None = None  # torch CPU threads per worker (default: cores // workers)
     heartbeat: int = DEFAULT_HEARTBEAT_S  # seconds between a trial's heartbeats (database servers)
+    supernet: str | None = None  # a trained supernet's folder: the accuracy of every trial is its inherited one
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)

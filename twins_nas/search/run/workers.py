@@ -24,6 +24,7 @@ import optuna
 import torch
 
 from ...errors import ConfigError
+from ..evaluate.accuracy_source import load_accuracy_source
 from ..evaluate.objective import Evaluator, needs_proxy_data
 from ..evaluate.status import StopReason
 from ..proxy.data import load_proxy_data
@@ -61,8 +62,9 @@ def make_evaluator(space: SearchSpace, settings: SearchSettings, device: str,
                    constraint_names: dict | None = None) -> Evaluator:
     """The objective of this process (with its proxy data, loaded once per process)."""
     data = load_proxy_data(space.proxy, seed=settings.seed) if needs_proxy_data(space) else None
+    scorer = load_accuracy_source("supernet", settings.supernet, space) if settings.supernet else None
     return Evaluator(space=space, data=data, device=device, seed=settings.seed, budget=settings.budget,
-                     early_stop=settings.early_stop, constraint_names=dict(constraint_names or {}))
+                     early_stop=settings.early_stop, constraint_names=dict(constraint_names or {}), scorer=scorer)
 
 
 def _settings_payload(settings: SearchSettings) -> dict:
