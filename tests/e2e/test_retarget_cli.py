@@ -76,6 +76,7 @@ def test_latency_is_timed_per_stage(tmp_path):
     (["--size", "1024", "--max-params-growth", "0.5"], "smallest growth achievable"),
     (["--size", "512", "--head", "nope"], "--head"),
     (["--size", "512", "--head", "fpn"], "semantic-fpn, upernet"),
+    (["--size", "512", "--no-latency", "--runtime", "tensorrt"], "eager, compile, onnxruntime"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
     res = run("twins-svt-s", *args, "-o", str(tmp_path / "x.json"))

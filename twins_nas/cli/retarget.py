@@ -115,6 +115,9 @@ def retarget(
     needed, other fields unchanged. Prints per stage the choice and why, which checkpoint
     tensors still fit, the GMACs and the measured latency before and after (with --head, the
     dense model's GMACs and params too), and writes the new config as JSON."""
+    if not latency:  # nothing is timed, but a runtime that does not exist is still a mistake
+        from ..profile.runtimes import check_runtime  # heavy import: see README
+        check_runtime(runtime)
     _print_report(retarget_config(name_or_json, size, min_keys, max_aspect, keep_weights, index=index,
                                   timer=_timer(device, runtime) if latency else None, budget=budget, out=out,
                                   status=console.status, max_params_growth=max_params_growth, head=head))
