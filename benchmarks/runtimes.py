@@ -3,7 +3,7 @@ the six published models, and whether a search's knee changes when its front is 
 ONNX Runtime instead of eager PyTorch.
 
 Part 1: every preset at `--size` (224), batch 1 and 8, fp32, `--threads` torch/ORT threads:
-latency (`measure_latency`, the lowest round median) per runtime and its ratio to eager; the
+latency (`measure_latency`, the fastest pass) per runtime and its ratio to eager; the
 export / compilation time is reported apart (`prepare_s`).
 
 Part 2 (`--study DIR`, default reports/svt-200): the study's architectures on its first

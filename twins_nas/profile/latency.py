@@ -4,11 +4,12 @@
 passes first (lazy kernel selection, allocator growth), then timed passes in interleaved
 rounds (a short pause between rounds) until at least `spec.rounds` rounds are done and the
 relative inter-quartile range of the timings is below a target, or a time budget is spent.
-The figure reported is `spec.statistic` of the passes: by default the lowest of the rounds'
-medians, since load from other processes only ever adds time and comes and goes over
-seconds; every timing also reports its across-round spread (largest / smallest round median
-- 1). The passes run through the spec's `TimingBackend`; the default (``eager``) runs the
-module in eval mode under `torch.inference_mode`, bf16/fp16 under autocast. On CUDA every
+The figure reported is `spec.statistic` of the passes: by default the fastest pass, since load
+from other processes only ever adds time (of the statistics measured across separate
+processes, `benchmarks/timing_repeatability.py`, it moves least); every timing also reports
+its across-round spread (largest / smallest round median - 1). The passes run through the
+spec's `TimingBackend`; the default (``eager``) runs the module in eval mode under
+`torch.inference_mode`, bf16/fp16 under autocast. On CUDA every
 pass is timed with CUDA events (synchronised) and the model and input use the channels-last
 memory format by default; on CPU passes are timed with `time.perf_counter` in fp32 unless
 bf16/fp16 autocast is asked for. What the backend does before its first timed pass (an
