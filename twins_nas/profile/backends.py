@@ -21,7 +21,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol, overload, runtime_checkable
+from typing import Protocol, TypeVar, overload, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -221,7 +221,16 @@ def timing_model(cfg: ArchConfig | dict | str, head: DenseHead | None = None) ->
     variance 1. Never train or evaluate this model."""
     with torch.device("meta"):
         model = build_model(cfg, head=head)
-    model = model.to_empty(device="cpu")
+    return fill_for_timing(model.to_empty(device="cpu"))
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def fill_for_timing(model: M) -> M:
+    """`model` with every floating-point parameter and buffer filled with small uniform noise
+    (the same kernels at the same speed as trained weights: no zeros or denormals) and its
+    BatchNorm statistics at mean 0, variance 1; returned for chaining."""
     with torch.no_grad():
         for t in list(model.parameters()) + list(model.buffers()):
             if t.is_floating_point():

@@ -16,6 +16,7 @@ import torch.nn as nn
 from ...config import StageConfig
 from ...models.segmentation import FPN, PPM, ConvModule, FPNHead, UPerHead, resize
 from ...models.twins import Block, Mlp, PatchEmbed, PosConv
+from ...profile.backends import fill_for_timing
 from ...sizes import Size
 from .blocks import (
     CLASSIFIER,
@@ -192,15 +193,7 @@ _MODULES: dict[str, type[nn.Module]] = {
 def block_module(key: BlockKey) -> nn.Module:
     """The module that runs `key`'s block, weights filled with small uniform noise (the same
     kernels at the same speed as trained weights; BatchNorm statistics mean 0, variance 1)."""
-    model = _MODULES[key.kind](key)
-    with torch.no_grad():
-        for t in list(model.parameters()) + list(model.buffers()):
-            if t.is_floating_point():
-                t.uniform_(-0.02, 0.02)
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.reset_running_stats()
-    return model
+    return fill_for_timing(_MODULES[key.kind](key))
 
 
 def block_example(key: BlockKey, in_ch_of_image: int | None = None, device: torch.device | str = "cpu",
