@@ -187,3 +187,13 @@ def test_with_the_published_models_blocks_a_predicting_search_predicts_theirs_to
     rows = load_study_file(tmp_path / "out", name="tiny").user_attrs["presets"]
     assert set(rows) == set(presets)
     assert all(row["latency_source"] == "predicted" and row["throughput"] > 0 for row in rows.values()), rows
+
+
+def test_a_search_measures_its_speed_in_onnx_runtime(tmp_path):
+    (tmp_path / "s.yaml").write_text(SMALL)
+    r = _search(tmp_path, tmp_path / "out", "--set", "measure.runtime=onnxruntime")
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(tmp_path / "out" / "trials.csv")
+    timed = df[df["throughput"].notna()]
+    assert len(timed) == 2 and set(timed["runtime"]) == {"onnxruntime"} and set(timed["latency_source"]) == {"measured"}
+    assert (timed["throughput"] > 0).all()
