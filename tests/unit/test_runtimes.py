@@ -45,8 +45,8 @@ def ort_outputs(monkeypatch) -> list:
     getters: list = []
     original = runtimes._bound
 
-    def bound(session, device):
-        run, outputs = original(session, device)
+    def bound(ort_session, device):
+        run, outputs = original(ort_session, device)
         getters.append(lambda: [torch.from_numpy(a) for a in outputs()])
         return run, outputs
 
@@ -104,8 +104,8 @@ def test_measure_latency_with_onnxruntime_times_the_runtime(monkeypatch):
     calls: list = []
     original = runtimes._bound
 
-    def counted(session, device):
-        run, outputs = original(session, device)
+    def counted(ort_session, device):
+        run, outputs = original(ort_session, device)
         return (lambda x: calls.append(tuple(x.shape)) or run(x)), outputs
 
     monkeypatch.setattr(runtimes, "_bound", counted)
@@ -150,7 +150,7 @@ def test_a_runtime_that_disagrees_with_eager_is_refused_before_timing(monkeypatc
     original = runtimes._bound
 
     def skewed(session, device):
-        run, outputs = original(session, device)
+        run, outputs = original(ort_session, device)
         return run, lambda: [a * 1.1 for a in outputs()]
 
     monkeypatch.setattr(runtimes, "_bound", skewed)
