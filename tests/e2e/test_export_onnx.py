@@ -40,7 +40,7 @@ def test_export_onnx_round_trip_with_a_dense_head(tmp_path):
     assert r.exit_code == 0, r.output
     assert "opset 17" in r.output and "input input: (batch, 3, 97, 131)" in r.output
     assert "output logits: (batch, 150, 97, 131)" in r.output and "max abs error" in r.output
-    # independent truth: the same model built here, against the file run by our own onnxruntime InferenceSession at batch 3
+    # independent truth: the same model built here, against the file run by our own InferenceSession at batch 3
     model = build_model(tiny_cfg(), seed=0, head="semantic-fpn").eval()
     x = torch.randn(3, 3, 97, 131)
     with torch.inference_mode():

@@ -149,7 +149,7 @@ def test_a_runtime_that_disagrees_with_eager_is_refused_before_timing(monkeypatc
 
     original = runtimes._bound
 
-    def skewed(session, device):
+    def skewed(ort_session, device):
         run, outputs = original(ort_session, device)
         return run, lambda: [a * 1.1 for a in outputs()]
 
