@@ -38,7 +38,7 @@ from ..hardware import cpu_cores
 from ..presets import presets_for
 from ..profile.backends import DEFAULT_BACKEND
 from ..sizes import format_size
-from .evaluate.accuracy_source import load_accuracy_source
+from .evaluate.accuracy_source import AccuracySource, load_accuracy_source
 from .evaluate.objective import measured_metrics, needed_metrics, needs_proxy_data, time_model
 from .evaluate.status import StopReason
 from .latency.predictor import MEASURED, PREDICTED, latency_source, space_predictor
@@ -76,13 +76,17 @@ class SearchOutcome:
     best: Picked | None = None  # the trial in best_config.json (None: no report, or no feasible trial)
 
 
-def _with_accuracy_source(space: SearchSpace, settings: SearchSettings) -> tuple[SearchSpace, dict | None, list[str]]:
+SourcedSpace = tuple[SearchSpace, AccuracySource | None, dict | None, list[str]]
+
+
+def _with_accuracy_source(space: SearchSpace, settings: SearchSettings) -> SourcedSpace:
     """With ``settings.supernet``: the space without replicates (inherited scores are
-    deterministic: a replicate would be the same number), what the study records of the
+    deterministic: a replicate would be the same number), the loaded scorer (this process's
+    trials use it: it is loaded once), what the study records of the
     supernet (`accuracy_source_record`), and a note; a space whose halving trains rungs, or
     that does not name accuracy, or a supernet of another space: one line. Without: as given."""
     if settings.supernet is None:
-        return space, None, []
+        return space, None, None, []
     if "accuracy" not in needed_metrics(space):
         raise ConfigError(lambda name: f"{name('supernet')} scores accuracy, which the space's objectives and "
                           "constraints do not name", field="supernet")
@@ -97,7 +101,7 @@ def _with_accuracy_source(space: SearchSpace, settings: SearchSettings) -> tuple
     if space.replicates.count > 1:
         notes.append("replicates: none with a supernet (a config's inherited score is the same every time)")
         space = space.model_copy(update={"replicates": space.replicates.model_copy(update={"count": 1})})
-    return space, record, notes
+    return space, scorer, record, notes
 
 
 def _check_accuracy_source(where: str, old: dict | None, new: dict | None) -> None:
@@ -254,8 +258,9 @@ def _resume_notes(study: optuna.Study, created: bool, spec: str, device: str, th
 
 def _run_trials(study: optuna.Study, space: SearchSpace, settings: SearchSettings, spec: str, device: str,
                 threads: int, deadline: float | None, progress: ProgressFactory | None,
-                promoter: Promoter) -> tuple[StopReason, str]:
-    """Run trials in this process or in worker processes up to N; (how it stopped, message)."""
+                promoter: Promoter, scorer: AccuracySource | None = None) -> tuple[StopReason, str]:
+    """Run trials in this process or in worker processes up to N; (how it stopped, message).
+    `scorer`: the accuracy source this process loaded already (worker processes load their own)."""
     names = recorded_spellings(study.user_attrs.get("constraints") or {})
     lock = study_lock(spec, settings.study_name)
     try:
@@ -263,7 +268,7 @@ def _run_trials(study: optuna.Study, space: SearchSpace, settings: SearchSetting
             if count_trials(study)["complete"] >= settings.trials:
                 return StopReason.DONE, ""
             if settings.workers == 1:
-                res = run_worker(study, make_evaluator(space, settings, device, names), settings.trials, lock,
+                res = run_worker(study, make_evaluator(space, settings, device, names, scorer), settings.trials, lock,
                                  deadline, on_trial=update, after_complete=lambda: promoter.run(study))
                 return res.status, res.message
             return run_worker_processes(space, settings, spec, device, threads, lock, deadline, study, names,
@@ -282,7 +287,7 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
     ConfigError for bad input (one line). `progress` and `status`: see the module docstring."""
     quiet_optuna()
     space_predictor(space)  # a latency table that does not cover the space: one line, before any trial
-    space, source, source_notes = _with_accuracy_source(space, settings)
+    space, scorer, source, source_notes = _with_accuracy_source(space, settings)
     deadline = time.time() + settings.timeout if settings.timeout else None
     device, device_label = resolve_search_device(settings.device)
     threads = settings.threads or max(1, cpu_cores() // settings.workers)
@@ -310,7 +315,8 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
                 f"on {device_label} (once per study) ..."):
             study.set_user_attr("presets", measure_presets(space, device, settings.budget))
 
-    stopped, message = _run_trials(study, space, settings, spec, device, threads, deadline, progress, promoter)
+    stopped, message = _run_trials(study, space, settings, spec, device, threads, deadline, progress, promoter,
+                                   scorer)
     if stopped == StopReason.STORAGE:  # the database server is gone: nothing more can be read or written
         return SearchOutcome(study_name=settings.study_name, storage=describe_storage(spec), finished=-1,
                              target=settings.trials, counts={}, stopped=stopped, message=message, notes=notes)

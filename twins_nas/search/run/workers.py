@@ -24,7 +24,7 @@ import optuna
 import torch
 
 from ...errors import ConfigError
-from ..evaluate.accuracy_source import load_accuracy_source
+from ..evaluate.accuracy_source import AccuracySource, load_accuracy_source
 from ..evaluate.objective import Evaluator, needs_proxy_data
 from ..evaluate.status import StopReason
 from ..proxy.data import load_proxy_data
@@ -59,10 +59,12 @@ def prepare_process(threads: int) -> None:
 
 
 def make_evaluator(space: SearchSpace, settings: SearchSettings, device: str,
-                   constraint_names: dict | None = None) -> Evaluator:
-    """The objective of this process (with its proxy data, loaded once per process)."""
+                   constraint_names: dict | None = None, scorer: AccuracySource | None = None) -> Evaluator:
+    """The objective of this process (with its proxy data, loaded once per process; with
+    ``settings.supernet``, `scorer` when this process has loaded it already, else loaded here)."""
     data = load_proxy_data(space.proxy, seed=settings.seed) if needs_proxy_data(space) else None
-    scorer = load_accuracy_source("supernet", settings.supernet, space) if settings.supernet else None
+    if scorer is None and settings.supernet:
+        scorer = load_accuracy_source("supernet", settings.supernet, space)
     return Evaluator(space=space, data=data, device=device, seed=settings.seed, budget=settings.budget,
                      early_stop=settings.early_stop, constraint_names=dict(constraint_names or {}), scorer=scorer)
 
