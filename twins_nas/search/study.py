@@ -41,7 +41,7 @@ from ..sizes import format_size
 from .evaluate.accuracy_source import AccuracySource, load_accuracy_source
 from .evaluate.objective import measured_metrics, needed_metrics, needs_proxy_data, time_model
 from .evaluate.status import StopReason
-from .latency.predictor import MEASURED, PREDICTED, latency_source, space_predictor
+from .latency.predictor import MEASURED, PREDICTED, images_per_second, latency_source, space_predictor
 from .proxy.data import load_proxy_data
 from .report.export import Picked, export_study
 from .run.provenance import library_versions, resolve_search_device
@@ -226,7 +226,8 @@ def measure_presets(space: SearchSpace, device: str, budget: MeasureBudget) -> d
             row: dict[str, float | str] = dict(measured_metrics(cfg, space))
             if timed and predictor is not None:
                 ms = predictor.predict(cfg)
-                row.update(throughput=space.measure.batch_size * 1e3 / ms, latency_ms=ms, latency_source=PREDICTED)
+                row.update(throughput=images_per_second(space.measure.batch_size, ms), latency_ms=ms,
+                           latency_source=PREDICTED)
             elif timed:
                 rep = time_model(cfg, space, device, budget)
                 row.update(throughput=rep.throughput, latency_ms=rep.latency_ms)

@@ -69,7 +69,7 @@ from ...profile.latency import LatencyReport, measure_latency
 from ...profile.memory import available_bytes, measure_peak_memory, min_forward_bytes
 from ...profile.stage_time import timing_model
 from ...sizes import Size, format_size
-from ..latency.predictor import MEASURED, PREDICTED, LatencyPredictor, space_predictor
+from ..latency.predictor import MEASURED, PREDICTED, LatencyPredictor, images_per_second, space_predictor
 from ..proxy.data import ProxyData
 from ..proxy.train import train_proxy
 from ..space.measure import MeasureBudget
@@ -274,7 +274,7 @@ class Evaluator:
             t = time.perf_counter()
             ms = self.predictor.predict(cfg)
             sec["profile"] += time.perf_counter() - t
-            metrics.update(throughput=space.measure.batch_size * 1e3 / ms if ms > 0 else math.inf, latency_ms=ms)
+            metrics.update(throughput=images_per_second(space.measure.batch_size, ms), latency_ms=ms)
             trial.set_user_attr("speed", {"runtime": self.predictor.table.runtime, "source": PREDICTED})
             trial.set_user_attr("metrics", metrics)
             broken = self._broken(metrics)

@@ -25,6 +25,11 @@ def _head_name(head: DenseHead | None) -> str:
     return "the classifier" if head is None else f"head {head.type} ({head.num_classes} classes)"
 
 
+def images_per_second(batch: int, ms: float) -> float:
+    """Throughput of a forward of `batch` images taking `ms` milliseconds (inf for 0 ms)."""
+    return batch * 1e3 / ms if ms > 0 else float("inf")
+
+
 class LatencyPredictor:
     """Predicts whole-model latency (ms per batch) from a `LatencyTable` read from `path`."""
 
@@ -96,8 +101,7 @@ class LatencyPredictor:
 
     def throughput(self, cfg: ArchConfig) -> float:
         """Predicted images per second at the table's batch."""
-        ms = self.predict(cfg)
-        return self.table.batch * 1e3 / ms if ms > 0 else float("inf")
+        return images_per_second(self.table.batch, self.predict(cfg))
 
     def check_space(self, space: SearchSpace) -> None:
         """A one-line ConfigError unless this table answers for every config of `space`: the
