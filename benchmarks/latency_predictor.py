@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--space", default=str(ROOT / "search_spaces" / "svt.yaml"))
     ap.add_argument("--sizes", default="224,512:semantic-fpn", help="size[:head], comma-separated")
     ap.add_argument("--runtime", default="eager", help="timing backends, comma-separated")
+    ap.add_argument("--batch", type=int, default=None, help="batch size (default: the space's measure.batch_size)")
     ap.add_argument("--configs", type=int, default=30, help="held-out random configs (plus the six presets)")
     ap.add_argument("--no-presets", action="store_true", help="random configs only")
     ap.add_argument("--repeats", type=int, default=3, help="measure_latency calls per measurement (median)")
@@ -84,12 +85,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for size, head in parse_sizes(args.sizes):
             overrides = [f"measure.size={size}"] + ([f"measure.head={head}"] if head else [])
+            overrides += [f"measure.batch_size={args.batch}"] if args.batch else []
             space = load_space(args.space, overrides)
             classes = space.num_classes
             presets = [] if args.no_presets else [get_preset(n).replace(num_classes=classes) for n in PRESETS]
             spec = replace(TABLE_SPEC, device=args.device, threads=args.threads, backend=runtime,
                            budget_s=args.block_budget)
-            path = Path(args.table_dir) / f"{space.name}-{size}-{head or 'classifier'}-{runtime}.json"
+            path = Path(args.table_dir) / (f"{space.name}-{size}-{head or 'classifier'}-{runtime}"
+                                           f"{f'-b{args.batch}' if args.batch else ''}.json")
             t0 = time.perf_counter()
             if not path.is_file():
                 print(f"building {path} ...", file=sys.stderr)
@@ -112,18 +115,20 @@ def main(argv: list[str] | None = None) -> int:
                     model = timing_model(cfg, space.measure.head_config)
                     first.append(measured(model, space.measure_size, whole, args.repeats))
                     second.append(measured(model, space.measure_size, whole, args.repeats))
-            rows.append({"size": size, "head": head or "classifier", "runtime": runtime, "models": len(pred),
+            rows.append({"size": size, "head": head or "classifier", "runtime": runtime,
+                         "batch": space.measure.batch_size, "models": len(pred),
                          "blocks": len(predictor.table.blocks), "build_s": predictor.table.build_s or build_s,
                          "fit": f"{predictor.table.fit.a:.2f}x+{predictor.table.fit.b:.1f}",
                          **{f"p_{k}": v for k, v in errors(pred, first).items()},
                          **{f"n_{k}": v for k, v in errors(second, first).items()}})
 
-    print("| size | head | runtime | models | blocks | table s | fit (ms) | MAPE % | worst % | within ±10 % | τ "
-          "| noise MAPE % | noise worst % | noise within ±10 % | noise τ |")
-    print("|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| size | head | runtime | batch | models | blocks | table s | fit (ms) | MAPE % | worst % | within ±10 % "
+          "| τ | noise MAPE % | noise worst % | noise within ±10 % | noise τ |")
+    print("|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['size']} | {r['head']} | {r['runtime']} | {r['models']} | {r['blocks']} | {r['build_s']:.0f} | "
-              f"{r['fit']} | {r['p_mape']:.1f} | {r['p_worst']:.1f} | {r['p_within']:.0f} | {r['p_tau']:.2f} | "
+        print(f"| {r['size']} | {r['head']} | {r['runtime']} | {r['batch']} | {r['models']} | {r['blocks']} | "
+              f"{r['build_s']:.0f} | {r['fit']} | {r['p_mape']:.1f} | {r['p_worst']:.1f} | {r['p_within']:.0f} | "
+              f"{r['p_tau']:.2f} | "
               f"{r['n_mape']:.1f} | {r['n_worst']:.1f} | {r['n_within']:.0f} | {r['n_tau']:.2f} |")
     return 0
 
