@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from twins_nas.search.replicates import Replicate, estimate_noise, indistinguishable, summarize
+from twins_nas.search.replicates import Replicate, estimate_noise, indistinguishable, standard_error, summarize
 from twins_nas.search.report.export import (
     architecture_frame,
     export_study,
@@ -107,7 +107,7 @@ def test_the_figure_draws_the_front_at_the_means_with_standard_error_bars():
 
 
 # ---- the noise estimate and the standard errors ---------------------------------------------------
-def test_pooled_sd_recovers_a_known_noise_and_each_se_is_the_sample_sd_over_sqrt_n(tmp_path):
+def test_pooled_sd_recovers_a_known_noise_and_each_se_is_it_over_sqrt_n(tmp_path):
     rng = np.random.default_rng(7)
     sigma, n_arch = 0.02, 40
     study = make_study()
@@ -125,7 +125,8 @@ def test_pooled_sd_recovers_a_known_noise_and_each_se_is_the_sample_sd_over_sqrt
         x = draws[a]
         assert arch.replicates == len(x)
         assert arch.metrics["accuracy"] == pytest.approx(x.mean())
-        assert arch.se["accuracy"] == pytest.approx(x.std(ddof=1) / math.sqrt(len(x)))
+        assert arch.se["accuracy"] == pytest.approx(noise.sd / math.sqrt(len(x)))  # the pooled SD, not x's own
+        assert abs(arch.se["accuracy"] * math.sqrt(len(x)) - sigma) / sigma < 0.15    # near the true sigma / sqrt(n)
     export_study(study, tmp_path, png=False)
     meta = json.loads((tmp_path / "pareto.json").read_text())["meta"]
     assert meta["noise"]["source"] == "replicates" and meta["noise"]["groups"] == n_arch
@@ -164,6 +165,19 @@ def test_noise_needs_three_architectures_with_replicates_for_the_pooled_sd():
     # squared deviations 2 * 0.02**2 + 2 * 0.02**2 + 2 * 0.01**2 over 3 degrees of freedom
     assert got.source == "replicates" and got.groups == 3
     assert got.sd == pytest.approx(math.sqrt((4 * 0.02 ** 2 + 2 * 0.01 ** 2) / 3))
+
+
+def test_two_lucky_agreeing_seeds_do_not_make_an_architecture_look_precise():
+    # three architectures with replicates pool a seed SD of about 0.02; a fourth's two seeds
+    # agree to 0.0002 by luck: its SE is the pooled SD / sqrt(2), not its own 0.0001
+    groups = [[0.60, 0.64], [0.70, 0.66], [0.50, 0.54], [0.7000, 0.7002]]
+    noise = estimate_noise(groups, 1000)
+    assert noise.source == "replicates" and noise.groups == 4
+    assert standard_error(groups[3], noise.sd, pooled=True) == pytest.approx(noise.sd / math.sqrt(2))
+    assert standard_error(groups[3], noise.sd, pooled=True) > 0.01
+    # the binomial floor leaves seed noise out: there the architecture's own SD is kept
+    assert standard_error(groups[3], 0.015, pooled=False) == pytest.approx(0.0001)
+    assert standard_error([0.7], 0.015) == 0.015 and standard_error([], 0.015) is None
 
 
 # ---- the front and the knee on the means ------------------------------------------------------------

@@ -45,7 +45,8 @@ FLAGS: dict[str, str] = {
     # latency-table
     "calibration": "--calibration", "predictor": "--predictor",
     # supernet
-    "minutes": "--minutes", "steps": "--steps", "supernet": "--supernet",
+    "minutes": "--minutes", "steps": "--steps", "supernet": "--supernet", "retrain": "--retrain",
+    "retrain_seeds": "--retrain-seeds", "supernet_samples": "--supernet-samples",
     # dashboard
     "study_dir": "--study-dir", "host": "--host", "port": "--port",
 }

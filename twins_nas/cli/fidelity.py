@@ -43,6 +43,9 @@ def fidelity(
                                             help="Start no new training after this many minutes and write the "
                                                  "report of what is done (0: only the report); run again to "
                                                  "continue."),
+    supernet: Path | None = typer.Option(None, "--supernet", metavar="DIR",
+                                         help="A supernet of this space trained by `twins-nas supernet --out DIR`: "
+                                              "adds the scorer `supernet` (its inherited weights' accuracy)."),
 ) -> None:
     """Rank architectures by every cheap scorer (params, GMACs, zero-cost scores, proxy rungs) and by a
     longer reference training; write fidelity.json/csv and a scatter plot of each scorer vs the reference."""
@@ -63,13 +66,14 @@ def fidelity(
         try:
             summary = fidelity_experiment(space_path, overrides, reference, out, archs=archs, pairs=pairs,
                                           seeds=seeds, seeded=seeded, seed=seed, threads=threads, png=png,
-                                          stop_after=stop_after, started=started, progress=progress)
+                                          stop_after=stop_after, supernet=supernet, started=started,
+                                          progress=progress)
         except KeyboardInterrupt:
             console.print(f"interrupted: the report of what is done is in {out}/; the same command continues")
             raise typer.Exit(130) from None
     t = Table(title=f"scorers vs reference ({summary.reference.budget_x:.1f}x the proxy budget)")
     for col in ("scorer", "Kendall τ", "τ 95 % CI", "Spearman ρ", "pairs ordered", "s / arch", "seed τ",
-                "τ corrected"):
+                "τ corrected", "τ vs proxy"):
         t.add_column(col, justify="left" if col == "scorer" else "right")
     for name, s in summary.scorers.items():
         ci = s.tau_ci95
@@ -77,10 +81,11 @@ def fidelity(
                   f"[{_fmt(ci[0])}, {_fmt(ci[1])}]", _fmt(s.spearman_rho),
                   _fmt(s.pair_agreement * 100 if s.pair_agreement == s.pair_agreement else None, ".0f") +
                   f" % of {s.n_pairs}", _fmt(summary.mean_seconds.get(name), ".1f"), _fmt(s.seed_tau),
-                  _fmt(s.kendall_tau_corrected))
+                  _fmt(s.kendall_tau_corrected), _fmt(s.kendall_tau_vs_proxy))
     console.print(t)
-    console.print("seed τ: Kendall τ between two seeds' orders (1 for params and GMACs: no seed); τ corrected: "
-                  "τ / √(seed τ × reference seed τ), a correction for seed noise, not a measurement")
+    console.print("seed τ: Kendall τ between two seeds' orders (1 for params, GMACs and a supernet: no seed); "
+                  "τ corrected: τ / √(seed τ × reference seed τ), a correction for seed noise, not a measurement; "
+                  "τ vs proxy: against the stand-alone proxy (accuracy, mean of its seeds)")
     r = summary.reference
     if r.seeded_archs:
         console.print(f"reference seed spread (std over seeds, mean of {r.seeded_archs} archs): "

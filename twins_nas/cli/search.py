@@ -71,8 +71,11 @@ def _print_preview(space: SearchSpace, settings: SearchSettings, preview: Search
 
 def _picked_line(best: Picked) -> str:
     m = best.metrics
+    standalone = m.get("accuracy_inherited") is not None  # ranked by stand-alone trainings after a supernet search
     shown = ", ".join(f"{k} {m[k]:.4g}" + (f" ± {best.accuracy_se:.2g} (SE, mean of {best.replicates})"
                                             if k == "accuracy" and best.accuracy_se is not None else "")
+                      + (f" stand-alone (inherited {m['accuracy_inherited']:.4g})" if k == "accuracy" and standalone
+                         else "")
                       for k in _SHOWN_METRICS if k in m)
     return f"picked architecture {best.architecture} (trial {best.trial}, {best.pick}): {shown}"
 
@@ -121,6 +124,16 @@ def search(
                                          help="A supernet of this space trained by `twins-nas supernet --out DIR`: "
                                               "every trial's accuracy is its inherited weights' score (no proxy "
                                               "training; no replicates)."),
+    supernet_samples: int | None = typer.Option(None, "--supernet-samples", metavar="N", min=1,
+                                                help="With --supernet: score every config on a fixed class-balanced "
+                                                     "subset of N validation images (faster, coarser; default: "
+                                                     "all of them)."),
+    retrain: int = typer.Option(8, "--retrain", metavar="K", min=0,
+                                help="With --supernet: train the top K architectures of the inherited front "
+                                     "stand-alone with the space's proxy at the end; the report ranks by that "
+                                     "(0: none)."),
+    retrain_seeds: int = typer.Option(2, "--retrain-seeds", metavar="S", min=1,
+                                      help="With --supernet: seeds per stand-alone training of --retrain."),
 ) -> None:
     """Search a space for architectures that are both accurate (proxy training) and fast
     (measured throughput of the full-size model), under the space's constraints.
@@ -132,7 +145,9 @@ def search(
     settings = SearchSettings.for_space(sp, trials, study_name=study_name, out_dir=out, device=device,
                                         timing_budget=timing_budget, storage=storage, seed=seed, workers=workers,
                                         timeout=timeout, sampler=sampler, pick=pick, png=png, threads=threads,
-                                        heartbeat=heartbeat, supernet=str(supernet) if supernet else None)
+                                        heartbeat=heartbeat, supernet=str(supernet) if supernet else None,
+                                        supernet_samples=supernet_samples, retrain=retrain,
+                                        retrain_seeds=retrain_seeds)
     if dry_run:
         _print_preview(sp, settings, preview_search(sp, settings))
         return

@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..hardware import cpu_cores
 from .app import app
 from .common import console, err_console, user_errors
 
@@ -26,6 +27,8 @@ def supernet(
                                                            "schedule's length; default supernet.epochs passes "
                                                            "over the proxy images). Fixed by the first run."),
     seed: int = typer.Option(0, "--seed", help="Seeds the weights, the image order and the random subnets."),
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0 = every core); the same count gives "
+                                                            "the same weights."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
                                         help="Override a key of the space (proxy.batch_size=64) or a supernet "
                                              "setting: supernet.random_subnets (2), supernet.distill (false), "
@@ -36,12 +39,15 @@ def supernet(
     weights, trained with the sandwich rule (the largest, the smallest and random subnets each step)
     on the space's proxy task. Writes OUT/supernet.pt and OUT/curve.csv; the same command again
     continues it. Score configs with its weights through `twins_nas.supernet.SupernetScorer`."""
+    import torch  # heavy import: see README
+
     from ..search.space.space import load_space  # heavy import: see README
     from ..supernet.checkpoint import space_digest  # heavy import: see README
     from ..supernet.settings import split_overrides  # heavy import: see README
     from ..supernet.train import check_run_args, existing_checkpoint, train_supernet  # heavy import: see README
 
     check_run_args(minutes, steps)
+    torch.set_num_threads(threads or cpu_cores())
     space_overrides, settings = split_overrides(overrides)
     sp = load_space(space, space_overrides)
     ckpt = existing_checkpoint(sp, out, seed, steps, settings)

@@ -16,8 +16,9 @@ replicates too (``extra``), without a trial of their own. Pure functions on plai
   mean accuracy of every replicate (``source: "binomial"``; a lower bound: it leaves out the
   seed's effect on training); else none (``source: "none"``: no accuracy, or the split size
   was not recorded).
-* `summarize(replicates, noise_sd)`: an architecture's metrics (see `summarize`) and the
-  standard error of each accuracy-like metric (`standard_error`).
+* `summarize(replicates, noise_sd, pooled)`: an architecture's metrics (see `summarize`) and
+  the standard error of each accuracy-like metric (`standard_error`: the pooled noise SD / √n
+  when the noise was pooled from replicates, else the architecture's own sample SD / √n).
 * `indistinguishable(rows, se, objectives)`: which members of a front cannot be told apart
   from a neighbour on the front (see there).
 * `near_front(rows, se, objectives)`: the front and the architectures within `Z` standard
@@ -96,6 +97,7 @@ class Architecture:
     se: dict[str, float | None]
     feasible: bool
     extra: int = 0
+    trainings: int | None = None  # when its accuracy is not its trials' (`run.standalone`): the trainings it averages
 
     @property
     def id(self) -> str:
@@ -108,8 +110,8 @@ class Architecture:
 
     @property
     def replicates(self) -> int:
-        """Trainings its metrics average: its trials and the extra replicates."""
-        return len(self.trials) + self.extra
+        """Trainings its metrics average: its trials and the extra replicates (or `trainings`)."""
+        return self.trainings if self.trainings is not None else len(self.trials) + self.extra
 
 
 def group_replicates(trials: Sequence[Replicate]) -> list[list[Replicate]]:
@@ -148,9 +150,17 @@ def estimate_noise(groups: Sequence[Sequence[float]], val_samples: int | None,
     return Noise(sd=None, source="none", groups=n)
 
 
-def standard_error(values: Sequence[float], noise_sd: float | None) -> float | None:
-    """Standard error of the mean of `values`: sample SD / sqrt(n) for n >= 2, the study's
-    noise SD for one value, None for none."""
+def standard_error(values: Sequence[float], noise_sd: float | None, pooled: bool = False) -> float | None:
+    """Standard error of the mean of `values`. With a `pooled` noise SD (estimated from many
+    architectures' replicates, `estimate_noise` source ``replicates``): noise SD / sqrt(n) for
+    any n, since one seed's noise is much the same for every architecture and an SD from 2 or 3
+    values of one architecture is itself very noisy (one or two degrees of freedom). Otherwise:
+    sample SD / sqrt(n) for n >= 2 (the binomial floor leaves seed noise out), the noise SD for
+    one value. None for no value, or one value and no noise SD."""
+    if not values:
+        return None
+    if pooled and noise_sd is not None:
+        return noise_sd / math.sqrt(len(values))
     if len(values) >= 2:
         return statistics.stdev(values) / math.sqrt(len(values))
     return noise_sd if values else None
@@ -160,7 +170,7 @@ def _numeric(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def summarize(replicates: Sequence[Replicate], noise_sd: float | None) -> Architecture:
+def summarize(replicates: Sequence[Replicate], noise_sd: float | None, pooled: bool = False) -> Architecture:
     """One architecture from its replicates (trial order). Each metric is taken over the
     replicates that recorded it: accuracy-like ones and measured ones (throughput, latency,
     memory, zero-cost scores) are the mean; closed-form ones (`CLOSED_FORM`) and non-numbers
@@ -180,7 +190,7 @@ def summarize(replicates: Sequence[Replicate], noise_sd: float | None) -> Archit
         else:
             metrics[k] = math.fsum(vals) / len(vals)
             if is_accuracy_like(k):
-                se[k] = standard_error(vals, noise_sd)
+                se[k] = standard_error(vals, noise_sd, pooled)
     top = f"accuracy_rung{metrics['rung']}" if metrics.get("rung") is not None else None
     if "accuracy" in metrics and top in metrics:
         metrics["accuracy"], se["accuracy"] = metrics[top], se.get(top)

@@ -49,6 +49,7 @@ from .run.replication import Replicator, replication_summary, replications
 from .run.rungs import Promoter, promotion_summary, rung_settings
 from .run.samplers import make_sampler
 from .run.settings import SearchSettings
+from .run.standalone import StandaloneTrainer, standalone_records, standalone_summary
 from .run.storage import describe_storage, open_storage, resolve_storage, study_lock
 from .run.trials import count_trials, error_line, fail_dead_trials, on_stale_trial, run_worker
 from .run.workers import make_evaluator, prepare_process, quiet_optuna, run_worker_processes, sampler_seed
@@ -94,7 +95,7 @@ def _with_accuracy_source(space: SearchSpace, settings: SearchSettings) -> Sourc
         raise ConfigError(lambda name: f"{name('supernet')}: halving.rungs={space.halving.rungs} trains the best "
                           f"again at higher rungs, which inherited scores do not have; set halving.rungs=1",
                           field="supernet")
-    scorer = load_accuracy_source("supernet", settings.supernet, space)
+    scorer = load_accuracy_source("supernet", settings.supernet, space, samples=settings.supernet_samples)
     record = {"name": "supernet", "path": str(Path(settings.supernet).resolve()),
               **(scorer.identity() if hasattr(scorer, "identity") else {})}
     notes = []
@@ -111,9 +112,13 @@ def _check_accuracy_source(where: str, old: dict | None, new: dict | None) -> No
         if d is None:
             return "trained a proxy per trial" if past else "would train a proxy per trial"
         verb = "scored" if past else "would score"
-        return f"{verb} the inherited weights of the supernet in {d.get('path')} ({d.get('steps')} steps)"
+        return (f"{verb} the inherited weights of the supernet in {d.get('path')} ({d.get('steps')} steps, "
+                f"{d.get('val_samples')} validation images)")
 
-    if (old is None) != (new is None) or (old or {}).get("checkpoint_sha256") != (new or {}).get("checkpoint_sha256"):
+    def key(d: dict | None) -> tuple:
+        return (d or {}).get("checkpoint_sha256"), (d or {}).get("val_samples")
+
+    if (old is None) != (new is None) or key(old) != key(new):
         raise ConfigError(lambda name: f"{where} {how(old, True)}; this run {how(new, False)} (not comparable): "
                           f"resume it as it was made, or choose another {name('study_name')} / {name('out_dir')}",
                           field="supernet")
@@ -341,6 +346,20 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
             stopped, message = StopReason.INTERRUPTED, "interrupted"
     if replicator.active or replications(study):
         notes.append(replication_summary(study))
+    trainer = StandaloneTrainer(space, settings.seed, device, study_lock(spec, settings.study_name),
+                                settings.retrain if scorer is not None else 0, settings.retrain_seeds)
+    if scorer is not None:
+        study.set_user_attr("standalone", {"top": settings.retrain, "seeds": settings.retrain_seeds})
+    if stopped == StopReason.DONE and trainer.active:
+        try:
+            with (status or contextlib.nullcontext)(
+                    f"training the top {settings.retrain} of the inherited front stand-alone "
+                    f"({settings.retrain_seeds} seed(s) each) ..."):
+                trainer.run(study, deadline)
+        except KeyboardInterrupt:
+            stopped, message = StopReason.INTERRUPTED, "interrupted"
+    if trainer.active or standalone_records(study):
+        notes.append(standalone_summary(study))
     counts = count_trials(study)
     outcome = SearchOutcome(study_name=settings.study_name, storage=describe_storage(spec),
                             finished=counts["complete"], target=settings.trials, counts=counts, stopped=stopped,

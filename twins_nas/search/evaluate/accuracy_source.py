@@ -3,7 +3,8 @@
 config's subnet inherits from a trained weight-sharing supernet, `twins_nas.supernet`).
 
 A source is anything with ``score(cfg) -> accuracy in [0, 1]``, made by a loader
-``loader(path, space)`` that `ACCURACY_SOURCES` names as ``"module:attribute"``: the module is
+``loader(path, space, **options)`` (for a supernet: ``samples``, the validation images it
+scores on) that `ACCURACY_SOURCES` names as ``"module:attribute"``: the module is
 imported when the source is first used (in every worker process too), so the search does not
 import the packages built on top of it.
 """
@@ -26,9 +27,10 @@ class AccuracySource(Protocol):
     def score(self, cfg: ArchConfig) -> float: ...
 
 
-def load_accuracy_source(name: str, path: str, space: SearchSpace) -> AccuracySource:
-    """The source `name` of `ACCURACY_SOURCES` loaded from `path` for `space`; an unknown name
-    is a one-line ConfigError naming the valid ones (the loader raises its own for a bad path)."""
+def load_accuracy_source(name: str, path: str, space: SearchSpace, **options: Any) -> AccuracySource:
+    """The source `name` of `ACCURACY_SOURCES` loaded from `path` for `space` with the loader's
+    `options`; an unknown name is a one-line ConfigError naming the valid ones (the loader
+    raises its own for a bad path)."""
     try:
         target = ACCURACY_SOURCES[name]
     except KeyError:
@@ -37,4 +39,4 @@ def load_accuracy_source(name: str, path: str, space: SearchSpace) -> AccuracySo
     obj: Any = importlib.import_module(module)
     for part in attr.split("."):
         obj = getattr(obj, part)
-    return obj(path, space)
+    return obj(path, space, **options)

@@ -9,11 +9,14 @@ Each architecture is scored by every scorer:
   full-size network at the space's resolution);
 * ``accuracy``: the proxy training the search's accuracy objective runs (the space's
   ``proxy:``; with ``halving.rungs`` > 1 also ``accuracy@rung1`` ... at eta**r x the budget);
+* ``supernet`` (with a trained supernet of the space, `supernet`): the accuracy of the
+  architecture's subnet with the weights it inherits (`twins_nas.supernet`), no training;
 * ``reference``: the same proxy network trained with the `reference` settings (longer), the
   truth the others are measured against.
 
 Every scorer that depends on a seed (the trainings, and the zero-cost scores through the
-network's initialisation) is computed with `seeds` seeds on the first `seeded` random archs
+network's initialisation; not params, GMACs nor the supernet's deterministic score) is
+computed with `seeds` seeds on the first `seeded` random archs
 (``params`` and ``gmacs`` depend on none): its ``seed_tau`` (Kendall tau between two seeds'
 orders, the mean over seed pairs with more than two) and ``seed_sd`` (mean SD across seeds)
 say how reliable it is (`reliability`).
@@ -22,8 +25,10 @@ Results go one per line to ``results.jsonl`` as they come (a killed run continue
 stopped, with the same draw: ``plan.json``), and `summarize` turns them into ``fidelity.json``:
 per scorer Kendall tau-b and Spearman rho against the reference over the random architectures
 with a bootstrap 95 % interval of tau, tau corrected for the attenuation by both sides' seed
-noise, and the share of controlled pairs it orders as the reference does (a tie of the scorer
-counts half: it cannot tell the pair apart); and whether the reference separates the
+noise, the share of controlled pairs it orders as the reference does (a tie of the scorer
+counts half: it cannot tell the pair apart) and Kendall tau against the stand-alone proxy
+(``accuracy``, the mean over its seeds: how far a cheap scorer stands in for the search's own
+training); and whether the reference separates the
 architectures at all (`reliability.Separation`).
 """
 from __future__ import annotations
@@ -47,6 +52,7 @@ from ...config import ArchConfig, ConfigError
 from ...figures import FigureFiles, write_figure
 from ...hardware import cpu_cores
 from ...sizes import Resolution
+from ..evaluate.accuracy_source import AccuracySource, load_accuracy_source
 from ..evaluate.objective import constraint_values, measured_metrics
 from ..evaluate.zero_cost import NASWOT_BATCH, SCORES, scoring_batch, zero_cost_scores
 from ..proxy.data import load_proxy_data
@@ -57,7 +63,9 @@ from ..space.space import SearchSpace, load_space
 from .reliability import Separation, corrected_tau, kendall_tau, seed_sd, seed_tau, separation
 
 PLAN_VERSION = 1
-CHEAP_SCORERS = ("params", "gmacs")   # closed form: the scorers that depend on no seed
+CHEAP_SCORERS = ("params", "gmacs")   # closed form
+SUPERNET = "supernet"                 # a trained supernet's inherited weights
+DETERMINISTIC = (*CHEAP_SCORERS, SUPERNET)  # the scorers that depend on no seed
 ZERO_COST_SEED_STEP = 1000             # zero-cost seed s initialises the network with seed + 1000 s
 PAIR_FIELDS = ("window", "sr_ratio", "pattern", "subsample")
 BOOTSTRAP = 1000
@@ -78,10 +86,12 @@ class ScorerFidelity:
     pairs it orders as the reference does, and its own seed noise over the seeded archs:
     `seed_tau` (Kendall tau between two seeds' orders, the mean over seed pairs with more than
     two) and `seed_sd` (mean SD across seeds, in the scorer's units: accuracies as fractions);
-    1 and 0 for params and gmacs, which depend on no seed. `kendall_tau_corrected`: tau / sqrt(
+    1 and 0 for params, gmacs and the supernet, which depend on no seed. `kendall_tau_corrected`: tau / sqrt(
     seed_tau x reference seed_tau) clipped to [-1, 1], a correction for attenuation (what tau
     would be without seed noise on either side), not a measurement; NaN when a reliability is
-    unknown or <= 0."""
+    unknown or <= 0. `kendall_tau_vs_proxy`: Kendall tau-b against the stand-alone proxy
+    ``accuracy`` (the mean over its seeds) over the random architectures (NaN for ``accuracy``
+    itself)."""
 
     kendall_tau: float
     spearman_rho: float
@@ -92,6 +102,7 @@ class ScorerFidelity:
     seed_tau: float
     seed_sd: float
     kendall_tau_corrected: float
+    kendall_tau_vs_proxy: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -291,7 +302,7 @@ def jobs_of(plan: dict, scorers: dict[str, str], seeds: int, seeded: int) -> lis
     out: list[Job] = []
     for scorer in scorers:
         for a in plan["archs"]:
-            n = seeds if (a["id"] in multi and scorer not in CHEAP_SCORERS) else 1
+            n = seeds if (a["id"] in multi and scorer not in DETERMINISTIC) else 1
             out.extend(Job(a["id"], scorer, s, scorers[scorer]) for s in range(n))
     return out
 
@@ -310,10 +321,12 @@ def read_results(path: Path) -> dict[Job, dict]:
 
 
 class _Scorer:
-    """Computes one job; proxy data and the NASWOT minibatch loaded once."""
+    """Computes one job; proxy data and the NASWOT minibatch loaded once; `supernet`: the
+    loaded accuracy source of the ``supernet`` scorer."""
 
-    def __init__(self, space: SearchSpace, reference: ProxySettings, seed: int) -> None:
-        self.space, self.reference, self.seed = space, reference, seed
+    def __init__(self, space: SearchSpace, reference: ProxySettings, seed: int,
+                 supernet: AccuracySource | None = None) -> None:
+        self.space, self.reference, self.seed, self.supernet = space, reference, seed, supernet
         self.choices = space.geometry_choices()
         self._images: torch.Tensor | None = None
 
@@ -328,6 +341,9 @@ class _Scorer:
         if job.scorer in CHEAP_SCORERS:
             m = measured_metrics(cfg, sp)
             return m["params_m"] if job.scorer == "params" else m["gmacs"]
+        if job.scorer == SUPERNET:
+            assert self.supernet is not None  # only planned with one
+            return float(self.supernet.score(cfg))
         if job.scorer in SCORES:
             if self._images is None:
                 data = load_proxy_data(sp.proxy, seed=self.seed)
@@ -367,19 +383,24 @@ def open_plan(space: SearchSpace, reference: ProxySettings, out_dir: Path, archs
 def run_fidelity(space: SearchSpace, reference: ProxySettings, out_dir: Path, archs: int = 30, pairs: int = 10,
                  seeds: int = 2, seeded: int = 10, seed: int = 0,
                  progress: Callable[[int, int, str], None] | None = None, png: bool = True,
-                 time_limit: float | None = None) -> FidelitySummary:
+                 time_limit: float | None = None, supernet: AccuracySource | None = None) -> FidelitySummary:
     """Score the plan's architectures (continuing `out_dir` when it holds the same plan) and
     write fidelity.json / fidelity.csv; returns the summary (its `notes`: what was skipped and
-    why, e.g. fidelity.png without a Chromium). `progress(done, total, what)`.
+    why, e.g. fidelity.png without a Chromium). `progress(done, total, what)`. `supernet`: a
+    loaded supernet of the space (`load_accuracy_source`) adds the ``supernet`` scorer (its
+    scores are kept per checkpoint: another training of it scores again).
     After `time_limit` seconds no new job is started (0: only the report of what is done);
     on Ctrl-C the report of what is done is written too, and the interrupt goes on."""
     out_dir = Path(out_dir)
     plan = open_plan(space, reference, out_dir, archs, pairs, seeds, seeded, seed)
-    scorer = _Scorer(space, reference, seed)
+    scorer = _Scorer(space, reference, seed, supernet)
     rungs = accuracy_scorers(space)   # the reference before the higher rungs: without it no figure exists
-    names = list(CHEAP_SCORERS) + list(SCORES) + rungs[:1] + ["reference"] + rungs[1:]
+    names = (list(CHEAP_SCORERS) + list(SCORES) + ([SUPERNET] if supernet is not None else []) + rungs[:1]
+             + ["reference"] + rungs[1:])
     scorers = {s: (_digest(scorer.settings_of(s).model_dump(mode="json", exclude={"data_root"}))
                    if s == "reference" or s.startswith("accuracy") else "") for s in names}
+    if supernet is not None:
+        scorers[SUPERNET] = _digest(supernet.identity() if hasattr(supernet, "identity") else {})
     jobs = jobs_of(plan, scorers, seeds, seeded)
     results_path = out_dir / "results.jsonl"
     done = read_results(results_path)
@@ -441,7 +462,7 @@ def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default:
             values.setdefault(job.arch, {}).setdefault(job.scorer, []).append(v)
             if job.arch in random_ids:
                 by_seed.setdefault(job.scorer, {}).setdefault(job.arch, {})[job.seed] = v
-    noise = {s: (1.0, 0.0) if s in CHEAP_SCORERS else (seed_tau(by_seed.get(s, {})), seed_sd(by_seed.get(s, {})))
+    noise = {s: (1.0, 0.0) if s in DETERMINISTIC else (seed_tau(by_seed.get(s, {})), seed_sd(by_seed.get(s, {})))
              for s in scorers}                               # scorer -> (seed tau, seed SD)
     ref_tau = noise["reference"][0] if "reference" in noise else math.nan
     mean = {a: {s: float(np.mean(v)) for s, v in d.items()} for a, d in values.items()}
@@ -473,6 +494,9 @@ def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default:
                 if not math.isnan(t):
                     boots.append(t)
         ci = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] if boots else [math.nan] * 2
+        both = [i for i in random_ids if s in mean.get(i, {}) and "accuracy" in mean.get(i, {})]
+        vs_proxy = (kendall_tau(np.array([mean[i][s] for i in both]), np.array([mean[i]["accuracy"] for i in both]))
+                    if s != "accuracy" else math.nan)
         agree = []
         for p in plan["pairs"]:
             if p["id"] in identical:
@@ -486,7 +510,8 @@ def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default:
                                         pair_agreement=float(np.mean(agree)) if agree else math.nan,
                                         n_archs=len(ids), n_pairs=len(agree), seed_tau=noise[s][0],
                                         seed_sd=noise[s][1],
-                                        kendall_tau_corrected=corrected_tau(tau, noise[s][0], ref_tau))
+                                        kendall_tau_corrected=corrected_tau(tau, noise[s][0], ref_tau),
+                                        kendall_tau_vs_proxy=vs_proxy)
     pairs = []
     for p in plan["pairs"]:
         ma, mb = mean.get(p["a"], {}), mean.get(p["b"], {})
@@ -583,7 +608,7 @@ def default_reference(proxy: ProxySettings) -> list[str]:
 def fidelity_experiment(space_file: str | Path, overrides: Sequence[str] = (), reference: Sequence[str] = (),
                         out_dir: str | Path = "fidelity", archs: int = 30, pairs: int = 10, seeds: int = 2,
                         seeded: int = 10, seed: int = 0, threads: int = 0, png: bool = True,
-                        stop_after: float | None = None,
+                        stop_after: float | None = None, supernet: str | Path | None = None,
                         started: Callable[[FidelitySetup], None] | None = None,
                         progress: Callable[[int, int, str], None] | None = None) -> FidelitySummary:
     """The rank-fidelity experiment of a space file (`overrides` applied; what `twins-nas
@@ -591,6 +616,8 @@ def fidelity_experiment(space_file: str | Path, overrides: Sequence[str] = (), r
     keys only; default `default_reference`), the plan is opened in `out_dir` (a run there with
     the same settings continues), torch uses `threads` CPU threads (0: every core), then
     `run_fidelity` scores it; `stop_after` minutes: no new job after that (0: only the report).
+    `supernet`: the folder of a trained supernet of the space (`twins-nas supernet --out`): adds
+    the ``supernet`` scorer (a supernet of another space: a one-line ConfigError).
     `started(setup)` is called once the inputs are checked, before any training."""
     import torch  # heavy import: see README
 
@@ -604,7 +631,9 @@ def fidelity_experiment(space_file: str | Path, overrides: Sequence[str] = (), r
     out_dir = Path(out_dir)
     open_plan(space, ref, out_dir, archs=archs, pairs=pairs, seeds=seeds, seeded=seeded, seed=seed)
     torch.set_num_threads(threads or cpu_cores())
+    scorer = load_accuracy_source(SUPERNET, str(supernet), space) if supernet is not None else None
     if started is not None:
         started(FidelitySetup(space=space, reference=ref, reference_overrides=ref_overrides, out_dir=out_dir))
     return run_fidelity(space, ref, out_dir, archs=archs, pairs=pairs, seeds=seeds, seeded=seeded, seed=seed,
-                        progress=progress, png=png, time_limit=None if stop_after is None else stop_after * 60)
+                        progress=progress, png=png, time_limit=None if stop_after is None else stop_after * 60,
+                        supernet=scorer)

@@ -34,6 +34,14 @@ rung's accuracy) and the architecture's front / knee / picked flags. The replica
 the search scheduled near the front (`run.replication`) count as replicates; ``meta.replication``
 gives their settings, number and seconds.
 
+A study that scored inherited weights (``search --supernet``) records each trial's inherited
+accuracy (``accuracy_source: inherited``); once the top of its inherited front has been trained
+stand-alone (`run.standalone`), the front, the knee and the pick are computed over those
+architectures on their stand-alone means (``accuracy``; ``accuracy_inherited`` beside it),
+every pareto.json entry says ``accuracy_source: stand-alone``, ``meta.accuracy_source`` gives
+the supernet, the settings, the trainings and the inherited front's ids, and trials.csv gives
+each trial ``accuracy_standalone`` / ``accuracy_standalone_se`` / ``standalone_trainings``.
+
 Every JSON `meta` holds the schema version, the metrics, the space (name, file, sha256), the
 seed, the sampler, the measurement device and settings, the proxy settings and library
 versions (of the search and of the export).
@@ -56,14 +64,15 @@ from ...atomic import atomic_path, ensure_dir, write_text
 from ...config import SCHEMA_VERSION, ArchConfig, ConfigError
 from ...errors import ArgText, Namer
 from ...figures import write_figure
-from ..evaluate.accuracy_source import STANDALONE
+from ..evaluate.accuracy_source import INHERITED, STANDALONE
 from ..evaluate.status import TrialStatus
 from ..optuna_compat import storage_url
 from ..pareto import NoMatch, hypervolume_history, knee_index, pareto_mask, parse_pick, select
-from ..replicates import Architecture, indistinguishable, is_accuracy_like
+from ..replicates import Architecture, Noise, indistinguishable, is_accuracy_like
 from ..run.provenance import library_versions
 from ..run.replication import replicate_seconds, replicate_trainings, replications, study_architectures
 from ..run.rungs import effective_metrics, promotion_seconds, promotions
+from ..run.standalone import standalone_architectures, standalone_records, top_architectures
 from ..run.storage import describe_storage, existing_storage_file, open_storage, resolve_storage, storage_file
 from ..run.trials import count_trials
 from ..space.metrics import METRICS, canonical_metric, rename_legacy
@@ -132,6 +141,28 @@ def _replication_meta(study: optuna.Study, space: dict) -> dict:
                 architectures=len(records), seconds=round(replicate_seconds(records), 1))
 
 
+def _ranked_architectures(study: optuna.Study, archs: list[Architecture],
+                          objectives: dict[str, str]) -> tuple[list[Architecture], dict | None, Noise]:
+    """The architectures the report ranks, what it says of where their accuracy comes from
+    (None: each trial trained its own proxy) and the noise estimate of the stand-alone trainings.
+    A study that scored inherited weights ranks by the stand-alone accuracies of the
+    architectures trained stand-alone at its end (see `run.standalone`) once there are any;
+    until then, by the inherited ones."""
+    source = study.user_attrs.get("accuracy_source")
+    retrained, noise = standalone_architectures(study, archs)
+    if not source:
+        return archs, None, noise
+    inherited_front = top_architectures(archs, objectives, len(archs))
+    mask = pareto_mask([a.metrics for a in inherited_front], objectives) if inherited_front else ()
+    records = {n: rec for n, rec in standalone_records(study).items() if rec.get("results")}
+    meta = {"trials": INHERITED, "ranked_by": STANDALONE if retrained else INHERITED,
+            "supernet": {k: v for k, v in source.items() if k != "name"},
+            "retrain": study.user_attrs.get("standalone"), "retrained": len(retrained),
+            "trainings": replicate_trainings(records), "seconds": round(replicate_seconds(records), 1),
+            "inherited_front": [a.id for a, on in zip(inherited_front, mask) if on]}
+    return (retrained or archs), meta, noise
+
+
 def _clean_metrics(m: dict) -> dict:
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in m.items()}
 
@@ -143,11 +174,13 @@ def _round(v: float | None) -> float | None:
 # ---- trials.csv ------------------------------------------------------------------------------------
 def trials_frame(study: optuna.Study, archs: Sequence[Architecture] = (),
                  front: set[str] | frozenset[str] = frozenset(), picked: str | None = None,
-                 knee: str | None = None) -> pd.DataFrame:
+                 knee: str | None = None, standalone: Sequence[Architecture] = ()) -> pd.DataFrame:
     """One row per trial (see the module docstring); `archs` are the study's architectures and
     `front`, `picked`, `knee` architecture ids: a trial's flags, ``architecture``,
     ``replicates`` and ``accuracy_mean`` / ``accuracy_se`` (and the same of every rung's
-    accuracy) are its architecture's."""
+    accuracy) are its architecture's. `standalone`: the architectures trained stand-alone
+    after a search with inherited accuracies (`run.standalone`): their trials get
+    ``accuracy_standalone`` / ``accuracy_standalone_se`` and ``standalone_trainings``."""
     trials = study.get_trials(deepcopy=False)
     of_trial = {n: a for a in archs for n in a.trials}
     records = promotions(study)
@@ -160,6 +193,8 @@ def trials_frame(study: optuna.Study, archs: Sequence[Architecture] = (),
     timed = {k for t in trials for k in (t.user_attrs.get("seconds") or {})}
     seconds = [k for k in SECONDS if k != "zero_cost" or k in timed]  # zero_cost: where a score was named
     stat_cols = [f"{c}_{s}" for c in metric_cols + rung_cols if is_accuracy_like(c) for s in ("mean", "se")]
+    retrained = {a.id: a for a in standalone}
+    standalone_cols = ["accuracy_standalone", "accuracy_standalone_se", "standalone_trainings"] if standalone else []
     rows = []
     for t, m in zip(trials, metrics):
         ua = t.user_attrs
@@ -182,6 +217,11 @@ def trials_frame(study: optuna.Study, archs: Sequence[Architecture] = (),
         speed = ua.get("speed") or {}
         row["runtime"], row["latency_source"] = speed.get("runtime"), speed.get("source")
         row["accuracy_source"] = ua.get("accuracy_source") or (STANDALONE if m.get("accuracy") is not None else None)
+        if standalone:
+            sa = retrained.get(aid) if aid is not None else None
+            row["accuracy_standalone"] = None if sa is None else sa.metrics.get("accuracy")
+            row["accuracy_standalone_se"] = None if sa is None else sa.se.get("accuracy")
+            row["standalone_trainings"] = None if sa is None else sa.replicates
         if rung_cols:
             row.update({c: m.get(c) for c in rung_cols[:-1]})
             row["seconds_promotion"] = promotion_seconds(records.get(t.number)) or None
@@ -203,13 +243,15 @@ def trials_frame(study: optuna.Study, archs: Sequence[Architecture] = (),
         row.update({f"param.{p}": t.params.get(p) for p in param_cols})
         rows.append(row)
     cols = (["number", "state", "status", "feasible", "on_front", "knee", "picked", "architecture", "replicates"] +
-            metric_cols + rung_cols + stat_cols + ["params", "accuracy_source", "runtime", "latency_source",
-                                                          "violations"] +
+            metric_cols + rung_cols + stat_cols + standalone_cols +
+            ["params", "accuracy_source", "runtime", "latency_source", "violations"] +
             [f"seconds_{k}" for k in seconds] +
             ["epoch_accuracies", "proxy_seed", "depths", "embed_dims", "patterns", "datetime_start",
              "datetime_complete", "worker", "reason"] + [f"param.{p}" for p in param_cols])
     df = pd.DataFrame(rows, columns=cols)
     df["replicates"] = df["replicates"].astype("Int64")  # a count: "2", and empty where no architecture
+    if standalone:
+        df["standalone_trainings"] = df["standalone_trainings"].astype("Int64")
     return df
 
 
@@ -427,7 +469,12 @@ def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "kn
             storage = storage_url(study)
 
     archs, noise = study_architectures(study)
-    feasible = [a for a in archs if a.feasible]
+    ranked, sourced, standalone_noise = _ranked_architectures(study, archs, objectives)
+    if sourced is not None and sourced["ranked_by"] == STANDALONE:
+        noise = standalone_noise
+        notes.append(f"the front ranks the {len(ranked)} architectures trained stand-alone by that accuracy; "
+                     "every trial's own accuracy is inherited from the supernet")
+    feasible = [a for a in ranked if a.feasible]
     records = promotions(study)
     rows = [a.metrics for a in feasible]
     front_idx, knee, picked, pick_note = [], None, None, None
@@ -451,18 +498,22 @@ def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "kn
     front_ids = {ids[i] for i in front_idx}
     knee_id = ids[knee] if knee is not None else None
     picked_id = ids[picked] if picked is not None else None
-    df = trials_frame(study, archs, front_ids, picked_id, knee_id)
+    df = trials_frame(study, archs, front_ids, picked_id, knee_id,
+                      standalone=ranked if sourced is not None and sourced["ranked_by"] == STANDALONE else ())
     similar_idx = indistinguishable([rows[i] for i in front_idx], [feasible[i].se.get("accuracy") for i in front_idx],
                                     objectives)
     similar = {ids[i]: [ids[front_idx[j]] for j in near] for i, near in zip(front_idx, similar_idx)}
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     files = []
     common = _common_meta(study, storage)
+    if sourced is not None:
+        common["accuracy_source"] = sourced
     best = None
 
     def described(a: Architecture) -> dict:
         """What pareto.json and best_config.json say of an architecture beside its metrics."""
-        return {"architecture": a.id, "replicates": a.replicates, "replicate_trials": list(a.trials),
+        source = {} if sourced is None else {"accuracy_source": sourced["ranked_by"]}
+        return {"architecture": a.id, "replicates": a.replicates, "replicate_trials": list(a.trials), **source,
                 "accuracy_se": _round(a.se.get("accuracy")),
                 **{f"{m}_se": _round(v) for m, v in a.se.items() if m != "accuracy"}}
 
@@ -518,7 +569,9 @@ def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "kn
     fig = pareto_figure(df, objectives, presets, hv,
                         title=f"{study.study_name}: {len(df)} trials, {len(feasible)} feasible architectures, "
                               f"{len(front_idx)} on the front (space {common['space']['name']}, "
-                              f"{common['device'].get('device', '')})", archs=arch_df)
+                              f"{common['device'].get('device', '')})"
+                              + ("; dots: inherited accuracy, front: stand-alone" if sourced is not None
+                                 and sourced["ranked_by"] == STANDALONE else ""), archs=arch_df)
     written = write_figure(fig, out / "pareto.html", out / "pareto.png" if png else None, width=1400, height=620)
     files += written.files
     notes += written.notes

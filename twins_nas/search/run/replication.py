@@ -55,9 +55,10 @@ def replicate_seed(seed: int, number: int, index: int) -> int:
     return (trial_seed(seed, number) + int(index) * SEED_STRIDE) % (2 ** 31 - 1)
 
 
-def replications(study: optuna.Study) -> dict[int, dict]:
-    """Lowest trial number of an architecture -> its replicate record (module docstring)."""
-    return {int(k[len(PREFIX):]): v for k, v in study.user_attrs.items() if k.startswith(PREFIX)}
+def replications(study: optuna.Study, prefix: str = PREFIX) -> dict[int, dict]:
+    """Lowest trial number of an architecture -> its replicate record (module docstring); with
+    another `prefix`, the records of another kind of further training (`standalone`)."""
+    return {int(k[len(prefix):]): v for k, v in study.user_attrs.items() if k.startswith(prefix)}
 
 
 def replicate_seconds(records: dict[int, dict]) -> float:
@@ -111,11 +112,11 @@ def study_architectures(study: optuna.Study) -> tuple[list[Architecture], Noise]
     groups = group_replicates(reps)
     noise = estimate_noise([[r.metrics["accuracy_rung0"] for r in g if r.metrics.get("accuracy_rung0") is not None]
                             for g in groups], _val_samples(study))
-    return [summarize(g, noise.sd) for g in groups], noise
+    return [summarize(g, noise.sd, pooled=noise.source == "replicates") for g in groups], noise
 
 
 # ---- what to train next ------------------------------------------------------------------------
-def _live_claims(rec: dict) -> set[int]:
+def live_claims(rec: dict) -> set[int]:
     """Indices claimed by a process that is alive (or whose liveness cannot be told)."""
     return {int(i) for i, c in (rec.get("claims") or {}).items() if owner_alive(c.get("owner")) is not False}
 
@@ -127,7 +128,7 @@ def next_replicate(archs: list[Architecture], records: dict[int, dict], objectiv
     trainings are done or claimed (see the module docstring for the order)."""
     if count <= 1 or "accuracy" not in objectives:
         return None
-    used = sum(len(rec.get("results") or {}) + len(_live_claims(rec)) for rec in records.values())
+    used = sum(len(rec.get("results") or {}) + len(live_claims(rec)) for rec in records.values())
     if used >= limit:
         return None
     feasible = [a for a in archs if a.feasible and a.metrics.get("accuracy") is not None
@@ -138,19 +139,24 @@ def next_replicate(archs: list[Architecture], records: dict[int, dict], objectiv
     for i, gap in near:
         a = feasible[i]
         rec = records.get(a.first) or {}
-        have = len(a.trials) + len(rec.get("results") or {}) + len(_live_claims(rec))  # failed ones too
+        have = len(a.trials) + len(rec.get("results") or {}) + len(live_claims(rec))  # failed ones too
         if have < count:
             candidates.append(((gap > 0, have, gap, a.first), a, rec))
     if not candidates:
         return None
     _, a, rec = min(candidates, key=lambda c: c[0])
-    taken = {int(i) for i in (rec.get("results") or {})} | _live_claims(rec)
+    taken = {int(i) for i in (rec.get("results") or {})} | live_claims(rec)
     index = next(i for i in range(1, count + len(taken) + 1) if i not in taken)
     return a.first, index, int(a.metrics.get("rung") or 0)
 
 
 class Replicator:
-    """Trains the replicates of one process (see the module docstring)."""
+    """Trains the replicates of one process (see the module docstring). Subclasses schedule
+    other further trainings of the study's architectures the same way (claimed under the
+    study's lock, recorded under their own `prefix`, a dead process's claims taken over) by
+    overriding `active`, `next_job` and `seed_of`."""
+
+    prefix = PREFIX
 
     def __init__(self, space: SearchSpace, seed: int, device: str, lock: str | Path | AbstractContextManager,
                  trials: int) -> None:
@@ -165,30 +171,37 @@ class Replicator:
     def active(self) -> bool:
         return self.settings.count > 1 and "accuracy" in self.objectives and self.limit > 0
 
+    def next_job(self, study: optuna.Study, records: dict[int, dict]) -> tuple[int, int, int] | None:
+        """(lowest trial number, index, rung) of the next training, or None when none is due."""
+        archs, _ = study_architectures(study)
+        return next_replicate(archs, records, self.objectives, self.settings.count, self.settings.z, self.limit)
+
+    def seed_of(self, number: int, index: int) -> int:
+        return replicate_seed(self.seed, number, index)
+
     def _claim(self, study: optuna.Study) -> tuple[int, int, int] | None:
         with self.lock:
-            records = replications(study)
+            records = replications(study, self.prefix)
             for number, rec in records.items():  # a dead process's claims are dropped: their trainings are due again
                 live = {i: c for i, c in (rec.get("claims") or {}).items() if owner_alive(c.get("owner")) is not False}
                 if live != (rec.get("claims") or {}):
                     records[number] = dict(rec, claims=live)
-                    study.set_user_attr(f"{PREFIX}{number}", records[number])
-            archs, _ = study_architectures(study)
-            job = next_replicate(archs, records, self.objectives, self.settings.count, self.settings.z, self.limit)
+                    study.set_user_attr(f"{self.prefix}{number}", records[number])
+            job = self.next_job(study, records)
             if job is not None:
                 number, index, _ = job
                 rec = dict(records.get(number) or {"results": {}})
                 rec["claims"] = dict(rec.get("claims") or {})
                 rec["claims"][str(index)] = {"owner": owner_attrs(),
                                              "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-                study.set_user_attr(f"{PREFIX}{number}", rec)
+                study.set_user_attr(f"{self.prefix}{number}", rec)
             return job
 
     def _train(self, study: optuna.Study, number: int, index: int, rung: int) -> None:
         t = study.get_trials(deepcopy=False)[number]
         settings = rung_settings(self.space.proxy, self.space.halving.eta, rung)
         data = load_proxy_data(settings, seed=self.seed)
-        seed = replicate_seed(self.seed, number, index)
+        seed = self.seed_of(number, index)
         t0 = time.perf_counter()
         try:
             res = train_proxy(ArchConfig.from_dict(t.user_attrs["config"]), settings, data, seed=seed,
@@ -199,16 +212,15 @@ class Replicator:
             result = {"accuracy": None, "error": error_line(e)}
         result.update(seed=seed, rung=rung, seconds=round(time.perf_counter() - t0, 3))
         with self.lock:
-            rec = dict(replications(study).get(number) or {"results": {}})
+            rec = dict(replications(study, self.prefix).get(number) or {"results": {}})
             rec["results"] = dict(rec.get("results") or {}, **{str(index): result})
             rec["claims"] = {i: c for i, c in (rec.get("claims") or {}).items() if i != str(index)}
-            study.set_user_attr(f"{PREFIX}{number}", rec)
+            study.set_user_attr(f"{self.prefix}{number}", rec)
 
     def run(self, study: optuna.Study, deadline: float | None = None,
             on_training: Callable[[int], None] | None = None) -> int:
-        """Train replicates until none is due (module docstring) or the `deadline` (a
-        `time.time()`) has passed; `on_training(done)` after each one. Returns how many this
-        process trained."""
+        """Train until none is due (module docstring) or the `deadline` (a `time.time()`) has
+        passed; `on_training(done)` after each one. Returns how many this process trained."""
         if not self.active:
             return 0
         done = 0

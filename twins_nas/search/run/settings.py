@@ -35,6 +35,9 @@ class SearchSettings:
     threads: int | None = None  # torch CPU threads per worker (default: cores // workers)
     heartbeat: int = DEFAULT_HEARTBEAT_S  # seconds between a trial's heartbeats (database servers)
     supernet: str | None = None  # a trained supernet's folder: the accuracy of every trial is its inherited one
+    supernet_samples: int | None = None  # with a supernet: score on a fixed class-balanced subset of this many images
+    retrain: int = 8  # with a supernet: the top architectures of the inherited front trained stand-alone at the end
+    retrain_seeds: int = 2  # ... with this many seeds each
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -52,6 +55,12 @@ class SearchSettings:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", self.study_name):
             raise ConfigError(f"study_name={self.study_name!r}: use letters, digits, '.', '_' and '-'",
                               field="study_name")
+        if self.supernet_samples is not None and self.supernet_samples < 1:
+            raise ConfigError(f"supernet_samples={self.supernet_samples}: must be at least 1", field="supernet_samples")
+        if self.retrain < 0:
+            raise ConfigError(f"retrain={self.retrain}: must be 0 (none) or more architectures", field="retrain")
+        if self.retrain_seeds < 1:
+            raise ConfigError(f"retrain_seeds={self.retrain_seeds}: must be at least 1", field="retrain_seeds")
         parse_pick(self.pick)
 
     @classmethod

@@ -64,7 +64,7 @@ def make_evaluator(space: SearchSpace, settings: SearchSettings, device: str,
     ``settings.supernet``, `scorer` when this process has loaded it already, else loaded here)."""
     data = load_proxy_data(space.proxy, seed=settings.seed) if needs_proxy_data(space) else None
     if scorer is None and settings.supernet:
-        scorer = load_accuracy_source("supernet", settings.supernet, space)
+        scorer = load_accuracy_source("supernet", settings.supernet, space, samples=settings.supernet_samples)
     return Evaluator(space=space, data=data, device=device, seed=settings.seed, budget=settings.budget,
                      early_stop=settings.early_stop, constraint_names=dict(constraint_names or {}), scorer=scorer)
 
