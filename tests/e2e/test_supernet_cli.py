@@ -135,6 +135,9 @@ def test_search_with_a_supernet_scores_every_trial_by_its_inherited_weights(tmp_
     assert r.exit_code == 0, r.output
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
     assert {k: v for k, v in study.user_attrs.items() if k.startswith("standalone:")} == before
+    r = runner.invoke(app, [*search, "--trials", "4", "--supernet", str(sn), "--supernet-samples", "50"])
+    assert r.exit_code == 2 and "100 validation images" in r.stderr and "50 validation images" in r.stderr, r.output
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # scored on other images: not comparable
     r = runner.invoke(app, [*search, "--trials", "4"])  # the same study, now training proxies: refused
     assert r.exit_code == 2 and "scored the inherited weights of the supernet" in r.stderr, r.output
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
