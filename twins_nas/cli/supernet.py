@@ -31,7 +31,7 @@ def supernet(
                                                             "the same weights."),
     overrides: list[str] = typer.Option([], "--set", metavar="KEY.PATH=VALUE",
                                         help="Override a key of the space (proxy.batch_size=64) or a supernet "
-                                             "setting: supernet.random_subnets (2), supernet.distill (false), "
+                                             "setting: supernet.random_subnets (2), supernet.distill (true), "
                                              "supernet.epochs (20), supernet.checkpoint_every (25), "
                                              "supernet.eval_every (25)."),
 ) -> None:
