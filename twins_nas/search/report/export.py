@@ -567,8 +567,11 @@ def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "kn
     configs_of = {t.number: t.user_attrs.get("config") or {} for t in by_number.values()}
     arch_df = architecture_frame(feasible, configs_of, front_ids, knee_id, picked_id, similar)
     fig = pareto_figure(df, objectives, presets, hv,
-                        title=f"{study.study_name}: {len(df)} trials, {len(feasible)} feasible architectures, "
-                              f"{len(front_idx)} on the front (space {common['space']['name']}, "
+                        title=f"{study.study_name}: {len(df)} trials, "
+                              + (f"{len(archs)} architectures, {len(feasible)} trained stand-alone, "
+                                 if sourced is not None and sourced["ranked_by"] == STANDALONE else
+                                 f"{len(feasible)} feasible architectures, ")
+                              + f"{len(front_idx)} on the front (space {common['space']['name']}, "
                               f"{common['device'].get('device', '')})"
                               + ("; dots: inherited accuracy, front: stand-alone" if sourced is not None
                                  and sourced["ranked_by"] == STANDALONE else ""), archs=arch_df)
