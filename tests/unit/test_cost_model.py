@@ -55,10 +55,7 @@ def configs(draw):
                       peg=draw(st.booleans()))
 
 
-@settings(max_examples=150, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(cfg=configs(), h=st.integers(32, 320), w=st.integers(32, 320))
-def test_analytic_matches_fvcore_and_model_params(cfg, h, w):
+def check_against_fvcore(cfg: ArchConfig, h: int, w: int) -> None:
     try:
         cfg.stage_sizes((h, w))
     except ConfigError:
@@ -66,6 +63,22 @@ def test_analytic_matches_fvcore_and_model_params(cfg, h, w):
     model = build_model(cfg)
     assert analytic_params(cfg) == n_params(model)
     assert_counts_agree(cfg, (h, w), model)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(cfg=configs(), h=st.integers(32, 320), w=st.integers(32, 320))
+def test_analytic_matches_fvcore_and_model_params(cfg, h, w):
+    check_against_fvcore(cfg, h, w)
+
+
+@pytest.mark.slow
+@settings(max_examples=400, deadline=None, derandomize=False,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(cfg=configs(), h=st.integers(32, 320), w=st.integers(32, 320))
+def test_analytic_matches_fvcore_and_model_params_many(cfg, h, w):
+    """The same on many more (and each run new) random configs and sizes."""
+    check_against_fvcore(cfg, h, w)
 
 
 # ---- the presets ------------------------------------------------------------------------
