@@ -284,6 +284,21 @@ def _run_trials(study: optuna.Study, space: SearchSpace, settings: SearchSetting
         return StopReason.INTERRUPTED, "interrupted"
 
 
+def _train_further(study: optuna.Study, trainer: Replicator, stopped: StopReason, message: str,
+                   status: Callable[[str], AbstractContextManager] | None, deadline: float | None,
+                   what: str) -> tuple[StopReason, str]:
+    """Once every trial is done, the further trainings of `trainer` (replicates near the front,
+    the top of an inherited front stand-alone) under the status line `what`; Ctrl-C stops
+    them (the study keeps what is done). Returns how the search stopped, and its message."""
+    if stopped == StopReason.DONE and trainer.active:
+        try:
+            with (status or contextlib.nullcontext)(what):
+                trainer.run(study, deadline)
+        except KeyboardInterrupt:
+            return StopReason.INTERRUPTED, "interrupted"
+    return stopped, message
+
+
 def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True,
                progress: ProgressFactory | None = None,
                status: Callable[[str], AbstractContextManager] | None = None) -> SearchOutcome:
@@ -336,28 +351,18 @@ def run_search(space: SearchSpace, settings: SearchSettings, export: bool = True
         notes.append(promotion_summary(study))
     replicator = Replicator(space, settings.seed, device, study_lock(spec, settings.study_name), settings.trials)
     study.set_user_attr("replicates", space.replicates.model_dump(mode="json"))
-    if stopped == StopReason.DONE and replicator.active:
-        try:
-            with (status or contextlib.nullcontext)(
-                    f"training replicates near the front (up to {space.replicates.count} per architecture, "
-                    f"at most {replicator.limit} trainings) ..."):
-                replicator.run(study, deadline)
-        except KeyboardInterrupt:
-            stopped, message = StopReason.INTERRUPTED, "interrupted"
+    stopped, message = _train_further(study, replicator, stopped, message, status, deadline,
+                                      f"training replicates near the front (up to {space.replicates.count} per "
+                                      f"architecture, at most {replicator.limit} trainings) ...")
     if replicator.active or replications(study):
         notes.append(replication_summary(study))
     trainer = StandaloneTrainer(space, settings.seed, device, study_lock(spec, settings.study_name),
                                 settings.retrain if scorer is not None else 0, settings.retrain_seeds)
     if scorer is not None:
         study.set_user_attr("standalone", {"top": settings.retrain, "seeds": settings.retrain_seeds})
-    if stopped == StopReason.DONE and trainer.active:
-        try:
-            with (status or contextlib.nullcontext)(
-                    f"training the top {settings.retrain} of the inherited front stand-alone "
-                    f"({settings.retrain_seeds} seed(s) each) ..."):
-                trainer.run(study, deadline)
-        except KeyboardInterrupt:
-            stopped, message = StopReason.INTERRUPTED, "interrupted"
+    stopped, message = _train_further(study, trainer, stopped, message, status, deadline,
+                                      f"training the top {settings.retrain} of the inherited front stand-alone "
+                                      f"({settings.retrain_seeds} seed(s) each) ...")
     if trainer.active or standalone_records(study):
         notes.append(standalone_summary(study))
     counts = count_trials(study)
