@@ -29,7 +29,7 @@ def floor_sizes(cfg: ArchConfig, h: int, w: int) -> list[tuple[int, int]]:
     return out
 
 
-@settings(max_examples=200, **SETTINGS)
+@settings(max_examples=80, **SETTINGS)
 @given(cfg_dict=arch_configs(), h=st.integers(32, 320), w=st.integers(32, 320), seed=st.integers(0, 2 ** 16))
 @example(  # one window bigger than the map on one side only, k pair bigger than the map, all sub-samplers
     cfg_dict=dict(stages=[
@@ -43,6 +43,18 @@ def floor_sizes(cfg: ArchConfig, h: int, w: int) -> list[tuple[int, int]]:
              subsample="conv", pattern="G"),
     ], num_classes=10), h=37, w=301, seed=0)
 def test_random_config_runs_at_any_size(cfg_dict, h, w, seed):
+    check_runs_at_size(cfg_dict, h, w, seed)
+
+
+@pytest.mark.slow
+@settings(max_examples=600, **SETTINGS)
+@given(cfg_dict=arch_configs(), h=st.integers(32, 320), w=st.integers(32, 320), seed=st.integers(0, 2 ** 16))
+def test_random_config_runs_at_any_size_many(cfg_dict, h, w, seed):
+    """The same on 600 random configs and sizes (the default run takes 80)."""
+    check_runs_at_size(cfg_dict, h, w, seed)
+
+
+def check_runs_at_size(cfg_dict: dict, h: int, w: int, seed: int) -> None:
     cfg = ArchConfig.from_dict(cfg_dict)
     assert reduction(cfg_dict) <= 32
     model = build_model(cfg, seed=seed).eval()
