@@ -38,7 +38,7 @@ from ..hardware import cpu_cores
 from ..presets import presets_for
 from ..profile.backends import DEFAULT_BACKEND
 from ..sizes import format_size
-from .evaluate.accuracy_source import AccuracySource, load_accuracy_source
+from .evaluate.accuracy_source import AccuracySource
 from .evaluate.objective import measured_metrics, needed_metrics, needs_proxy_data, time_model
 from .evaluate.status import StopReason
 from .latency.predictor import MEASURED, PREDICTED, images_per_second, latency_source, space_predictor
@@ -52,7 +52,7 @@ from .run.settings import SearchSettings
 from .run.standalone import StandaloneTrainer, standalone_records, standalone_summary
 from .run.storage import describe_storage, open_storage, resolve_storage, study_lock
 from .run.trials import count_trials, error_line, fail_dead_trials, on_stale_trial, run_worker
-from .run.workers import make_evaluator, prepare_process, quiet_optuna, run_worker_processes, sampler_seed
+from .run.workers import load_scorer, make_evaluator, prepare_process, quiet_optuna, run_worker_processes, sampler_seed
 from .space.measure import MeasureBudget
 from .space.metrics import TIMED_METRICS, recorded_spellings
 from .space.space import SearchSpace
@@ -95,7 +95,7 @@ def _with_accuracy_source(space: SearchSpace, settings: SearchSettings) -> Sourc
         raise ConfigError(lambda name: f"{name('supernet')}: halving.rungs={space.halving.rungs} trains the best "
                           f"again at higher rungs, which inherited scores do not have; set halving.rungs=1",
                           field="supernet")
-    scorer = load_accuracy_source("supernet", settings.supernet, space, samples=settings.supernet_samples)
+    scorer = load_scorer(space, settings)
     record = {"name": "supernet", "path": str(Path(settings.supernet).resolve()),
               **(scorer.identity() if hasattr(scorer, "identity") else {})}
     notes = []

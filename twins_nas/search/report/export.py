@@ -470,7 +470,8 @@ def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "kn
 
     archs, noise = study_architectures(study)
     ranked, sourced, standalone_noise = _ranked_architectures(study, archs, objectives)
-    if sourced is not None and sourced["ranked_by"] == STANDALONE:
+    by_standalone = sourced is not None and sourced["ranked_by"] == STANDALONE
+    if by_standalone:
         noise = standalone_noise
         notes.append(f"the front ranks the {len(ranked)} architectures trained stand-alone by that accuracy; "
                      "every trial's own accuracy is inherited from the supernet")
@@ -499,7 +500,7 @@ def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "kn
     knee_id = ids[knee] if knee is not None else None
     picked_id = ids[picked] if picked is not None else None
     df = trials_frame(study, archs, front_ids, picked_id, knee_id,
-                      standalone=ranked if sourced is not None and sourced["ranked_by"] == STANDALONE else ())
+                      standalone=ranked if by_standalone else ())
     similar_idx = indistinguishable([rows[i] for i in front_idx], [feasible[i].se.get("accuracy") for i in front_idx],
                                     objectives)
     similar = {ids[i]: [ids[front_idx[j]] for j in near] for i, near in zip(front_idx, similar_idx)}
@@ -569,12 +570,11 @@ def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "kn
     fig = pareto_figure(df, objectives, presets, hv,
                         title=f"{study.study_name}: {len(df)} trials, "
                               + (f"{len(archs)} architectures, {len(feasible)} trained stand-alone, "
-                                 if sourced is not None and sourced["ranked_by"] == STANDALONE else
-                                 f"{len(feasible)} feasible architectures, ")
+                                 if by_standalone else f"{len(feasible)} feasible architectures, ")
                               + f"{len(front_idx)} on the front (space {common['space']['name']}, "
                               f"{common['device'].get('device', '')})"
-                              + ("; dots: inherited accuracy, front: stand-alone" if sourced is not None
-                                 and sourced["ranked_by"] == STANDALONE else ""), archs=arch_df)
+                              + ("; dots: inherited accuracy, front: stand-alone" if by_standalone else ""),
+                        archs=arch_df)
     written = write_figure(fig, out / "pareto.html", out / "pareto.png" if png else None, width=1400, height=620)
     files += written.files
     notes += written.notes

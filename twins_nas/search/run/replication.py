@@ -80,7 +80,7 @@ def _network(t: optuna.trial.FrozenTrial) -> Hashable:
     return ("trial", t.number)
 
 
-def _val_samples(study: optuna.Study) -> int | None:
+def val_samples_of(study: optuna.Study) -> int | None:
     """The proxy's validation split size the study recorded (its space's ``proxy.val_samples``)."""
     v = ((study.user_attrs.get("space") or {}).get("proxy") or {}).get("val_samples")
     return int(v) if isinstance(v, (int, float)) and v > 0 else None
@@ -111,7 +111,7 @@ def study_architectures(study: optuna.Study) -> tuple[list[Architecture], Noise]
                                       scored=True, extra=True))
     groups = group_replicates(reps)
     noise = estimate_noise([[r.metrics["accuracy_rung0"] for r in g if r.metrics.get("accuracy_rung0") is not None]
-                            for g in groups], _val_samples(study))
+                            for g in groups], val_samples_of(study))
     return [summarize(g, noise.sd, pooled=noise.source == "replicates") for g in groups], noise
 
 

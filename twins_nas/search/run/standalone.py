@@ -35,10 +35,10 @@ from .replication import (
     replicate_trainings,
     replications,
     study_architectures,
+    val_samples_of,
 )
 
 PREFIX = "standalone:"
-
 
 
 def standalone_records(study: optuna.Study) -> dict[int, dict]:
@@ -86,12 +86,10 @@ def standalone_architectures(study: optuna.Study, archs: list[Architecture]) -> 
     (`replicates.standard_error` with the noise estimate of every stand-alone training) and
     `trainings` the number of stand-alone trainings; and that noise estimate."""
     records = standalone_records(study)
-    results = {n: [float(r["accuracy"]) for _, r in sorted((rec.get("results") or {}).items(),
-                                                            key=lambda kv: int(kv[0]))
-                   if r.get("accuracy") is not None] for n, rec in records.items()}
+    results = {n: [float(r["accuracy"]) for r in (rec.get("results") or {}).values() if r.get("accuracy") is not None]
+               for n, rec in records.items()}
     results = {n: v for n, v in results.items() if v}
-    val = ((study.user_attrs.get("space") or {}).get("proxy") or {}).get("val_samples")
-    noise = estimate_noise(list(results.values()), int(val) if isinstance(val, (int, float)) and val > 0 else None)
+    noise = estimate_noise(list(results.values()), val_samples_of(study))
     out = []
     for a in archs:
         vals = results.get(a.first)

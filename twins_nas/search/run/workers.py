@@ -58,13 +58,20 @@ def prepare_process(threads: int) -> None:
     quiet_optuna()
 
 
+def load_scorer(space: SearchSpace, settings: SearchSettings) -> AccuracySource:
+    """The supernet of ``settings.supernet`` loaded for `space`, scoring on
+    ``settings.supernet_samples`` validation images (all when None)."""
+    assert settings.supernet is not None
+    return load_accuracy_source("supernet", settings.supernet, space, samples=settings.supernet_samples)
+
+
 def make_evaluator(space: SearchSpace, settings: SearchSettings, device: str,
                    constraint_names: dict | None = None, scorer: AccuracySource | None = None) -> Evaluator:
     """The objective of this process (with its proxy data, loaded once per process; with
     ``settings.supernet``, `scorer` when this process has loaded it already, else loaded here)."""
     data = load_proxy_data(space.proxy, seed=settings.seed) if needs_proxy_data(space) else None
     if scorer is None and settings.supernet:
-        scorer = load_accuracy_source("supernet", settings.supernet, space, samples=settings.supernet_samples)
+        scorer = load_scorer(space, settings)
     return Evaluator(space=space, data=data, device=device, seed=settings.seed, budget=settings.budget,
                      early_stop=settings.early_stop, constraint_names=dict(constraint_names or {}), scorer=scorer)
 
