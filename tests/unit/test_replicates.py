@@ -4,8 +4,10 @@ the means, which front members noise cannot tell apart, and trials.csv keeping e
 Studies are synthetic: `optuna.trial.create_trial` + `study.add_trial` in memory."""
 from __future__ import annotations
 
+import base64
 import json
 import math
+import re
 
 import numpy as np
 import optuna
@@ -104,6 +106,29 @@ def test_the_figure_draws_the_front_at_the_means_with_standard_error_bars():
     assert noise.source == "binomial"
     assert list(front.error_y.array) == pytest.approx([2.0, 100 * math.sqrt(p * (1 - p) / 1000)])
     assert "2 replicates" in front.hovertext[0] and "± 2 (SE)" in front.hovertext[0]
+
+
+def _values(v) -> list[float]:
+    """A trace's array as the HTML holds it: a list, or plotly's typed-array encoding."""
+    if isinstance(v, dict):
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
+    return list(v)
+
+
+def test_the_figure_draws_each_architecture_once_at_its_mean(tmp_path):
+    study = make_study()
+    for acc, thr, cfg in ((0.70, 100.0, config(1)), (0.74, 100.0, config(1)), (0.66, 100.0, config(1)),
+                          (0.60, 200.0, config(2)), (0.50, 50.0, config(3))):
+        add(study, cfg, acc, thr)
+    export_study(study, tmp_path, png=False)
+    fig = json.loads(re.search(r"Plotly\.newPlot\(\s*\"[^\"]+\",\s*(\[.*?\])\s*,\s*\{",
+                               (tmp_path / "pareto.html").read_text(), re.S).group(1))
+    (dots,) = [t for t in fig if t.get("name", "").startswith("architectures")]
+    # three trainings of one network are one dot at their mean; five trials, three architectures
+    points = sorted(zip(_values(dots["x"]), _values(dots["y"])))
+    assert [p[0] for p in points] == [50.0, 100.0, 200.0]
+    assert [p[1] for p in points] == pytest.approx([50.0, 70.0, 60.0])
+    assert not [t for t in fig if t.get("name") == "trials"]
 
 
 # ---- the noise estimate and the standard errors ---------------------------------------------------

@@ -295,10 +295,12 @@ def architecture_frame(archs: Sequence[Architecture], configs: dict[int, dict], 
 
 
 def pareto_figure(df: pd.DataFrame, objectives: dict[str, str], presets: dict, hv: list[float],
-                  title: str, archs: pd.DataFrame | None = None):
-    """The Pareto figure: every trial of `df` (`trials_frame`) and, from `archs`
-    (`architecture_frame`), the front's architectures at their means with ±1 SE accuracy bars,
-    the knee and the pick."""
+                  title: str, archs: pd.DataFrame | None = None, cloud: pd.DataFrame | None = None,
+                  cloud_name: str = "architectures (mean of their trainings)"):
+    """The Pareto figure: the study's architectures, each once at its means (`cloud`, an
+    `architecture_frame`; None: every scored trial of `df` (`trials_frame`) instead), the
+    trials that break a constraint, and, from `archs` (`architecture_frame`), the front's
+    architectures at their means with ±1 SE accuracy bars, the knee and the pick."""
     import plotly.graph_objects as go  # heavy import (plotly): see README
     from plotly.subplots import make_subplots  # heavy import (plotly): see README
 
@@ -345,6 +347,9 @@ def pareto_figure(df: pd.DataFrame, objectives: dict[str, str], presets: dict, h
         have = have[have[x].notna()]
     ok = have[have["status"] == TrialStatus.OK]
     infeasible = have[(have["state"] == "COMPLETE") & (have["status"] != TrialStatus.OK)]
+    if "architecture" in infeasible.columns:  # an architecture once, as everywhere in the report
+        named = infeasible["architecture"].notna()
+        infeasible = pd.concat([infeasible[named].drop_duplicates("architecture"), infeasible[~named]])
     if archs is None or not len(archs):
         archs = ok.iloc[0:0]
     archs = archs.copy()
@@ -358,12 +363,21 @@ def pareto_figure(df: pd.DataFrame, objectives: dict[str, str], presets: dict, h
         fig.add_trace(go.Scatter(x=xs(infeasible), y=ys(infeasible), mode="markers", name="breaks a constraint",
                                  marker=dict(symbol="x", size=7, color="rgba(200,60,60,0.55)"),
                                  hovertext=hover(infeasible), hoverinfo="text"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=xs(ok), y=ys(ok), mode="markers", name="trials",
-                             marker=dict(size=7, color=ok["number"], colorscale="Blues", cmin=0,
-                                         cmax=max(1, int(df["number"].max()) if len(df) else 1),
+    dots, per_architecture, dots_name = ok, False, "trials"
+    if cloud is not None:
+        dots, per_architecture, dots_name = cloud.copy(), True, cloud_name
+        for m in (x, y):
+            if m is not None and m not in dots.columns:
+                dots[m] = float("nan")
+        if len(dots):
+            dots = dots[dots[y].notna() & (dots[x].notna() if x is not None else True)]
+    fig.add_trace(go.Scatter(x=xs(dots), y=ys(dots), mode="markers", name=dots_name,
+                             marker=dict(size=7, color=dots["number"] if len(dots) else [], colorscale="Blues",
+                                         cmin=0, cmax=max(1, int(df["number"].max()) if len(df) else 1),
                                          line=dict(width=0.5, color="rgba(40,40,80,0.6)"),
-                                         colorbar=dict(title="trial", x=0.6, len=0.5, y=0.25, thickness=10)),
-                             hovertext=hover(ok), hoverinfo="text"), row=1, col=1)
+                                         colorbar=dict(title="first trial", x=0.6, len=0.5, y=0.25,
+                                                       thickness=10)),
+                             hovertext=hover(dots, per_architecture), hoverinfo="text"), row=1, col=1)
     if len(front):
         se_col = f"{y}_se"
         bars = None
@@ -567,7 +581,10 @@ def export_study(study: optuna.Study | str, out_dir: str | Path, pick: str = "kn
                for name, row in (study.user_attrs.get("presets") or {}).items()}
     configs_of = {t.number: t.user_attrs.get("config") or {} for t in by_number.values()}
     arch_df = architecture_frame(feasible, configs_of, front_ids, knee_id, picked_id, similar)
-    fig = pareto_figure(df, objectives, presets, hv,
+    cloud = architecture_frame([a for a in archs if a.feasible], configs_of, set(), None, None, {})
+    fig = pareto_figure(df, objectives, presets, hv, cloud=cloud,
+                        cloud_name="architectures (inherited accuracy)" if by_standalone
+                        else "architectures (mean of their trainings)",
                         title=f"{study.study_name}: {len(df)} trials, "
                               + (f"{len(archs)} architectures, {len(feasible)} trained stand-alone, "
                                  if by_standalone else f"{len(feasible)} feasible architectures, ")
