@@ -302,6 +302,12 @@ def test_size_matches_brute_force():
     per_stage = dict(TINY, stages=[dict(s, subsample=["conv", "dwconv"]) for s in TINY["stages"]])
     space = space_from_dict(per_stage)
     assert space.size() == _brute_force_size(space)
+    # one stage with its own choices, the others on the model-wide one
+    for own in (0, 1):
+        mixed = dict(TINY, stages=[dict(s, subsample=["conv", "dwconv"]) if i == own else s
+                                   for i, s in enumerate(TINY["stages"])])
+        space = space_from_dict(mixed)
+        assert space.size() == _brute_force_size(space), own
 
 
 def test_random_config_and_tiny_space_roundtrip():

@@ -487,16 +487,17 @@ class SearchSpace(_Strict):
         per_stage = [stage_keys(st, st.subsample or self.subsample) for st in self.stages]
         if all(st.subsample is not None for st in self.stages):
             return math.prod(len(k) for k in per_stage)
-        # model-wide sub-sampling couples the stages: a network where no stage sub-samples is
-        # the same for every choice; one where some stage does is distinct per choice.
-        free = [{k for k in keys if k[-1] is None} for keys in per_stage]
-        total = math.prod(len(f) for f in free)
+        # model-wide sub-sampling couples the stages without their own choices: a network where
+        # none of them sub-samples is the same for every choice; one where some does is distinct
+        # per choice. Stages with their own choices are independent of it.
+        own = math.prod(len(keys) for keys, st in zip(per_stage, self.stages) if st.subsample is not None)
+        coupled = [keys for keys, st in zip(per_stage, self.stages) if st.subsample is None]
+        free = [len({k for k in keys if k[-1] is None}) for keys in coupled]
+        total = math.prod(free)
         for s in self.subsample:
-            with_s = [len(f) + len({k for k in keys if k[-1] == s}) if st.subsample is None else len(keys)
-                      for f, keys, st in zip(free, per_stage, self.stages)]
-            total += math.prod(with_s) - math.prod(
-                len(f) if st.subsample is None else len(keys) for f, keys, st in zip(free, per_stage, self.stages))
-        return total
+            with_s = [f + len({k for k in keys if k[-1] == s}) for f, keys in zip(free, coupled)]
+            total += math.prod(with_s) - math.prod(free)
+        return own * total
 
 
 def _renamed_sections(data: dict) -> dict:
