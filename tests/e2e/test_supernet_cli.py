@@ -138,6 +138,10 @@ def test_search_with_a_supernet_scores_every_trial_by_its_inherited_weights(tmp_
     r = runner.invoke(app, [*search, "--trials", "4", "--supernet", str(sn), "--supernet-samples", "50"])
     assert r.exit_code == 2 and "100 validation images" in r.stderr and "50 validation images" in r.stderr, r.output
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # scored on other images: not comparable
+    r = runner.invoke(app, [*search, "--trials", "1", "--supernet", str(sn), "--supernet-samples", "101",
+                            "--out", str(tmp_path / "more")])  # more than the 100 validation images
+    assert r.exit_code == 2 and r.stderr.startswith("error: --supernet-samples=101: must be between 1"), r.output
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     r = runner.invoke(app, [*search, "--trials", "4"])  # the same study, now training proxies: refused
     assert r.exit_code == 2 and "scored the inherited weights of the supernet" in r.stderr, r.output
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
