@@ -168,6 +168,13 @@ def test_summary_seed_noise_and_corrected_tau_on_fixed_results(space_file):
     assert sc["params"]["kendall_tau"] == pytest.approx(0.8)
     assert sc["params"]["kendall_tau_corrected"] == pytest.approx(0.8 / math.sqrt(7 / 9))
     assert math.isnan(sc["naswot"]["kendall_tau_corrected"])          # its reliability is negative
+    # SNR: the variance of the four seeded means less a third of the noise, over the noise
+    runs = [[v[i] for v in seeds["accuracy"]] for i in range(4)]
+    noise = statistics.mean(statistics.variance(r) for r in runs)
+    want = (statistics.variance([statistics.mean(r) for r in runs]) - noise / 3) / noise
+    assert sc["accuracy"]["seed_snr"] == pytest.approx(max(0.0, want))
+    assert r["seed_snr"] is not None and math.isnan(sc["params"]["seed_snr"])
+    assert math.isnan(sc["accuracy"]["snr_per_minute"])                # no seconds recorded here
     ref_means = [statistics.mean(v[i] for v in seeds["reference"] if i < len(v)) for i in range(5)]
     sd_ref = statistics.mean(statistics.stdev(v[i] for v in seeds["reference"]) for i in range(4))
     assert summary["separation"] == {"reference_span_points": pytest.approx(max(ref_means) - min(ref_means)),

@@ -6,10 +6,18 @@ from __future__ import annotations
 import math
 import statistics
 
+import numpy as np
 import pytest
 from scipy import stats
 
-from twins_nas.search.fidelity.reliability import corrected_tau, kendall_tau, seed_sd, seed_tau, separation
+from twins_nas.search.fidelity.reliability import (
+    corrected_tau,
+    kendall_tau,
+    seed_sd,
+    seed_snr,
+    seed_tau,
+    separation,
+)
 
 # four architectures, three seeds; seed 1 swaps b and c of seed 0, seed 2 reverses seed 0
 SEED0 = {"a": 0.50, "b": 0.60, "c": 0.70, "d": 0.80}
@@ -68,6 +76,30 @@ def test_seed_sd_is_the_mean_over_archs_of_the_sd_across_seeds():
     want = (0.02 / math.sqrt(2) + 0.03) / 2
     assert seed_sd(data) == pytest.approx(want)
     assert math.isnan(seed_sd({"c": {0: 0.70}}))
+
+
+def test_seed_snr_by_hand():
+    # a: 0.60, 0.62 (var 0.0002); b: 0.70, 0.70 (0); c: 0.80, 0.84 (0.0008); d: one seed (left out)
+    data = {"a": {0: 0.60, 1: 0.62}, "b": {0: 0.70, 1: 0.70}, "c": {0: 0.80, 1: 0.84}, "d": {0: 0.5}}
+    noise = (0.0002 + 0.0 + 0.0008) / 3
+    means = [0.61, 0.70, 0.82]
+    between = statistics.variance(means) - noise / 2       # each mean holds half a seed variance
+    assert seed_snr(data) == pytest.approx(between / noise)
+    # means closer than their noise explains: no separation, not a negative one
+    assert seed_snr({"a": {0: 0.5, 1: 0.7}, "b": {0: 0.6, 1: 0.6}, "c": {0: 0.7, 1: 0.5}}) == 0.0
+    assert math.isnan(seed_snr({"a": {0: 0.5, 1: 0.6}, "b": {0: 0.6, 1: 0.7}}))          # 2 architectures
+    assert math.isnan(seed_snr({a: {0: 0.5, 1: 0.5} for a in "abc"}))                    # no seed noise
+
+
+def test_seed_snr_recovers_a_known_ratio():
+    rng = np.random.default_rng(3)
+    true_sd, noise_sd, archs = 0.02, 0.01, 4000          # SNR 4
+    data = {}
+    for a in range(archs):
+        mu = rng.normal(0.7, true_sd)
+        n = int(rng.integers(2, 5))
+        data[str(a)] = dict(enumerate(rng.normal(mu, noise_sd, size=n)))
+    assert seed_snr(data) == pytest.approx(4.0, rel=0.1)
 
 
 def test_corrected_tau_divides_by_the_root_of_both_reliabilities_and_clips():

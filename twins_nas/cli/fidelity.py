@@ -73,7 +73,7 @@ def fidelity(
             raise typer.Exit(130) from None
     t = Table(title=f"scorers vs reference ({summary.reference.budget_x:.1f}x the proxy budget)")
     for col in ("scorer", "Kendall τ", "τ 95 % CI", "Spearman ρ", "pairs ordered", "s / arch", "seed τ",
-                "τ corrected", "τ vs proxy"):
+                "SNR", "SNR / min", "τ corrected", "τ vs proxy"):
         t.add_column(col, justify="left" if col == "scorer" else "right")
     for name, s in summary.scorers.items():
         ci = s.tau_ci95
@@ -81,15 +81,18 @@ def fidelity(
                   f"[{_fmt(ci[0])}, {_fmt(ci[1])}]", _fmt(s.spearman_rho),
                   _fmt(s.pair_agreement * 100 if s.pair_agreement == s.pair_agreement else None, ".0f") +
                   f" % of {s.n_pairs}", _fmt(summary.mean_seconds.get(name), ".1f"), _fmt(s.seed_tau),
-                  _fmt(s.kendall_tau_corrected), _fmt(s.kendall_tau_vs_proxy))
+                  _fmt(s.seed_snr), _fmt(s.snr_per_minute), _fmt(s.kendall_tau_corrected), _fmt(s.kendall_tau_vs_proxy))
     console.print(t)
     console.print("seed τ: Kendall τ between two seeds' orders (1 for params, GMACs and a supernet: no seed); "
+                  "SNR: the architectures' true variance over one score's seed variance, SNR / min: that per "
+                  "minute of scoring (what buys separation fastest); "
                   "τ corrected: τ / √(seed τ × reference seed τ), a correction for seed noise, not a measurement; "
                   "τ vs proxy: against the stand-alone proxy (accuracy, mean of its seeds)")
     r = summary.reference
     if r.seeded_archs:
         console.print(f"reference seed spread (std over seeds, mean of {r.seeded_archs} archs): "
-                      f"{_fmt(r.seed_spread_mean, '.4f')}; τ between two seeds: {_fmt(r.seed_tau)}")
+                      f"{_fmt(r.seed_spread_mean, '.4f')}; τ between two seeds: {_fmt(r.seed_tau)}; "
+                      f"SNR {_fmt(r.seed_snr)}")
     sep = summary.separation
     ratio = sep.reference_span_points / sep.reference_seed_sd if sep.reference_seed_sd else math.nan
     console.print(f"separation: {sep.verdict} (reference seed τ {_fmt(r.seed_tau)}, separates needs ≥ 0.8 and weakly "

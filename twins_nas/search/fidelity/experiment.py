@@ -60,7 +60,7 @@ from ..proxy.settings import ProxySettings
 from ..proxy.train import train_proxy
 from ..run.rungs import rung_settings
 from ..space.space import SearchSpace, load_space
-from .reliability import Separation, corrected_tau, kendall_tau, seed_sd, seed_tau, separation
+from .reliability import Separation, corrected_tau, kendall_tau, seed_sd, seed_snr, seed_tau, separation
 
 PLAN_VERSION = 1
 CHEAP_SCORERS = ("params", "gmacs")   # closed form
@@ -91,7 +91,10 @@ class ScorerFidelity:
     would be without seed noise on either side), not a measurement; NaN when a reliability is
     unknown or <= 0. `kendall_tau_vs_proxy`: Kendall tau-b against the stand-alone proxy
     ``accuracy`` (the mean over its seeds) over the random architectures (NaN for ``accuracy``
-    itself)."""
+    itself). `seed_snr`: the variance of the architectures' true scores over one score's seed
+    variance (`reliability.seed_snr`; NaN for the scorers that depend on no seed) and
+    `snr_per_minute` that over the minutes one score takes: the separation a minute of this
+    scorer buys, what data sets and budgets are chosen by."""
 
     kendall_tau: float
     spearman_rho: float
@@ -103,6 +106,8 @@ class ScorerFidelity:
     seed_sd: float
     kendall_tau_corrected: float
     kendall_tau_vs_proxy: float = math.nan
+    seed_snr: float = math.nan
+    snr_per_minute: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,7 @@ class ReferenceFidelity:
     """The reference training: its proxy settings, its budget as a multiple of the proxy's, and
     its seed noise over `seeded_archs` archs: `seed_spread_mean` and `seed_sd` (the same number:
     mean SD across seeds, an accuracy as a fraction), `seed_tau` (Kendall tau between two seeds'
-    orders, the mean over seed pairs with more than two)."""
+    orders, the mean over seed pairs with more than two) and `seed_snr` (as a scorer's)."""
 
     settings: dict[str, Any]
     budget_x: float
@@ -118,6 +123,7 @@ class ReferenceFidelity:
     seed_tau: float
     seeded_archs: int
     seed_sd: float
+    seed_snr: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -476,6 +482,12 @@ def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default:
     identical = {p["id"] for p in plan["pairs"]  # drawn before the draw skipped them: not counted
                  if attention_geometry(configs[p["a"]], space.input_size)
                  == attention_geometry(configs[p["b"]], space.input_size)}
+    seconds: dict[str, float] = {}
+    for job, rec in results.items():
+        seconds[job.scorer] = seconds.get(job.scorer, 0.0) + rec.get("seconds", 0.0)
+    counts = {s: sum(1 for j in results if j.scorer == s) for s in scorers}
+    mean_seconds = {s: seconds.get(s, 0.0) / max(1, counts[s]) for s in scorers}
+    snr = {s: math.nan if s in DETERMINISTIC else seed_snr(by_seed.get(s, {})) for s in scorers}
     rng = np.random.default_rng(0)
     out_scorers = {}
     for s in scorers:
@@ -511,7 +523,9 @@ def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default:
                                         n_archs=len(ids), n_pairs=len(agree), seed_tau=noise[s][0],
                                         seed_sd=noise[s][1],
                                         kendall_tau_corrected=corrected_tau(tau, noise[s][0], ref_tau),
-                                        kendall_tau_vs_proxy=vs_proxy)
+                                        kendall_tau_vs_proxy=vs_proxy, seed_snr=snr[s],
+                                        snr_per_minute=(snr[s] / (mean_seconds[s] / 60) if mean_seconds[s] > 0
+                                                        else math.nan))
     pairs = []
     for p in plan["pairs"]:
         ma, mb = mean.get(p["a"], {}), mean.get(p["b"], {})
@@ -520,20 +534,17 @@ def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default:
     seeded = [a for a in archs if len(a["reference_seeds"]) > 1]
     ref_sd = noise["reference"][1] if "reference" in noise else math.nan
     ref_means = [mean[i]["reference"] for i in random_ids if "reference" in mean.get(i, {})]
-    seconds: dict[str, float] = {}
-    for job, rec in results.items():
-        seconds[job.scorer] = seconds.get(job.scorer, 0.0) + rec.get("seconds", 0.0)
-    counts = {s: sum(1 for j in results if j.scorer == s) for s in scorers}
     return FidelitySummary(
         default_scorer=default, scorers=out_scorers, archs=archs, pairs=pairs,
         reference=ReferenceFidelity(
             settings=reference.model_dump(mode="json", exclude={"data_root"}),
             budget_x=_budget(reference) / _budget(space.proxy),
             seed_spread_mean=float(np.mean([a["reference_spread"] for a in seeded])) if seeded else None,
-            seed_tau=ref_tau, seeded_archs=len(seeded), seed_sd=ref_sd),
+            seed_tau=ref_tau, seeded_archs=len(seeded), seed_sd=ref_sd,
+            seed_snr=snr.get("reference", math.nan)),
         separation=separation(ref_means, ref_tau, ref_sd),
         space=dict(name=space.name, source=space.source, hash=space.hash, proxy=space.proxy.model_dump(mode="json")),
-        mean_seconds={s: seconds.get(s, 0.0) / max(1, counts[s]) for s in scorers})
+        mean_seconds=mean_seconds)
 
 
 def _clean(x):

@@ -5,6 +5,11 @@
   than two seeds the mean over every pair of seeds (each pair over the architectures holding both).
 * `seed_sd(by_arch)`: the mean over architectures of the standard deviation (ddof 1) across seeds,
   in the score's own units (an accuracy as the scores store it: a fraction in [0, 1]).
+* `seed_snr(by_arch)`: the signal-to-noise ratio of one score: the variance of the
+  architectures' true values (their means' variance less its seed-noise share) over the seed
+  variance of a single score. Averaging n seeds multiplies it by n, so per second of scoring it
+  is the exchange rate of separation for compute: what `fidelity` compares data sets and
+  budgets by.
 * `corrected_tau(tau, r_x, r_y)`: tau / sqrt(r_x * r_y), a correction for attenuation (Spearman's,
   with each side's seed tau as its reliability), not a measurement: the agreement the scorer would
   show with a reference free of seed noise if the noise only blurred the order. Clipped to
@@ -54,6 +59,24 @@ def seed_sd(by_arch: Mapping[str, Mapping[int, float]]) -> float:
     of their values across seeds; NaN when no architecture has two."""
     sds = [float(np.std(list(v.values()), ddof=1)) for v in by_arch.values() if len(v) > 1]
     return float(np.mean(sds)) if sds else math.nan
+
+
+def seed_snr(by_arch: Mapping[str, Mapping[int, float]]) -> float:
+    """Signal-to-noise ratio of a single score over the architectures with two or more seeds:
+    ``max(0, var(means) - mean(s2_a / n_a)) / mean(s2_a)``, with ``s2_a`` the variance (ddof 1)
+    of architecture a's ``n_a`` seeds and ``var(means)`` the variance (ddof 1) of their means
+    (both unbiased estimates under score = true value + independent seed noise). NaN with fewer
+    than 3 such architectures or no seed variance at all."""
+    multi = [list(v.values()) for v in by_arch.values() if len(v) > 1]
+    if len(multi) < 3:
+        return math.nan
+    noise = [float(np.var(v, ddof=1)) for v in multi]
+    s2 = float(np.mean(noise))
+    if s2 <= 0:
+        return math.nan
+    means = [float(np.mean(v)) for v in multi]
+    true_var = float(np.var(means, ddof=1)) - float(np.mean([n / len(v) for n, v in zip(noise, multi)]))
+    return max(0.0, true_var) / s2
 
 
 def corrected_tau(tau: float, r_x: float, r_y: float) -> float:
