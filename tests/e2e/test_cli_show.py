@@ -123,15 +123,15 @@ def test_show_proxy_prints_full_size_next_to_the_proxy_and_json_builds_it():
     assert res.exit_code == 0, res.output
     proxy = ArchConfig(**json.loads(res.stdout))
     full = get_preset("twins-svt-s")
-    assert proxy.stage_sizes(32) == [(16, 16), (8, 8), (4, 4), (2, 2)] and proxy.in_chans == 1
-    for s, p, (fm, _), (pm, _) in zip(full.stages, proxy.stages, full.stage_sizes(224), proxy.stage_sizes(32)):
+    assert proxy.stage_sizes(48) == [(16, 16), (8, 8), (4, 4), (2, 2)] and proxy.in_chans == 1  # 48 px, patch 3
+    for s, p, (fm, _), (pm, _) in zip(full.stages, proxy.stages, full.stage_sizes(224), proxy.stage_sizes(48)):
         assert _windows(fm, s.window[0]) == _windows(pm, p.window[0])
         assert (p.depth, p.pattern, p.subsample) == (s.depth, s.pattern, s.subsample)
         assert (p.sr_pair == (1, 1)) == (s.sr_pair == (1, 1))   # sub-sampling blocks still sub-sample
-    build_model(proxy)(torch.zeros(1, 1, 32, 32))
+    build_model(proxy)(torch.zeros(1, 1, 48, 48))
     # --set reaches the space's proxy section
-    res = run("twins-svt-s", "--proxy", SVT_SPACE, "--set", "proxy.resolution=64", "--json")
-    assert ArchConfig(**json.loads(res.stdout)).stage_sizes(64)[0] == (32, 32)
+    res = run("twins-svt-s", "--proxy", SVT_SPACE, "--set", "proxy.resolution=96", "--json")
+    assert ArchConfig(**json.loads(res.stdout)).stage_sizes(96)[0] == (32, 32)
 
 
 @pytest.mark.parametrize("args, says", [

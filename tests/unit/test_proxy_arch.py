@@ -188,7 +188,7 @@ def test_mapping_table_under_the_committed_spaces(name, space_name):
     assert space.contains(cfg)
     p = proxy_arch(cfg, space.proxy, 10, 1, space.resolution, space.geometry_choices())
     for (pw, fk, pk), s, ps, (fm, _), (pm, _) in zip(UNDER_SPACE[(name, space_name)], cfg.stages, p.stages,
-                                                     cfg.stage_sizes(224), p.stage_sizes(32)):
+                                                     cfg.stage_sizes(224), p.stage_sizes(space.proxy.resolution)):
         assert keys_per_side(fm, s.sr_pair[0]) == fk and keys_per_side(pm, ps.sr_pair[0]) == pk
         if pw is not None:
             assert windows_per_side(pm, ps.window[0]) == pw == windows_per_side(fm, s.window[0])
