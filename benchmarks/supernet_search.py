@@ -6,7 +6,7 @@ stand-alone search's, and the hypervolume of both final fronts in stand-alone ac
 same (predicted) throughput, with one reference point.
 
     python benchmarks/supernet_search.py --supernet reports/svt-supernet/supernet \\
-        --out reports/svt-supernet/search --baseline reports/svt-200
+        --out reports/svt-supernet/search --baseline reports/svt-200-fashion
 
 The supernet's training time is read from its curve.csv (the seconds its training took);
 train it first with `twins-nas supernet`. The baseline is a committed stand-alone search
