@@ -276,3 +276,19 @@ def test_an_architecture_promoted_once_takes_its_accuracy_from_the_highest_rung(
     scored = Replicate(1, "k", {}, {"c": -0.3}, True)
     assert summarize([Replicate(0, "k", {}, {"c": 0.2}, False), scored], None).feasible
     assert not summarize([Replicate(0, "k", {}, {"c": 0.4}, False), scored], None).feasible
+
+
+@pytest.mark.parametrize("objectives", [[["accuracy", "maximize"]], OBJECTIVES])
+def test_a_study_without_a_feasible_architecture_still_exports(tmp_path, objectives):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="syn", directions=[d for _, d in objectives])
+    study.set_user_attr("objectives", objectives)
+    study.set_user_attr("space_name", "syn")
+    study.set_user_attr("space", {"proxy": {"val_samples": 1000}})
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.COMPLETE, values=[0.0] * len(objectives), constraints={"params_m<=5": 4.0},
+        user_attrs={"config": config(1), "status": "infeasible",
+                    "metrics": {"params_m": 9.0, "gmacs": 1.0, "throughput": 5.0}}))
+    result = export_study(study, tmp_path, png=False)
+    assert "no finished feasible trial yet" in result.notes[0]
+    assert (tmp_path / "pareto.html").is_file() and not (tmp_path / "pareto.json").exists()

@@ -366,9 +366,9 @@ def pareto_figure(df: pd.DataFrame, objectives: dict[str, str], presets: dict, h
     dots, per_architecture, dots_name = ok, False, "trials"
     if cloud is not None:
         dots, per_architecture, dots_name = cloud.copy(), True, cloud_name
-        for m in (x, y):
+        for m in (x, y, "number"):
             if m is not None and m not in dots.columns:
-                dots[m] = float("nan")
+                dots[m] = float("nan")  # no architecture yet: an empty frame without columns
         if len(dots):
             dots = dots[dots[y].notna() & (dots[x].notna() if x is not None else True)]
     fig.add_trace(go.Scatter(x=xs(dots), y=ys(dots), mode="markers", name=dots_name,
