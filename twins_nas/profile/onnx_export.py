@@ -104,8 +104,8 @@ def export_graph(model: nn.Module, example: torch.Tensor, target: str | Path | i
         raise ConfigError(f"{who}: the model cannot be exported to ONNX ({reason(e)})", field="runtime") from None
 
 
-def session_options(ort: ModuleType, threads: int) -> object:
-    """onnxruntime's session options for timing: `threads` intra-op threads, sequential
+def timing_options(ort: ModuleType, threads: int) -> object:
+    """onnxruntime's options for timing: `threads` intra-op threads, sequential
     execution, one inter-op thread, warnings off."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -128,13 +128,13 @@ def providers_for(ort: ModuleType, device: torch.device, who: str = "runtime='on
     raise ConfigError(f"{who}: device={str(device)!r} is not supported (cpu or cuda)", field="runtime")
 
 
-def open_session(ort: ModuleType, model: bytes | str | Path, providers: list, threads: int,
-                 who: str = "runtime='onnxruntime'") -> object:
-    """An InferenceSession of an ONNX graph; a graph it cannot load (an op it lacks) is a one-line
-    ConfigError starting with `who`."""
+def open_inference(ort: ModuleType, model: bytes | str | Path, providers: list, threads: int,
+                   who: str = "runtime='onnxruntime'") -> object:
+    """onnxruntime's inference object of an ONNX graph (its InferenceSession class); a graph it
+    cannot load (an op it lacks) is a one-line ConfigError starting with `who`."""
     try:
         return ort.InferenceSession(model if isinstance(model, bytes) else str(model),
-                                    session_options(ort, threads), providers=providers)
+                                    timing_options(ort, threads), providers=providers)
     except Exception as e:
         raise ConfigError(f"{who}: onnxruntime cannot load the exported graph ({reason(e)})",
                           field="runtime") from None
@@ -148,7 +148,7 @@ def _check_file(path: str | Path, model: nn.Module, x: torch.Tensor, other_batch
         ort = import_onnxruntime(who)
     except ConfigError:
         return None
-    sess = open_session(ort, path, ["CPUExecutionProvider"], torch.get_num_threads(), who=who)
+    sess = open_inference(ort, path, ["CPUExecutionProvider"], torch.get_num_threads(), who=who)
     gen = torch.Generator().manual_seed(1)
     inputs = [x] + ([torch.randn(other_batch, *x.shape[1:], generator=gen)] if other_batch else [])
     err = 0.0

@@ -31,7 +31,7 @@ import torch.nn as nn
 from ..errors import ConfigError
 from ..models.cpu_fast_paths import fast_paths
 from .backends import BACKENDS, DEFAULT_BACKEND, MeasureSpec, autocast_context, register_backend, synchronize
-from .onnx_export import DEFAULT_OPSET, export_graph, import_onnxruntime, open_session, providers_for
+from .onnx_export import DEFAULT_OPSET, export_graph, import_onnxruntime, open_inference, providers_for
 from .output_check import as_tensors, check_outputs, reason
 
 
@@ -118,8 +118,8 @@ class OnnxRuntimeBackend:
             buffer = io.BytesIO()
             export_graph(model, example, buffer, DEFAULT_OPSET, dynamic_batch=False, who=who)
             threads = spec.threads or torch.get_num_threads()
-            session = open_session(ort, buffer.getvalue(), providers, threads, who=who)
-            run, outputs = _bound(session, example.device)
+            inference = open_inference(ort, buffer.getvalue(), providers, threads, who=who)
+            run, outputs = _bound(inference, example.device)
             try:
                 run(example)
             except Exception as e:
@@ -132,20 +132,20 @@ class OnnxRuntimeBackend:
         synchronize(device)  # onnxruntime returns once its own stream is done
 
 
-def _bound(session, device: torch.device) -> tuple[Callable[[torch.Tensor], object], Callable[[], list]]:
-    """(run, outputs): `run(x)` runs `session` on the fp32 tensor `x` where it lies (no copies:
+def _bound(inference, device: torch.device) -> tuple[Callable[[torch.Tensor], object], Callable[[], list]]:
+    """(run, outputs): `run(x)` runs `inference` on the fp32 tensor `x` where it lies (no copies:
     onnxruntime's I/O binding), its outputs kept on the device; `outputs()` copies the last
     outputs to the host as numpy arrays."""
-    binding = session.io_binding()
-    name = session.get_inputs()[0].name
+    binding = inference.io_binding()
+    name = inference.get_inputs()[0].name
     kind, index = ("cuda", device.index or 0) if device.type == "cuda" else ("cpu", 0)
-    for out in session.get_outputs():
+    for out in inference.get_outputs():
         binding.bind_output(out.name, kind, index)
 
     def run(x: torch.Tensor) -> object:
         x = x.contiguous()
         binding.bind_input(name, kind, index, np.float32, list(x.shape), x.data_ptr())
-        session.run_with_iobinding(binding)
+        inference.run_with_iobinding(binding)
         return x
 
     return run, binding.copy_outputs_to_cpu
