@@ -47,6 +47,7 @@ FLAGS: dict[str, str] = {
     # supernet
     "minutes": "--minutes", "steps": "--steps", "supernet": "--supernet", "retrain": "--retrain",
     "retrain_seeds": "--retrain-seeds", "supernet_samples": "--supernet-samples",
+    "samples": "--supernet-samples",   # the supernet scorer's own name of it
     # dashboard
     "study_dir": "--study-dir", "host": "--host", "port": "--port",
 }

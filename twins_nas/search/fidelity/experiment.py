@@ -483,10 +483,11 @@ def summarize(plan: dict, results: dict[Job, dict], scorers: list[str], default:
                  if attention_geometry(configs[p["a"]], space.input_size)
                  == attention_geometry(configs[p["b"]], space.input_size)}
     seconds: dict[str, float] = {}
+    counts: dict[str, int] = {}
     for job, rec in results.items():
         seconds[job.scorer] = seconds.get(job.scorer, 0.0) + rec.get("seconds", 0.0)
-    counts = {s: sum(1 for j in results if j.scorer == s) for s in scorers}
-    mean_seconds = {s: seconds.get(s, 0.0) / max(1, counts[s]) for s in scorers}
+        counts[job.scorer] = counts.get(job.scorer, 0) + 1
+    mean_seconds = {s: seconds.get(s, 0.0) / max(1, counts.get(s, 0)) for s in scorers}
     snr = {s: math.nan if s in DETERMINISTIC else seed_snr(by_seed.get(s, {})) for s in scorers}
     rng = np.random.default_rng(0)
     out_scorers = {}
